@@ -1,0 +1,4 @@
+//! The Stellar side of flowctl's example pipeline: reading (and writing) a galexie-layout data
+//! lake, and extracting token transfer events from `LedgerCloseMeta` by the upstream rules.
+
+pub mod datalake;

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds every binary of the workspace once (release, statically linked: see .cargo/config.toml)
+# and wraps the component binaries into `FROM scratch` images. No registry is needed: nothing is
+# pulled, the images hold a single static binary each.
+#
+# Usage: scripts/build-images.sh            (engine: $FLOWCTL_DOCKER_BIN, default docker)
+#        FLOWCTL_DOCKER_BIN=podman scripts/build-images.sh
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+engine=${FLOWCTL_DOCKER_BIN:-docker}
+bin_dir="$root/target/x86_64-unknown-linux-gnu/release"
+
+# image tag, then the binary it runs as its entrypoint.
+IMAGES=(
+  "flowctl/stellar-live-source-datalake:dev stellar-live-source-datalake"
+  "flowctl/ttp-processor:dev ttp-processor"
+  "flowctl/consumer-app:dev consumer-app"
+  "flowctl/test-component:dev flowctl-test-component"
+)
+
+cd "$root"
+if [ "${FLOWCTL_SKIP_CARGO_BUILD:-}" != 1 ]; then
+  cargo build --release --workspace --bins
+fi
+
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+for entry in "${IMAGES[@]}"; do
+  read -r image binary <<<"$entry"
+  rm -rf "${ctx:?}"/*
+  cp "$bin_dir/$binary" "$ctx/$binary"
+  # 65534 is "nobody": the components never need root, and a scratch image has no /etc/passwd.
+  cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM scratch
+COPY $binary /$binary
+USER 65534:65534
+ENTRYPOINT ["/$binary"]
+DOCKERFILE
+  DOCKER_BUILDKIT=0 "$engine" build --quiet --tag "$image" "$ctx" >/dev/null
+  echo "built $image ($(du -h "$bin_dir/$binary" | cut -f1) binary $binary)"
+done
