@@ -29,3 +29,6 @@ pub mod token_transfer_service {
 pub mod flowctl {
     tonic::include_proto!("flowctl");
 }
+
+#[cfg(feature = "component")]
+pub mod component;
