@@ -1,0 +1,1000 @@
+//! The embedded control plane (`flowctl.ControlPlane`, CONTRACT.md §3) that pipeline components
+//! register and heartbeat with.
+//!
+//! flowctl is synchronous; tonic is not. The server therefore runs on its own small tokio
+//! runtime, and the rest of flowctl sees it through [`ControlPlane`]: a registry it can query
+//! from any thread, and a queue of [`ControlPlaneEvent`]s (registered, unhealthy, recovered).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use tokio::sync::oneshot;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use flowctl_proto::flowctl::control_plane_server::ControlPlaneServer;
+use flowctl_proto::flowctl::{
+    RegistrationAck, ServiceHeartbeat, ServiceInfo, ServiceList, ServiceStatus, ServiceType,
+};
+
+/// Metadata keys a component may use to say which pipeline component it is, for components
+/// that send no `component_id` (CONTRACT.md §3).
+const COMPONENT_ID_METADATA_KEYS: &[&str] = &[
+    "FLOWCTL_COMPONENT_ID",
+    "flowctl_component_id",
+    "component_id",
+];
+
+/// What kind of pipeline component a declared component is; used to match registrations from
+/// components that do not say who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComponentRole {
+    Source,
+    Processor,
+    Sink,
+}
+
+impl ComponentRole {
+    /// Whether a registration of `service_type` can come from a component of this role. The
+    /// upstream Node consumer registers as `SERVICE_TYPE_PIPELINE` meaning "consumer".
+    fn accepts(self, service_type: ServiceType) -> bool {
+        matches!(
+            (self, service_type),
+            (ComponentRole::Source, ServiceType::Source)
+                | (ComponentRole::Processor, ServiceType::Processor)
+                | (
+                    ComponentRole::Sink,
+                    ServiceType::Sink | ServiceType::Pipeline
+                )
+        )
+    }
+}
+
+/// A component of the pipeline the control plane should expect to hear from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedComponent {
+    /// The component id of the pipeline file.
+    pub id: String,
+    pub role: ComponentRole,
+}
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneConfig {
+    /// The interval components are told to heartbeat at (`FLOWCTL_HEARTBEAT_INTERVAL`).
+    pub heartbeat_interval: Duration,
+    /// How long a service may stay silent before it counts as unhealthy.
+    pub ttl: Duration,
+    /// The pipeline's components, in start order.
+    pub expected: Vec<ExpectedComponent>,
+}
+
+impl ControlPlaneConfig {
+    /// A configuration with the default TTL of three heartbeat intervals.
+    pub fn new(heartbeat_interval: Duration, expected: Vec<ExpectedComponent>) -> Self {
+        ControlPlaneConfig {
+            heartbeat_interval,
+            ttl: heartbeat_interval * 3,
+            expected,
+        }
+    }
+}
+
+/// How a registration was tied to a pipeline component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchedBy {
+    /// The registration's `component_id` field.
+    ComponentId,
+    /// A `FLOWCTL_COMPONENT_ID` entry in the registration's metadata.
+    Metadata,
+    /// The only (or first) not yet registered declared component of that service type.
+    ServiceType,
+    /// Nothing tied it to a component; it is listed under its service id.
+    Unmatched,
+}
+
+/// Something the rest of flowctl should tell the user about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ControlPlaneEvent {
+    /// A service registered. `component` is `None` when it could not be matched.
+    Registered {
+        component: Option<String>,
+        service_id: String,
+        declared: bool,
+    },
+    /// A service has not sent a heartbeat for longer than the TTL.
+    Unhealthy {
+        component: Option<String>,
+        service_id: String,
+        silent_for: Duration,
+    },
+    /// A service that was unhealthy sent a heartbeat again.
+    Recovered {
+        component: Option<String>,
+        service_id: String,
+    },
+}
+
+impl fmt::Display for ControlPlaneEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn name<'a>(component: &'a Option<String>, service_id: &'a str) -> &'a str {
+            component.as_deref().unwrap_or(service_id)
+        }
+        match self {
+            ControlPlaneEvent::Registered {
+                component,
+                service_id,
+                declared,
+            } => {
+                write!(
+                    f,
+                    "{} registered with the control plane as {service_id}",
+                    name(component, service_id)
+                )?;
+                if component.is_none() {
+                    write!(f, " (not matched to a pipeline component)")?;
+                } else if !declared {
+                    write!(f, " (not declared in the pipeline)")?;
+                }
+                Ok(())
+            }
+            ControlPlaneEvent::Unhealthy {
+                component,
+                service_id,
+                silent_for,
+            } => write!(
+                f,
+                "{} is unhealthy: no heartbeat for {:.1}s",
+                name(component, service_id),
+                silent_for.as_secs_f64()
+            ),
+            ControlPlaneEvent::Recovered {
+                component,
+                service_id,
+            } => write!(
+                f,
+                "{} recovered: heartbeats are arriving again",
+                name(component, service_id)
+            ),
+        }
+    }
+}
+
+/// A copy of what the control plane knows about one registered service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceSnapshot {
+    pub service_id: String,
+    /// The pipeline component it was matched to.
+    pub component: Option<String>,
+    pub matched_by: MatchedBy,
+    pub service_type: ServiceType,
+    pub healthy: bool,
+    /// Time since the last heartbeat; `None` before the first one.
+    pub last_heartbeat_age: Option<Duration>,
+    /// The metrics of the last heartbeat.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+#[derive(Debug)]
+struct Registration {
+    info: ServiceInfo,
+    component: Option<String>,
+    matched_by: MatchedBy,
+    registered_at: Instant,
+    last_heartbeat: Option<(Instant, SystemTime)>,
+    metrics: HashMap<String, f64>,
+    /// Whether the last notice said healthy, so each change is announced once.
+    announced_healthy: bool,
+}
+
+impl Registration {
+    fn last_seen(&self) -> Instant {
+        self.last_heartbeat
+            .map(|(at, _)| at)
+            .unwrap_or(self.registered_at)
+    }
+
+    /// Healthy while the last sign of life (registration or heartbeat) is within the TTL.
+    fn is_healthy(&self, now: Instant, ttl: Duration) -> bool {
+        now.saturating_duration_since(self.last_seen()) <= ttl
+    }
+
+    fn status(&self, now: Instant, ttl: Duration) -> ServiceStatus {
+        ServiceStatus {
+            service_id: self.info.service_id.clone(),
+            service_type: self.info.service_type,
+            is_healthy: self.is_healthy(now, ttl),
+            last_heartbeat: self.last_heartbeat.map(|(_, at)| at.into()),
+            metrics: self.metrics.clone(),
+            component_id: self.component.clone().unwrap_or_default(),
+        }
+    }
+
+    fn snapshot(&self, now: Instant, ttl: Duration) -> ServiceSnapshot {
+        ServiceSnapshot {
+            service_id: self.info.service_id.clone(),
+            component: self.component.clone(),
+            matched_by: self.matched_by,
+            service_type: self.info.service_type(),
+            healthy: self.is_healthy(now, ttl),
+            last_heartbeat_age: self
+                .last_heartbeat
+                .map(|(at, _)| now.saturating_duration_since(at)),
+            metrics: self.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Registry {
+    ttl: Duration,
+    expected: Vec<ExpectedComponent>,
+    /// By service id, in registration order for stable listings.
+    services: Vec<Registration>,
+    next_id: u64,
+    events: mpsc::Sender<ControlPlaneEvent>,
+}
+
+impl Registry {
+    fn find(&self, service_id: &str) -> Option<&Registration> {
+        self.services
+            .iter()
+            .find(|r| r.info.service_id == service_id)
+    }
+
+    fn find_mut(&mut self, service_id: &str) -> Option<&mut Registration> {
+        self.services
+            .iter_mut()
+            .find(|r| r.info.service_id == service_id)
+    }
+
+    fn is_declared(&self, component: &str) -> bool {
+        self.expected.iter().any(|e| e.id == component)
+    }
+
+    /// Ties a registration to a component: `component_id`, else a component id in the metadata,
+    /// else by service type among declared components that have not registered yet.
+    fn match_component(&self, info: &ServiceInfo) -> (Option<String>, MatchedBy) {
+        if !info.component_id.is_empty() {
+            return (Some(info.component_id.clone()), MatchedBy::ComponentId);
+        }
+        for key in COMPONENT_ID_METADATA_KEYS {
+            if let Some(id) = info.metadata.get(*key).filter(|id| !id.is_empty()) {
+                return (Some(id.clone()), MatchedBy::Metadata);
+            }
+        }
+        let service_type = info.service_type();
+        let candidates: Vec<&ExpectedComponent> = self
+            .expected
+            .iter()
+            .filter(|e| e.role.accepts(service_type))
+            .filter(|e| {
+                !self
+                    .services
+                    .iter()
+                    .any(|r| r.component.as_deref() == Some(&e.id))
+            })
+            .collect();
+        // A metadata value or the health endpoint's host naming a candidate settles ties
+        // (components reach each other by their id as network alias).
+        let named = candidates.iter().find(|e| {
+            info.metadata.values().any(|v| v == &e.id)
+                || endpoint_host(&info.health_endpoint) == Some(e.id.as_str())
+        });
+        // Otherwise the first one: flowctl starts components one by one in dependency order,
+        // so the registration it is waiting for is the earliest unregistered one of that type.
+        match named.or(candidates.first()) {
+            Some(e) => (Some(e.id.clone()), MatchedBy::ServiceType),
+            None => (None, MatchedBy::Unmatched),
+        }
+    }
+
+    fn register(&mut self, mut info: ServiceInfo) -> RegistrationAck {
+        let (component, matched_by) = self.match_component(&info);
+        if info.service_id.is_empty() {
+            self.next_id += 1;
+            let stem = component.as_deref().unwrap_or("service");
+            info.service_id = format!("{stem}-{}", self.next_id);
+        }
+        // One live registration per service id, and per component: a restarted container
+        // registers anew and replaces its former self.
+        self.services
+            .retain(|r| r.info.service_id != info.service_id);
+        if let Some(component) = &component {
+            self.services
+                .retain(|r| r.component.as_ref() != Some(component));
+        }
+        let service_id = info.service_id.clone();
+        let declared = component.as_deref().is_some_and(|c| self.is_declared(c));
+        log::debug!(
+            "control plane: {service_id} registered ({:?}, matched {matched_by:?} to {component:?})",
+            info.service_type()
+        );
+        let _ = self.events.send(ControlPlaneEvent::Registered {
+            component: component.clone(),
+            service_id: service_id.clone(),
+            declared,
+        });
+        self.services.push(Registration {
+            info,
+            component,
+            matched_by,
+            registered_at: Instant::now(),
+            last_heartbeat: None,
+            metrics: HashMap::new(),
+            announced_healthy: true,
+        });
+        RegistrationAck {
+            service_id,
+            topic_names: Vec::new(),
+            connection_info: HashMap::new(),
+        }
+    }
+
+    fn heartbeat(&mut self, heartbeat: ServiceHeartbeat) -> Result<(), Status> {
+        let events = self.events.clone();
+        let registration = self.find_mut(&heartbeat.service_id).ok_or_else(|| {
+            Status::not_found(format!(
+                "unknown service id {:?}; register first",
+                heartbeat.service_id
+            ))
+        })?;
+        // Liveness uses flowctl's own clock, so a component with a skewed clock is judged fairly.
+        registration.last_heartbeat = Some((Instant::now(), SystemTime::now()));
+        registration.metrics = heartbeat.metrics;
+        if !registration.announced_healthy {
+            registration.announced_healthy = true;
+            let _ = events.send(ControlPlaneEvent::Recovered {
+                component: registration.component.clone(),
+                service_id: registration.info.service_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Announces services that went silent for longer than the TTL.
+    fn expire(&mut self, now: Instant) {
+        let ttl = self.ttl;
+        for registration in &mut self.services {
+            if registration.announced_healthy && !registration.is_healthy(now, ttl) {
+                registration.announced_healthy = false;
+                let _ = self.events.send(ControlPlaneEvent::Unhealthy {
+                    component: registration.component.clone(),
+                    service_id: registration.info.service_id.clone(),
+                    silent_for: now.saturating_duration_since(registration.last_seen()),
+                });
+            }
+        }
+    }
+}
+
+/// The host of `http://host:port/path`, if it has one.
+fn endpoint_host(endpoint: &str) -> Option<&str> {
+    let rest = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest);
+    let authority = rest.split('/').next()?;
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    (!host.is_empty()).then_some(host)
+}
+
+type SharedRegistry = Arc<Mutex<Registry>>;
+
+fn lock(registry: &SharedRegistry) -> MutexGuard<'_, Registry> {
+    // A panic while holding the lock leaves a consistent registry (every update is one
+    // assignment or push), so keep serving it.
+    registry
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The gRPC service.
+struct ControlPlaneService {
+    registry: SharedRegistry,
+}
+
+#[tonic::async_trait]
+impl flowctl_proto::flowctl::control_plane_server::ControlPlane for ControlPlaneService {
+    async fn register(
+        &self,
+        request: Request<ServiceInfo>,
+    ) -> Result<Response<RegistrationAck>, Status> {
+        let ack = lock(&self.registry).register(request.into_inner());
+        Ok(Response::new(ack))
+    }
+
+    async fn heartbeat(&self, request: Request<ServiceHeartbeat>) -> Result<Response<()>, Status> {
+        lock(&self.registry).heartbeat(request.into_inner())?;
+        Ok(Response::new(()))
+    }
+
+    async fn get_service_status(
+        &self,
+        request: Request<ServiceInfo>,
+    ) -> Result<Response<ServiceStatus>, Status> {
+        let info = request.into_inner();
+        let registry = lock(&self.registry);
+        let found = if !info.service_id.is_empty() {
+            registry.find(&info.service_id)
+        } else if !info.component_id.is_empty() {
+            registry
+                .services
+                .iter()
+                .find(|r| r.component.as_deref() == Some(info.component_id.as_str()))
+        } else {
+            return Err(Status::invalid_argument(
+                "set service_id or component_id to ask for a service's status",
+            ));
+        };
+        match found {
+            Some(registration) => Ok(Response::new(
+                registration.status(Instant::now(), registry.ttl),
+            )),
+            None => Err(Status::not_found(format!(
+                "no service registered as {:?}",
+                if info.service_id.is_empty() {
+                    &info.component_id
+                } else {
+                    &info.service_id
+                }
+            ))),
+        }
+    }
+
+    async fn list_services(&self, _request: Request<()>) -> Result<Response<ServiceList>, Status> {
+        let registry = lock(&self.registry);
+        let now = Instant::now();
+        let services = registry
+            .services
+            .iter()
+            .map(|r| r.status(now, registry.ttl))
+            .collect();
+        Ok(Response::new(ServiceList { services }))
+    }
+}
+
+/// A running control plane. Dropping it shuts the server down.
+pub struct ControlPlane {
+    local_addr: SocketAddr,
+    registry: SharedRegistry,
+    events: Mutex<mpsc::Receiver<ControlPlaneEvent>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Binds `bind` (port 0 picks a free port) and serves on a background runtime. Binding
+    /// happens before this returns, so a taken port is an error here, not later.
+    pub fn start(bind: SocketAddr, config: ControlPlaneConfig) -> Result<ControlPlane> {
+        let listener = TcpListener::bind(bind)
+            .with_context(|| format!("control plane: cannot listen on {bind}"))?;
+        let local_addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("control-plane")
+            .enable_all()
+            .build()
+            .context("control plane: cannot start its tokio runtime")?;
+
+        let (events_tx, events_rx) = mpsc::channel();
+        let ttl = config.ttl;
+        let registry = Arc::new(Mutex::new(Registry {
+            ttl,
+            expected: config.expected,
+            services: Vec::new(),
+            next_id: 0,
+            events: events_tx,
+        }));
+
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let service = ControlPlaneService {
+            registry: registry.clone(),
+        };
+        runtime.spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(ControlPlaneServer::new(service))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                log::error!("control plane stopped: {e}");
+            }
+        });
+
+        // Check often enough that an expiry is announced soon after the TTL passes.
+        let period = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
+        let watched = registry.clone();
+        runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                lock(&watched).expire(Instant::now());
+            }
+        });
+
+        Ok(ControlPlane {
+            local_addr,
+            registry,
+            events: Mutex::new(events_rx),
+            shutdown: Some(shutdown_tx),
+            runtime: Some(runtime),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Whether `component` has a current registration.
+    pub fn is_registered(&self, component: &str) -> bool {
+        lock(&self.registry)
+            .services
+            .iter()
+            .any(|r| r.component.as_deref() == Some(component))
+    }
+
+    /// Every registered service, in registration order.
+    pub fn services(&self) -> Vec<ServiceSnapshot> {
+        let registry = lock(&self.registry);
+        let now = Instant::now();
+        registry
+            .services
+            .iter()
+            .map(|r| r.snapshot(now, registry.ttl))
+            .collect()
+    }
+
+    /// The current registration of `component`, if any.
+    pub fn service_of(&self, component: &str) -> Option<ServiceSnapshot> {
+        self.services()
+            .into_iter()
+            .find(|s| s.component.as_deref() == Some(component))
+    }
+
+    /// Takes every event that happened since the last call, without waiting.
+    pub fn drain_events(&self) -> Vec<ControlPlaneEvent> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        events.try_iter().collect()
+    }
+
+    /// Waits up to `timeout` for the next event.
+    pub fn next_event(&self, timeout: Duration) -> Option<ControlPlaneEvent> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        events.recv_timeout(timeout).ok()
+    }
+
+    /// Stops serving and waits briefly for in-flight calls to finish.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
+    use tonic::transport::Channel;
+    use tonic::Code;
+
+    const WAIT: Duration = Duration::from_secs(30);
+
+    fn expected() -> Vec<ExpectedComponent> {
+        [
+            ("src", ComponentRole::Source),
+            ("proc", ComponentRole::Processor),
+            ("sink", ComponentRole::Sink),
+        ]
+        .into_iter()
+        .map(|(id, role)| ExpectedComponent {
+            id: id.to_string(),
+            role,
+        })
+        .collect()
+    }
+
+    fn start(heartbeat_interval: Duration) -> ControlPlane {
+        let config = ControlPlaneConfig::new(heartbeat_interval, expected());
+        ControlPlane::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).unwrap()
+    }
+
+    /// A real tonic client over loopback, driven from a runtime of the test's own.
+    struct Client {
+        runtime: tokio::runtime::Runtime,
+        client: ControlPlaneClient<Channel>,
+    }
+
+    impl Client {
+        fn connect(plane: &ControlPlane) -> Client {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let url = format!("http://{}", plane.local_addr());
+            let client = runtime.block_on(ControlPlaneClient::connect(url)).unwrap();
+            Client { runtime, client }
+        }
+
+        fn register(&mut self, info: ServiceInfo) -> String {
+            let client = &mut self.client;
+            self.runtime
+                .block_on(client.register(info))
+                .unwrap()
+                .into_inner()
+                .service_id
+        }
+
+        fn heartbeat(&mut self, service_id: &str, metrics: &[(&str, f64)]) -> Result<(), Status> {
+            let heartbeat = ServiceHeartbeat {
+                service_id: service_id.to_string(),
+                timestamp: Some(SystemTime::now().into()),
+                metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            };
+            let client = &mut self.client;
+            self.runtime
+                .block_on(client.heartbeat(heartbeat))
+                .map(|_| ())
+        }
+
+        fn list(&mut self) -> Vec<ServiceStatus> {
+            let client = &mut self.client;
+            self.runtime
+                .block_on(client.list_services(()))
+                .unwrap()
+                .into_inner()
+                .services
+        }
+
+        fn status(&mut self, info: ServiceInfo) -> Result<ServiceStatus, Status> {
+            let client = &mut self.client;
+            self.runtime
+                .block_on(client.get_service_status(info))
+                .map(Response::into_inner)
+        }
+    }
+
+    fn info(service_type: ServiceType) -> ServiceInfo {
+        ServiceInfo {
+            service_type: service_type as i32,
+            ..Default::default()
+        }
+    }
+
+    /// The next event other than a registration, waiting at most [`WAIT`].
+    fn next_health_event(plane: &ControlPlane) -> ControlPlaneEvent {
+        let deadline = Instant::now() + WAIT;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match plane.next_event(left) {
+                Some(ControlPlaneEvent::Registered { .. }) => continue,
+                Some(event) => return event,
+                None => break,
+            }
+        }
+        panic!("no health event within {WAIT:?}");
+    }
+
+    #[test]
+    fn registrations_are_matched_to_components() {
+        let plane = start(Duration::from_secs(10));
+        let mut client = Client::connect(&plane);
+
+        // component_id wins over everything else.
+        let proc_id = client.register(ServiceInfo {
+            component_id: "proc".into(),
+            ..info(ServiceType::Processor)
+        });
+        assert!(!proc_id.is_empty());
+        // FLOWCTL_COMPONENT_ID in the metadata.
+        let src_id = client.register(ServiceInfo {
+            metadata: HashMap::from([("FLOWCTL_COMPONENT_ID".into(), "src".into())]),
+            ..info(ServiceType::Source)
+        });
+        // Service type only: the upstream Node consumer sends PIPELINE meaning "consumer".
+        let sink_id = client.register(info(ServiceType::Pipeline));
+        // A component the pipeline does not declare is still accepted.
+        let extra_id = client.register(ServiceInfo {
+            component_id: "extra".into(),
+            ..info(ServiceType::Sink)
+        });
+        // Nothing to match it to: accepted under its own service id.
+        let stray_id = client.register(info(ServiceType::Source));
+        // A service id chosen by the component is kept.
+        let given_id = client.register(ServiceInfo {
+            service_id: "given-id".into(),
+            ..info(ServiceType::Unspecified)
+        });
+        assert_eq!(given_id, "given-id");
+
+        let ids = [&proc_id, &src_id, &sink_id, &extra_id, &stray_id, &given_id];
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                assert_ne!(a, b, "service ids must be unique");
+            }
+        }
+        for component in ["src", "proc", "sink", "extra"] {
+            assert!(plane.is_registered(component), "{component}");
+        }
+        assert!(!plane.is_registered("nobody"));
+
+        let snapshots = plane.services();
+        let by_id = |id: &str| snapshots.iter().find(|s| s.service_id == id).unwrap();
+        assert_eq!(by_id(&proc_id).matched_by, MatchedBy::ComponentId);
+        assert_eq!(by_id(&src_id).matched_by, MatchedBy::Metadata);
+        assert_eq!(by_id(&sink_id).matched_by, MatchedBy::ServiceType);
+        assert_eq!(by_id(&sink_id).component.as_deref(), Some("sink"));
+        assert_eq!(by_id(&stray_id).matched_by, MatchedBy::Unmatched);
+        assert_eq!(by_id(&stray_id).component, None);
+
+        let events = plane.drain_events();
+        assert_eq!(events.len(), 6, "{events:?}");
+        assert!(events.contains(&ControlPlaneEvent::Registered {
+            component: Some("extra".into()),
+            service_id: extra_id.clone(),
+            declared: false,
+        }));
+        assert!(events.contains(&ControlPlaneEvent::Registered {
+            component: Some("sink".into()),
+            service_id: sink_id,
+            declared: true,
+        }));
+        plane.shutdown();
+    }
+
+    #[test]
+    fn type_matching_prefers_a_candidate_named_by_the_health_endpoint() {
+        let config = ControlPlaneConfig::new(
+            Duration::from_secs(10),
+            vec![
+                ExpectedComponent {
+                    id: "first-sink".into(),
+                    role: ComponentRole::Sink,
+                },
+                ExpectedComponent {
+                    id: "second-sink".into(),
+                    role: ComponentRole::Sink,
+                },
+            ],
+        );
+        let plane = ControlPlane::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).unwrap();
+        let mut client = Client::connect(&plane);
+        client.register(ServiceInfo {
+            health_endpoint: "http://second-sink:8093/health".into(),
+            ..info(ServiceType::Sink)
+        });
+        assert!(plane.is_registered("second-sink"));
+        assert!(!plane.is_registered("first-sink"));
+        client.register(info(ServiceType::Sink));
+        assert!(plane.is_registered("first-sink"));
+    }
+
+    #[test]
+    fn heartbeats_update_status_and_listing() {
+        let plane = start(Duration::from_secs(10));
+        let mut client = Client::connect(&plane);
+        let id = client.register(ServiceInfo {
+            component_id: "proc".into(),
+            ..info(ServiceType::Processor)
+        });
+
+        // Registered, no heartbeat yet: healthy, but no last heartbeat to show.
+        let listed = client.list();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].is_healthy);
+        assert_eq!(listed[0].last_heartbeat, None);
+
+        let before = SystemTime::now();
+        client
+            .heartbeat(
+                &id,
+                &[("total_events_emitted", 42.0), ("success_count", 7.0)],
+            )
+            .unwrap();
+        let listed = client.list();
+        let status = &listed[0];
+        assert_eq!(status.service_id, id);
+        assert_eq!(status.component_id, "proc");
+        assert_eq!(status.service_type(), ServiceType::Processor);
+        assert!(status.is_healthy);
+        let last: SystemTime = status.last_heartbeat.unwrap().try_into().unwrap();
+        assert!(
+            last >= before,
+            "last_heartbeat is the time flowctl received it"
+        );
+        assert_eq!(status.metrics["total_events_emitted"], 42.0);
+
+        let snapshot = plane.service_of("proc").unwrap();
+        assert!(snapshot.healthy);
+        assert!(snapshot.last_heartbeat_age.is_some());
+        assert_eq!(snapshot.metrics["success_count"], 7.0);
+
+        // GetServiceStatus by service id and by component id.
+        let by_service = client
+            .status(ServiceInfo {
+                service_id: id.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_service.component_id, "proc");
+        let by_component = client
+            .status(ServiceInfo {
+                component_id: "proc".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(by_component.service_id, id);
+        let missing = client
+            .status(ServiceInfo {
+                service_id: "nope".into(),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        let empty = client.status(ServiceInfo::default()).unwrap_err();
+        assert_eq!(empty.code(), Code::InvalidArgument);
+    }
+
+    #[test]
+    fn heartbeat_for_an_unknown_id_is_not_found() {
+        let plane = start(Duration::from_secs(10));
+        let mut client = Client::connect(&plane);
+        let err = client.heartbeat("never-registered", &[]).unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert!(err.message().contains("never-registered"), "{err}");
+    }
+
+    #[test]
+    fn a_component_registering_again_replaces_its_old_registration() {
+        let plane = start(Duration::from_secs(10));
+        let mut client = Client::connect(&plane);
+        let register = ServiceInfo {
+            component_id: "src".into(),
+            ..info(ServiceType::Source)
+        };
+        let old = client.register(register.clone());
+        let new = client.register(register);
+        assert_ne!(old, new);
+        assert_eq!(client.list().len(), 1);
+        assert_eq!(
+            client.heartbeat(&old, &[]).unwrap_err().code(),
+            Code::NotFound
+        );
+        client.heartbeat(&new, &[]).unwrap();
+    }
+
+    #[test]
+    fn silence_beyond_the_ttl_is_unhealthy_and_a_heartbeat_recovers() {
+        // TTL = 3 x 300 ms. The test waits for the events; it never assumes how long they take.
+        let plane = start(Duration::from_millis(300));
+        let mut client = Client::connect(&plane);
+        let id = client.register(ServiceInfo {
+            component_id: "sink".into(),
+            ..info(ServiceType::Sink)
+        });
+        client.heartbeat(&id, &[("total_processed", 1.0)]).unwrap();
+
+        match next_health_event(&plane) {
+            ControlPlaneEvent::Unhealthy {
+                component,
+                service_id,
+                silent_for,
+            } => {
+                assert_eq!(component.as_deref(), Some("sink"));
+                assert_eq!(service_id, id);
+                assert!(silent_for > Duration::from_millis(900), "{silent_for:?}");
+            }
+            other => panic!("expected Unhealthy, got {other:?}"),
+        }
+        assert!(!client.list()[0].is_healthy);
+        assert!(!plane.service_of("sink").unwrap().healthy);
+        // Still registered: unhealthy is not forgotten.
+        assert!(plane.is_registered("sink"));
+
+        client.heartbeat(&id, &[("total_processed", 2.0)]).unwrap();
+        assert_eq!(
+            next_health_event(&plane),
+            ControlPlaneEvent::Recovered {
+                component: Some("sink".into()),
+                service_id: id,
+            }
+        );
+        assert_eq!(
+            plane.service_of("sink").unwrap().metrics["total_processed"],
+            2.0
+        );
+    }
+
+    #[test]
+    fn shutdown_frees_the_port() {
+        let plane = start(Duration::from_secs(10));
+        let addr = plane.local_addr();
+        plane.shutdown();
+        TcpListener::bind(addr).expect("port is free again after shutdown");
+    }
+
+    #[test]
+    fn a_taken_port_is_an_error_naming_the_address() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = ControlPlane::start(
+            addr,
+            ControlPlaneConfig::new(Duration::from_secs(1), vec![]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains(&addr.to_string()), "{err:#}");
+    }
+
+    #[test]
+    fn events_read_well() {
+        let event = ControlPlaneEvent::Unhealthy {
+            component: Some("ttp-processor".into()),
+            service_id: "ttp-processor-2".into(),
+            silent_for: Duration::from_millis(31_500),
+        };
+        assert_eq!(
+            event.to_string(),
+            "ttp-processor is unhealthy: no heartbeat for 31.5s"
+        );
+        let event = ControlPlaneEvent::Registered {
+            component: None,
+            service_id: "service-3".into(),
+            declared: false,
+        };
+        assert_eq!(
+            event.to_string(),
+            "service-3 registered with the control plane as service-3 (not matched to a pipeline component)"
+        );
+    }
+
+    #[test]
+    fn host_of_a_health_endpoint() {
+        assert_eq!(
+            endpoint_host("http://ttp-processor:8088/health"),
+            Some("ttp-processor")
+        );
+        assert_eq!(endpoint_host("consumer-app:8093"), Some("consumer-app"));
+        assert_eq!(endpoint_host(""), None);
+    }
+}
