@@ -1,0 +1,379 @@
+//! The status table: one row per component with its container, ports, health, registration
+//! and the key heartbeat metrics (CONTRACT.md §3), for `flowctl run` and `flowctl status`.
+//!
+//! `flowctl status` finds a running control plane through the label [`CONTROL_PLANE_LABEL`]
+//! that `flowctl run` puts on every container it starts: its value is the control plane's
+//! `ip:port` on the pipeline's bridge gateway, which the host can reach too. Labels survive a
+//! crashed flowctl and need no state file; a dead run simply does not answer.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use tonic::transport::Endpoint;
+
+use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
+use flowctl_proto::flowctl::{ServiceStatus, ServiceType};
+
+use crate::control_plane::{MatchedBy, ServiceSnapshot};
+
+/// Container label holding the control plane's `ip:port` for `flowctl status`.
+pub const CONTROL_PLANE_LABEL: &str = "io.flowctl.control-plane";
+
+/// What the table shows about one component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusRow {
+    pub component: String,
+    /// Container name; `-` for a service with no container of this run.
+    pub container: String,
+    pub image: String,
+    /// Published ports, e.g. `127.0.0.1:49153->50052`.
+    pub ports: Vec<String>,
+    /// What the container engine / health check says (`running`, `healthy`, `exited (1)`, ...).
+    pub state: String,
+    /// Whether the pipeline says this component registers with the control plane.
+    pub expects_registration: bool,
+    /// Its current registration.
+    pub service: Option<ServiceSnapshot>,
+}
+
+/// Heartbeat metrics shown as "ledgers": the count processed and the last one seen.
+const LEDGERS_PROCESSED: &str = "total_processed";
+const LAST_LEDGER_KEYS: &[&str] = &["last_successful_sequence", "last_processed_ledger"];
+/// Events: what a processor emits, what a consumer receives.
+const EVENTS_EMITTED: &str = "total_events_emitted";
+const EVENTS_RECEIVED: &str = "total_events_received";
+
+impl StatusRow {
+    fn health(&self) -> String {
+        match &self.service {
+            Some(service) if !service.healthy => match service.last_heartbeat_age {
+                Some(age) => format!("unhealthy (silent {})", age_text(age)),
+                None => "unhealthy (no heartbeat)".to_string(),
+            },
+            _ => self.state.clone(),
+        }
+    }
+
+    fn registered(&self) -> String {
+        match (&self.service, self.expects_registration) {
+            (Some(service), _) => format!("yes ({})", service.service_id),
+            (None, true) => "no".to_string(),
+            (None, false) => "-".to_string(),
+        }
+    }
+
+    fn heartbeat(&self) -> String {
+        match self.service.as_ref().and_then(|s| s.last_heartbeat_age) {
+            Some(age) => format!("{} ago", age_text(age)),
+            None => "-".to_string(),
+        }
+    }
+
+    fn metric(&self, key: &str) -> Option<f64> {
+        self.service.as_ref()?.metrics.get(key).copied()
+    }
+
+    fn ledgers(&self) -> String {
+        let processed = self.metric(LEDGERS_PROCESSED);
+        let last = LAST_LEDGER_KEYS
+            .iter()
+            .find_map(|key| self.metric(key))
+            .filter(|last| *last > 0.0);
+        match (processed, last) {
+            (Some(n), Some(last)) => format!("{} (last {})", count(n), count(last)),
+            (Some(n), None) => count(n),
+            (None, Some(last)) => format!("last {}", count(last)),
+            (None, None) => "-".to_string(),
+        }
+    }
+
+    fn events(&self) -> String {
+        match (self.metric(EVENTS_EMITTED), self.metric(EVENTS_RECEIVED)) {
+            (Some(out), Some(received)) => format!("{} out, {} in", count(out), count(received)),
+            (Some(out), None) => format!("{} out", count(out)),
+            (None, Some(received)) => format!("{} in", count(received)),
+            (None, None) => "-".to_string(),
+        }
+    }
+}
+
+/// A metric as a whole number (they are counters and ledger numbers carried as doubles).
+fn count(value: f64) -> String {
+    format!("{value:.0}")
+}
+
+fn age_text(age: Duration) -> String {
+    let secs = age.as_secs();
+    if secs < 60 {
+        format!("{}s", secs)
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
+const HEADERS: [&str; 9] = [
+    "COMPONENT",
+    "CONTAINER",
+    "IMAGE",
+    "PORTS",
+    "HEALTH",
+    "REGISTERED",
+    "HEARTBEAT",
+    "LEDGERS",
+    "EVENTS",
+];
+
+/// Renders `rows` as an aligned plain-text table (no colour, so it can be piped).
+pub fn render(rows: &[StatusRow]) -> String {
+    let cells: Vec<[String; 9]> = rows
+        .iter()
+        .map(|row| {
+            [
+                row.component.clone(),
+                row.container.clone(),
+                row.image.clone(),
+                if row.ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    row.ports.join(", ")
+                },
+                row.health(),
+                row.registered(),
+                row.heartbeat(),
+                row.ledgers(),
+                row.events(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for line in &cells {
+        for (width, cell) in widths.iter_mut().zip(line) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header = HEADERS.map(str::to_string);
+    for line in std::iter::once(&header).chain(&cells) {
+        let mut text = String::new();
+        for (i, (cell, width)) in line.iter().zip(widths).enumerate() {
+            if i + 1 == line.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Adds rows for services that registered but belong to no row (a container of another
+/// pipeline, a component matched to nothing), so nothing registered is hidden.
+pub fn add_unlisted_services(rows: &mut Vec<StatusRow>, services: Vec<ServiceSnapshot>) {
+    for service in services {
+        let listed = rows.iter().any(|row| {
+            row.service
+                .as_ref()
+                .is_some_and(|s| s.service_id == service.service_id)
+        });
+        if !listed {
+            rows.push(StatusRow {
+                component: service
+                    .component
+                    .clone()
+                    .unwrap_or_else(|| format!("({})", service.service_id)),
+                container: "-".to_string(),
+                image: "-".to_string(),
+                ports: Vec::new(),
+                state: "-".to_string(),
+                expects_registration: false,
+                service: Some(service),
+            });
+        }
+    }
+}
+
+/// Converts what `ListServices` returned into the shape the table uses; `now` dates the
+/// heartbeat ages.
+pub fn snapshot_of(status: ServiceStatus, now: SystemTime) -> ServiceSnapshot {
+    let last_heartbeat_age = status
+        .last_heartbeat
+        .and_then(|at| SystemTime::try_from(at).ok())
+        .map(|at| now.duration_since(at).unwrap_or_default());
+    ServiceSnapshot {
+        service_type: ServiceType::try_from(status.service_type).unwrap_or_default(),
+        component: (!status.component_id.is_empty()).then_some(status.component_id),
+        matched_by: MatchedBy::Unmatched,
+        service_id: status.service_id,
+        healthy: status.is_healthy,
+        last_heartbeat_age,
+        metrics: status.metrics.into_iter().collect::<BTreeMap<_, _>>(),
+    }
+}
+
+/// Calls `ListServices` on the control plane at `address`.
+pub fn list_services(address: SocketAddr, timeout: Duration) -> Result<Vec<ServiceStatus>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a tokio runtime")?;
+    runtime.block_on(async {
+        let channel = Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .connect()
+            .await
+            .with_context(|| format!("control plane at {address} does not answer"))?;
+        let list = ControlPlaneClient::new(channel)
+            .list_services(())
+            .await
+            .map_err(|status| {
+                anyhow::anyhow!(
+                    "control plane at {address}: ListServices failed: {:?}: {}",
+                    status.code(),
+                    status.message()
+                )
+            })?;
+        Ok(list.into_inner().services)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(id: &str, component: &str, metrics: &[(&str, f64)]) -> ServiceSnapshot {
+        ServiceSnapshot {
+            service_id: id.to_string(),
+            component: Some(component.to_string()),
+            matched_by: MatchedBy::ComponentId,
+            service_type: ServiceType::Processor,
+            healthy: true,
+            last_heartbeat_age: Some(Duration::from_secs(3)),
+            metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    fn row(component: &str, service: Option<ServiceSnapshot>) -> StatusRow {
+        StatusRow {
+            component: component.to_string(),
+            container: component.to_string(),
+            image: format!("flowctl/{component}:dev"),
+            ports: vec!["127.0.0.1:49153->50051".into()],
+            state: "healthy".to_string(),
+            expects_registration: true,
+            service,
+        }
+    }
+
+    #[test]
+    fn table_shows_metrics_registration_and_health() {
+        let mut silent = snapshot("sink-3", "consumer-app", &[("total_events_received", 9.0)]);
+        silent.healthy = false;
+        silent.last_heartbeat_age = Some(Duration::from_secs(95));
+        let rows = vec![
+            row(
+                "ttp-processor",
+                Some(snapshot(
+                    "ttp-processor-2",
+                    "ttp-processor",
+                    &[
+                        ("total_processed", 12.0),
+                        ("last_processed_ledger", 1011.0),
+                        ("total_events_emitted", 340.0),
+                    ],
+                )),
+            ),
+            row("consumer-app", Some(silent)),
+            row("waiting", None),
+            StatusRow {
+                expects_registration: false,
+                ports: vec![],
+                state: "running".into(),
+                ..row("third-party", None)
+            },
+        ];
+        let table = render(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[0].starts_with("COMPONENT"), "{table}");
+        // Columns line up: every row's CONTAINER starts where the header's does.
+        let column = lines[0].find("CONTAINER").unwrap();
+        for line in &lines[1..] {
+            assert_eq!(&line[column - 2..column], "  ", "{table}");
+        }
+        assert!(lines[1].contains("yes (ttp-processor-2)"), "{table}");
+        assert!(lines[1].contains("3s ago"), "{table}");
+        assert!(lines[1].contains("12 (last 1011)"), "{table}");
+        assert!(lines[1].contains("340 out"), "{table}");
+        assert!(lines[2].contains("unhealthy (silent 1m35s)"), "{table}");
+        assert!(lines[2].contains("9 in"), "{table}");
+        assert!(lines[3].contains(" no "), "{table}");
+        assert!(lines[4].contains("running"), "{table}");
+    }
+
+    #[test]
+    fn services_without_a_row_are_added() {
+        let mut rows = vec![row(
+            "ttp-processor",
+            Some(snapshot("p-1", "ttp-processor", &[])),
+        )];
+        let mut stray = snapshot("service-4", "x", &[]);
+        stray.component = None;
+        add_unlisted_services(
+            &mut rows,
+            vec![snapshot("p-1", "ttp-processor", &[]), stray],
+        );
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].component, "(service-4)");
+        assert_eq!(rows[1].container, "-");
+    }
+
+    #[test]
+    fn list_services_status_becomes_a_snapshot() {
+        let now = SystemTime::now();
+        let status = ServiceStatus {
+            service_id: "s".into(),
+            service_type: ServiceType::Sink as i32,
+            is_healthy: true,
+            last_heartbeat: Some((now - Duration::from_secs(4)).into()),
+            metrics: [("total_processed".to_string(), 2.0)].into(),
+            component_id: "consumer-app".into(),
+        };
+        let snapshot = snapshot_of(status, now);
+        assert_eq!(snapshot.component.as_deref(), Some("consumer-app"));
+        assert_eq!(snapshot.service_type, ServiceType::Sink);
+        assert_eq!(snapshot.last_heartbeat_age, Some(Duration::from_secs(4)));
+        assert_eq!(snapshot.metrics["total_processed"], 2.0);
+    }
+
+    #[test]
+    fn list_services_against_a_real_control_plane() {
+        use crate::control_plane::{ControlPlane, ControlPlaneConfig};
+        let plane = ControlPlane::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            ControlPlaneConfig::new(Duration::from_secs(10), vec![]),
+        )
+        .unwrap();
+        assert!(list_services(plane.local_addr(), Duration::from_secs(10))
+            .unwrap()
+            .is_empty());
+        let address = plane.local_addr();
+        plane.shutdown();
+        let err = list_services(address, Duration::from_secs(2)).unwrap_err();
+        assert!(format!("{err:#}").contains(&address.to_string()), "{err:#}");
+    }
+
+    #[test]
+    fn ages_read_well() {
+        assert_eq!(age_text(Duration::from_millis(2500)), "2s");
+        assert_eq!(age_text(Duration::from_secs(61)), "1m01s");
+        assert_eq!(age_text(Duration::from_secs(3720)), "1h02m");
+    }
+}
