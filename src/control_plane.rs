@@ -34,8 +34,11 @@ const COMPONENT_ID_METADATA_KEYS: &[&str] = &[
 /// components that do not say who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComponentRole {
+    /// Listed under `spec.sources`.
     Source,
+    /// Listed under `spec.processors`.
     Processor,
+    /// Listed under `spec.sinks` (a consumer).
     Sink,
 }
 
@@ -60,6 +63,7 @@ impl ComponentRole {
 pub struct ExpectedComponent {
     /// The component id of the pipeline file.
     pub id: String,
+    /// Which section of the pipeline it is in.
     pub role: ComponentRole,
 }
 
@@ -103,19 +107,27 @@ pub enum MatchedBy {
 pub enum ControlPlaneEvent {
     /// A service registered. `component` is `None` when it could not be matched.
     Registered {
+        /// The pipeline component it was matched to.
         component: Option<String>,
+        /// The id it was given.
         service_id: String,
+        /// Whether the pipeline declares that component.
         declared: bool,
     },
     /// A service has not sent a heartbeat for longer than the TTL.
     Unhealthy {
+        /// The pipeline component, if the registration was matched to one.
         component: Option<String>,
+        /// Its service id.
         service_id: String,
+        /// Time since its last heartbeat (or registration).
         silent_for: Duration,
     },
     /// A service that was unhealthy sent a heartbeat again.
     Recovered {
+        /// The pipeline component, if the registration was matched to one.
         component: Option<String>,
+        /// Its service id.
         service_id: String,
     },
 }
@@ -168,11 +180,15 @@ impl fmt::Display for ControlPlaneEvent {
 /// A copy of what the control plane knows about one registered service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSnapshot {
+    /// The id the control plane knows it by (sent with every heartbeat).
     pub service_id: String,
     /// The pipeline component it was matched to.
     pub component: Option<String>,
+    /// How `component` was found.
     pub matched_by: MatchedBy,
+    /// What it registered as.
     pub service_type: ServiceType,
+    /// Whether its last sign of life is within the TTL.
     pub healthy: bool,
     /// Time since the last heartbeat; `None` before the first one.
     pub last_heartbeat_age: Option<Duration>,

@@ -25,9 +25,11 @@ pub const CONTROL_PLANE_LABEL: &str = "io.flowctl.control-plane";
 /// What the table shows about one component.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusRow {
+    /// The component id (or `(service id)` for an unmatched registration).
     pub component: String,
     /// Container name; `-` for a service with no container of this run.
     pub container: String,
+    /// The image it runs.
     pub image: String,
     /// Published ports, e.g. `127.0.0.1:49153->50052`.
     pub ports: Vec<String>,

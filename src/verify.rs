@@ -74,7 +74,9 @@ pub struct StreamCheck {
     pub consumers: Vec<String>,
     /// Where flowctl reaches its gRPC port (the published host port).
     pub address: SocketAddr,
+    /// Which service (and so which method) to call.
     pub service: GrpcService,
+    /// First ledger to ask for (`grpc.verify.start_ledger`).
     pub start_ledger: u32,
     /// Last ledger (inclusive) for the event stream; `None` means a short default range.
     pub end_ledger: Option<u32>,
@@ -103,6 +105,7 @@ impl StreamCheck {
 pub struct StreamReport {
     /// `component → consumers`.
     pub flow: String,
+    /// The service that was verified.
     pub service: GrpcService,
     /// The ledger of the first message.
     pub first_ledger: u32,
@@ -115,8 +118,11 @@ pub struct StreamReport {
 /// Events seen on a bounded event stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventCount {
+    /// Events received.
     pub count: u64,
+    /// The range asked for (inclusive).
     pub start_ledger: u32,
+    /// The range asked for (inclusive).
     pub end_ledger: u32,
     /// Whether the server ended the stream (the whole range was delivered).
     pub complete: bool,
@@ -168,9 +174,13 @@ pub enum Failure {
 /// A failed check, naming the component, the service and its address.
 #[derive(Debug, Clone)]
 pub struct VerifyError {
+    /// The component whose stream failed.
     pub component: String,
+    /// The service called.
     pub service: GrpcService,
+    /// The address called.
     pub address: SocketAddr,
+    /// What went wrong.
     pub failure: Failure,
 }
 
