@@ -31,7 +31,10 @@ pub struct Layout {
 impl Default for Layout {
     /// The upstream defaults: `LEDGERS_PER_FILE=64`, `FILES_PER_PARTITION=10`.
     fn default() -> Self {
-        Layout { ledgers_per_file: 64, files_per_partition: 10 }
+        Layout {
+            ledgers_per_file: 64,
+            files_per_partition: 10,
+        }
     }
 }
 
@@ -101,7 +104,10 @@ impl Manifest {
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         if let Some(compression) = &manifest.compression {
             if compression != "zstd" {
-                bail!("{}: unsupported compression {compression:?} (only zstd)", path.display());
+                bail!(
+                    "{}: unsupported compression {compression:?} (only zstd)",
+                    path.display()
+                );
             }
         }
         Ok(Some(manifest))
@@ -111,7 +117,9 @@ impl Manifest {
     pub fn layout_or(&self, fallback: Layout) -> Layout {
         Layout {
             ledgers_per_file: self.ledgers_per_batch.unwrap_or(fallback.ledgers_per_file),
-            files_per_partition: self.batches_per_partition.unwrap_or(fallback.files_per_partition),
+            files_per_partition: self
+                .batches_per_partition
+                .unwrap_or(fallback.files_per_partition),
         }
     }
 }
@@ -127,7 +135,10 @@ impl DataLake {
     /// A lake at `root` with a known layout.
     pub fn new(root: impl Into<PathBuf>, layout: Layout) -> Result<DataLake> {
         layout.validate()?;
-        Ok(DataLake { root: root.into(), layout })
+        Ok(DataLake {
+            root: root.into(),
+            layout,
+        })
     }
 
     /// Root folder of the lake.
@@ -155,7 +166,9 @@ impl DataLake {
             return Ok(None);
         };
         let compressed = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        decode_batch(&compressed).with_context(|| format!("decoding {}", path.display())).map(Some)
+        decode_batch(&compressed)
+            .with_context(|| format!("decoding {}", path.display()))
+            .map(Some)
     }
 
     /// Writes `batch` at the key of its first ledger (creating the partition folder) and returns
@@ -172,7 +185,9 @@ impl DataLake {
                 self.layout.ledgers_per_file
             );
         }
-        let path = self.root.join(self.layout.object_key(start, WRITE_EXTENSION));
+        let path = self
+            .root
+            .join(self.layout.object_key(start, WRITE_EXTENSION));
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
         }
@@ -194,7 +209,9 @@ pub fn decode_batch(compressed: &[u8]) -> Result<LedgerCloseMetaBatch> {
 
 /// XDR-encodes and zstd-compresses one data lake object.
 pub fn encode_batch(batch: &LedgerCloseMetaBatch) -> Result<Vec<u8>> {
-    let xdr = batch.to_xdr(Limits::none()).context("encoding LedgerCloseMetaBatch")?;
+    let xdr = batch
+        .to_xdr(Limits::none())
+        .context("encoding LedgerCloseMetaBatch")?;
     zstd::encode_all(xdr.as_slice(), 3).context("zstd compression")
 }
 
@@ -213,30 +230,54 @@ mod tests {
 
     #[test]
     fn object_key_matches_contract_examples() {
-        let layout = Layout { ledgers_per_file: 64, files_per_partition: 10 };
-        assert_eq!(layout.object_key(1000, "xdr.zstd"), "FFFFFD7F--640-1279/FFFFFC3F--960-1023.xdr.zstd");
-        let layout = Layout { ledgers_per_file: 1, files_per_partition: 64000 };
-        assert_eq!(layout.object_key(5000, "xdr.zstd"), "FFFFFFFF--0-63999/FFFFEC77--5000.xdr.zstd");
+        let layout = Layout {
+            ledgers_per_file: 64,
+            files_per_partition: 10,
+        };
+        assert_eq!(
+            layout.object_key(1000, "xdr.zstd"),
+            "FFFFFD7F--640-1279/FFFFFC3F--960-1023.xdr.zstd"
+        );
+        let layout = Layout {
+            ledgers_per_file: 1,
+            files_per_partition: 64000,
+        };
+        assert_eq!(
+            layout.object_key(5000, "xdr.zstd"),
+            "FFFFFFFF--0-63999/FFFFEC77--5000.xdr.zstd"
+        );
     }
 
     #[test]
     fn object_key_without_partitions_has_no_folder() {
-        let layout = Layout { ledgers_per_file: 1, files_per_partition: 1 };
+        let layout = Layout {
+            ledgers_per_file: 1,
+            files_per_partition: 1,
+        };
         assert_eq!(layout.object_key(2, "xdr.zst"), "FFFFFFFD--2.xdr.zst");
     }
 
     #[test]
     fn object_key_at_the_top_of_the_range_does_not_overflow() {
-        let layout = Layout { ledgers_per_file: 64, files_per_partition: 64000 };
+        let layout = Layout {
+            ledgers_per_file: 64,
+            files_per_partition: 64000,
+        };
         let key = layout.object_key(u32::MAX, "xdr.zstd");
         assert!(key.ends_with("--4294967232-4294967295.xdr.zstd"), "{key}");
     }
 
     #[test]
     fn zero_sized_layouts_are_rejected() {
-        let zero_files = Layout { ledgers_per_file: 0, files_per_partition: 1 };
+        let zero_files = Layout {
+            ledgers_per_file: 0,
+            files_per_partition: 1,
+        };
         assert!(DataLake::new("/nonexistent", zero_files).is_err());
-        let zero_parts = Layout { ledgers_per_file: 1, files_per_partition: 0 };
+        let zero_parts = Layout {
+            ledgers_per_file: 1,
+            files_per_partition: 0,
+        };
         assert!(DataLake::new("/nonexistent", zero_parts).is_err());
     }
 
@@ -247,9 +288,18 @@ mod tests {
                 "compression":"zstd","ledgersPerBatch":1,"batchesPerPartition":64000}"#,
         )
         .unwrap();
-        assert_eq!(manifest.network_passphrase.as_deref(), Some("Test SDF Network ; September 2015"));
+        assert_eq!(
+            manifest.network_passphrase.as_deref(),
+            Some("Test SDF Network ; September 2015")
+        );
         let layout = manifest.layout_or(Layout::default());
-        assert_eq!(layout, Layout { ledgers_per_file: 1, files_per_partition: 64000 });
+        assert_eq!(
+            layout,
+            Layout {
+                ledgers_per_file: 1,
+                files_per_partition: 64000
+            }
+        );
     }
 
     fn testnet_lake() -> DataLake {
@@ -276,7 +326,14 @@ mod tests {
     fn write_then_read_in_both_extensions() {
         let batch = testnet_lake().read_batch(998).unwrap().unwrap();
         let dir = std::env::temp_dir().join(format!("stellar-ttp-lake-{}", std::process::id()));
-        let lake = DataLake::new(&dir, Layout { ledgers_per_file: 1, files_per_partition: 64000 }).unwrap();
+        let lake = DataLake::new(
+            &dir,
+            Layout {
+                ledgers_per_file: 1,
+                files_per_partition: 64000,
+            },
+        )
+        .unwrap();
         let written = lake.write_batch(&batch).unwrap();
         assert!(written.ends_with("FFFFFFFF--0-63999/FFFFFC19--998.xdr.zstd"));
         assert_eq!(lake.read_batch(998).unwrap().unwrap(), batch);
@@ -290,7 +347,14 @@ mod tests {
     #[test]
     fn write_rejects_a_batch_off_the_file_boundary() {
         let mut batch = testnet_lake().read_batch(998).unwrap().unwrap();
-        let lake = DataLake::new("/nonexistent", Layout { ledgers_per_file: 64, files_per_partition: 1 }).unwrap();
+        let lake = DataLake::new(
+            "/nonexistent",
+            Layout {
+                ledgers_per_file: 64,
+                files_per_partition: 1,
+            },
+        )
+        .unwrap();
         batch.start_sequence = 998;
         assert!(lake.write_batch(&batch).is_err());
     }
