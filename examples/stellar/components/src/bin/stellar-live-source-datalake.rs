@@ -1,0 +1,9 @@
+//! The `stellar-live-source-datalake` component of the example Stellar pipeline; see `stellar_components::source`.
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    stellar_components::source::main(&args)
+}

@@ -1,0 +1,671 @@
+//! `ttp-processor`: serves `token_transfer_service.EventService` (CONTRACT.md §2, §4). Each
+//! `GetTTPEvents` call pulls raw ledgers from the source's `StreamRawLedgers`, decodes them and
+//! extracts their token transfer events with `stellar_ttp`.
+//!
+//! A call runs as a small pipeline so receiving, decoding and sending overlap: an async task
+//! pulls ledgers from the source into a bounded queue, a worker thread decodes and extracts one
+//! ledger at a time into a second bounded queue (one entry per ledger, not per event), and the
+//! response stream flattens those batches. A bounded call stops pulling right after ledger
+//! `end`, so it never waits for a ledger that may not exist yet.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use flowctl_proto::component::Metrics;
+use flowctl_proto::flowctl::ServiceType;
+use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
+use flowctl_proto::raw_ledger_service::{RawLedger, StreamLedgersRequest};
+use flowctl_proto::token_transfer::TokenTransferEvent;
+use flowctl_proto::token_transfer_service::event_service_server::{
+    EventService, EventServiceServer,
+};
+use flowctl_proto::token_transfer_service::GetEventsRequest;
+use stellar_ttp::events::Extractor;
+use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::component::{self, config_error, Identity};
+use crate::grpc;
+use crate::shutdown::{self, Shutdown, UntilShutdown};
+use crate::{event_types, logging, EXIT_FAILURE};
+
+/// How the processor registers and what `/health` reports (CONTRACT.md §3).
+pub const IDENTITY: Identity = Identity {
+    name: "ttp-processor",
+    service_type: ServiceType::Processor,
+    input_event_types: &[event_types::RAW_LEDGER],
+    output_event_types: &[event_types::TOKEN_TRANSFER],
+    metric_keys: &[
+        "success_count",
+        "error_count",
+        "total_processed",
+        "total_events_emitted",
+        "last_processed_ledger",
+        "processing_latency_ms",
+    ],
+};
+
+/// Upstream's default `PORT`.
+pub const DEFAULT_LISTEN: &str = ":50051";
+/// Upstream's default `SOURCE_SERVICE_ADDRESS`.
+pub const DEFAULT_SOURCE: &str = "localhost:50052";
+/// Raw ledgers buffered between the source and the decoder, per call.
+const RAW_QUEUE: usize = 8;
+/// Decoded ledgers (event batches) buffered between the decoder and the client, per call.
+const EVENT_QUEUE: usize = 16;
+/// How long a call keeps retrying a source that is not reachable yet.
+const SOURCE_RETRY_FOR: Duration = Duration::from_secs(15);
+/// How often a call logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The processor's settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct ProcessorConfig {
+    /// `PORT`.
+    pub listen: SocketAddr,
+    /// `NETWORK_PASSPHRASE` (required): contract addresses of assets depend on it.
+    pub network_passphrase: String,
+    /// `SOURCE_SERVICE_ADDRESS`, `host:port`.
+    pub source_address: String,
+}
+
+impl ProcessorConfig {
+    /// Reads the process environment. The error names the variable.
+    pub fn from_env() -> Result<ProcessorConfig, String> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Like [`ProcessorConfig::from_env`] with an explicit lookup (for tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<ProcessorConfig, String> {
+        let get = |key: &str| {
+            lookup(key)
+                .map(|value| value.trim().to_string())
+                .filter(|value| !value.is_empty())
+        };
+        let network_passphrase = get("NETWORK_PASSPHRASE").ok_or(
+            "NETWORK_PASSPHRASE is required (e.g. \"Test SDF Network ; September 2015\")"
+                .to_string(),
+        )?;
+        let listen = grpc::listen_addr(
+            "PORT",
+            &get("PORT").unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        )?;
+        let source_address =
+            get("SOURCE_SERVICE_ADDRESS").unwrap_or_else(|| DEFAULT_SOURCE.to_string());
+        grpc::endpoint("SOURCE_SERVICE_ADDRESS", &source_address)?;
+        Ok(ProcessorConfig {
+            listen,
+            network_passphrase,
+            source_address,
+        })
+    }
+}
+
+/// The ledgers a `GetTTPEvents` call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerRange {
+    pub start: u32,
+    /// `None`: live, never ends.
+    pub end: Option<u32>,
+}
+
+impl LedgerRange {
+    /// Checks a request (CONTRACT.md §2): inclusive, `end_ledger = 0` is live, and ours:
+    /// `0 < end < start` is `INVALID_ARGUMENT`.
+    pub fn of_request(request: &GetEventsRequest) -> Result<LedgerRange, Status> {
+        let (start, end) = (request.start_ledger, request.end_ledger);
+        if start == 0 {
+            return Err(Status::invalid_argument(
+                "start_ledger must be at least 1 (ledger 1 is the genesis ledger)",
+            ));
+        }
+        if end != 0 && end < start {
+            return Err(Status::invalid_argument(format!(
+                "end_ledger {end} is before start_ledger {start} (0 means live)"
+            )));
+        }
+        Ok(LedgerRange {
+            start,
+            end: (end != 0).then_some(end),
+        })
+    }
+
+    /// True when `sequence` is past the range (never for a live range).
+    pub fn is_past(&self, sequence: u32) -> bool {
+        self.end.is_some_and(|end| sequence > end)
+    }
+
+    /// True when `sequence` is the last ledger of a bounded range (or past it).
+    pub fn is_last(&self, sequence: u32) -> bool {
+        self.end.is_some_and(|end| sequence >= end)
+    }
+}
+
+impl std::fmt::Display for LedgerRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.end {
+            Some(end) => write!(f, "{}-{end}", self.start),
+            None => write!(f, "{}- (live)", self.start),
+        }
+    }
+}
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct EventProcessor {
+    source: Channel,
+    source_address: String,
+    network_passphrase: Arc<str>,
+    metrics: Metrics,
+    shutdown: Shutdown,
+}
+
+impl EventProcessor {
+    /// A service pulling from `config.source_address` (connected lazily, per call), reporting
+    /// into `metrics`, whose streams end when `shutdown` starts.
+    pub fn new(
+        config: &ProcessorConfig,
+        metrics: Metrics,
+        shutdown: Shutdown,
+    ) -> Result<EventProcessor, String> {
+        let endpoint: Endpoint = grpc::endpoint("SOURCE_SERVICE_ADDRESS", &config.source_address)?;
+        Ok(EventProcessor {
+            source: endpoint.connect_lazy(),
+            source_address: config.source_address.clone(),
+            network_passphrase: config.network_passphrase.as_str().into(),
+            metrics,
+            shutdown,
+        })
+    }
+
+    /// Opens the source stream, retrying briefly while the source is unreachable (it may be
+    /// starting or restarting).
+    async fn open_source(&self, start: u32) -> Result<Streaming<RawLedger>, Status> {
+        let mut client = RawLedgerServiceClient::new(self.source.clone())
+            .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES);
+        let deadline = Instant::now() + SOURCE_RETRY_FOR;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let request = StreamLedgersRequest {
+                start_ledger: start,
+            };
+            match client.stream_raw_ledgers(request).await {
+                Ok(response) => return Ok(response.into_inner()),
+                Err(status) if status.code() == Code::Unavailable && Instant::now() < deadline => {
+                    log::warn!(
+                        "source {} unavailable ({}); retrying",
+                        self.source_address,
+                        status.message()
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(status) => {
+                    return Err(Status::new(
+                        status.code(),
+                        format!(
+                            "source {}: StreamRawLedgers: {}",
+                            self.source_address,
+                            status.message()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl EventService for EventProcessor {
+    type GetTTPEventsStream = UntilShutdown<EventStream>;
+
+    async fn get_ttp_events(
+        &self,
+        request: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetTTPEventsStream>, Status> {
+        let client = request
+            .remote_addr()
+            .map(|addr| addr.to_string())
+            .unwrap_or_else(|| "client".to_string());
+        let range = LedgerRange::of_request(request.get_ref())?;
+        log::info!("{client}: token transfer events for ledgers {range}");
+        let upstream = match self.open_source(range.start).await {
+            Ok(upstream) => upstream,
+            Err(status) => {
+                self.metrics.add("error_count", 1.0);
+                log::error!("{client}: {}", status.message());
+                return Err(status);
+            }
+        };
+        let (raw_tx, raw_rx) = mpsc::channel(RAW_QUEUE);
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let worker = Worker {
+            extractor: Extractor::new(&self.network_passphrase),
+            metrics: self.metrics.clone(),
+            client: client.clone(),
+            range,
+        };
+        thread::Builder::new()
+            .name("ttp-worker".into())
+            .spawn(move || worker.run(raw_rx, event_tx))
+            .map_err(|e| Status::resource_exhausted(format!("cannot start a worker: {e}")))?;
+        tokio::spawn(pull_ledgers(upstream, range, raw_tx, self.metrics.clone()));
+        Ok(Response::new(UntilShutdown::new(
+            EventStream::new(event_rx),
+            self.shutdown.clone(),
+        )))
+    }
+}
+
+/// Forwards the source's ledgers of `range` to the worker; returns right after the last one of a
+/// bounded range, which drops (cancels) the source stream.
+async fn pull_ledgers(
+    mut upstream: Streaming<RawLedger>,
+    range: LedgerRange,
+    raw_tx: mpsc::Sender<Result<RawLedger, Status>>,
+    metrics: Metrics,
+) {
+    loop {
+        let item = tokio::select! {
+            item = upstream.message() => item,
+            // The client went away: stop pulling instead of waiting for the next ledger.
+            _ = raw_tx.closed() => return,
+        };
+        let ledger = match item {
+            Ok(Some(ledger)) => ledger,
+            Ok(None) => {
+                let message = match range.end {
+                    Some(end) => format!("the source ended its stream before ledger {end}"),
+                    None => "the source ended its live stream".to_string(),
+                };
+                metrics.add("error_count", 1.0);
+                let _ = raw_tx.send(Err(Status::unavailable(message))).await;
+                return;
+            }
+            Err(status) => {
+                metrics.add("error_count", 1.0);
+                let status = Status::new(
+                    status.code(),
+                    format!("source stream: {}", status.message()),
+                );
+                let _ = raw_tx.send(Err(status)).await;
+                return;
+            }
+        };
+        // A source with a gap could jump past the end; nothing beyond it belongs here.
+        if ledger.sequence < range.start || range.is_past(ledger.sequence) {
+            if range.is_past(ledger.sequence) {
+                return;
+            }
+            continue;
+        }
+        let last = range.is_last(ledger.sequence);
+        if raw_tx.send(Ok(ledger)).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Decodes ledgers and extracts their events on a plain thread, off the async runtime.
+struct Worker {
+    extractor: Extractor,
+    metrics: Metrics,
+    client: String,
+    range: LedgerRange,
+}
+
+impl Worker {
+    fn run(
+        mut self,
+        mut raw_rx: mpsc::Receiver<Result<RawLedger, Status>>,
+        event_tx: mpsc::Sender<Result<Vec<TokenTransferEvent>, Status>>,
+    ) {
+        let mut progress = Progress::default();
+        while let Some(item) = raw_rx.blocking_recv() {
+            let ledger = match item {
+                Ok(ledger) => ledger,
+                Err(status) => {
+                    log::error!("{}: {}", self.client, status.message());
+                    let _ = event_tx.blocking_send(Err(status));
+                    return;
+                }
+            };
+            let began = Instant::now();
+            let events = match self.process(&ledger) {
+                Ok(events) => events,
+                Err(message) => {
+                    self.metrics.add("error_count", 1.0);
+                    log::error!("{}: {message}", self.client);
+                    let _ = event_tx.blocking_send(Err(Status::internal(message)));
+                    return;
+                }
+            };
+            let latency_ms = began.elapsed().as_secs_f64() * 1e3;
+            let count = events.len();
+            // Per ledger, not per event: the metrics sit behind a lock shared with /health.
+            self.metrics.add("success_count", 1.0);
+            self.metrics.add("total_processed", 1.0);
+            self.metrics.add("total_events_emitted", count as f64);
+            self.metrics
+                .set("last_processed_ledger", f64::from(ledger.sequence));
+            self.metrics.set("processing_latency_ms", latency_ms);
+            if !events.is_empty() && event_tx.blocking_send(Ok(events)).is_err() {
+                progress.log(&self.client, ledger.sequence);
+                log::info!(
+                    "{}: client went away at ledger {}",
+                    self.client,
+                    ledger.sequence
+                );
+                return;
+            }
+            progress.add(&self.client, ledger.sequence, count);
+            if self.range.is_last(ledger.sequence) {
+                progress.log(&self.client, ledger.sequence);
+                log::info!("{}: range {} done", self.client, self.range);
+                return;
+            }
+        }
+        progress.log(&self.client, 0);
+    }
+
+    fn process(&mut self, ledger: &RawLedger) -> Result<Vec<TokenTransferEvent>, String> {
+        let meta = LedgerCloseMeta::from_xdr(&ledger.ledger_close_meta_xdr, Limits::none())
+            .map_err(|e| {
+                format!(
+                    "ledger {}: not an XDR LedgerCloseMeta: {e}",
+                    ledger.sequence
+                )
+            })?;
+        let sequence = stellar_ttp::datalake::ledger_sequence(&meta);
+        if sequence != ledger.sequence {
+            return Err(format!(
+                "the source sent ledger {sequence} labelled as {}",
+                ledger.sequence
+            ));
+        }
+        self.extractor
+            .ledger_events(&meta)
+            .map_err(|e| format!("ledger {sequence}: {e:#}"))
+    }
+}
+
+/// Logs a call's progress every few seconds.
+struct Progress {
+    first: Option<u32>,
+    ledgers: u64,
+    events: u64,
+    since: Instant,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            first: None,
+            ledgers: 0,
+            events: 0,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Progress {
+    fn add(&mut self, client: &str, sequence: u32, events: usize) {
+        self.first.get_or_insert(sequence);
+        self.ledgers += 1;
+        self.events += events as u64;
+        if self.since.elapsed() >= PROGRESS_EVERY {
+            self.log(client, sequence);
+        }
+    }
+
+    fn log(&mut self, client: &str, last: u32) {
+        if let Some(first) = self.first.take() {
+            let elapsed = self.since.elapsed().as_secs_f64().max(1e-6);
+            log::info!(
+                "{client}: processed ledgers {first}-{last}: {} ledgers, {} events ({:.0} \
+                 ledgers/s, {:.0} events/s)",
+                self.ledgers,
+                self.events,
+                self.ledgers as f64 / elapsed,
+                self.events as f64 / elapsed
+            );
+        }
+        self.ledgers = 0;
+        self.events = 0;
+        self.since = Instant::now();
+    }
+}
+
+/// The response stream: the worker's per-ledger batches, one event at a time.
+pub struct EventStream {
+    batches: mpsc::Receiver<Result<Vec<TokenTransferEvent>, Status>>,
+    current: std::vec::IntoIter<TokenTransferEvent>,
+}
+
+impl EventStream {
+    fn new(batches: mpsc::Receiver<Result<Vec<TokenTransferEvent>, Status>>) -> EventStream {
+        EventStream {
+            batches,
+            current: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<TokenTransferEvent, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.current.next() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            match self.batches.poll_recv(cx) {
+                Poll::Ready(Some(Ok(batch))) => self.current = batch.into_iter(),
+                Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// The gRPC server for `service` on `listener`, until `shutdown` starts.
+pub async fn serve(
+    listener: TcpListener,
+    service: EventProcessor,
+    shutdown: Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let server = EventServiceServer::new(service)
+        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES);
+    grpc::server()
+        .add_service(server)
+        .serve_with_incoming_shutdown(component::incoming(listener), shutdown.wait())
+        .await
+}
+
+/// The binary's entry point; `args` excludes the program name. `events ...` runs the offline
+/// extraction (`stellar_ttp::offline`), `healthcheck` probes `/health`, no argument serves.
+pub fn main(args: &[String]) -> ExitCode {
+    match args.first().map(String::as_str) {
+        Some("healthcheck") => return component::healthcheck(),
+        Some("events") => {
+            return match stellar_ttp::offline::run_events_command(&args[1..]) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ttp-processor events: {e:#}");
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
+        Some(other) => {
+            eprintln!(
+                "usage: {} [healthcheck | events ...]  (the server is configured by environment \
+                 variables; unknown argument {other:?})",
+                IDENTITY.name
+            );
+            return ExitCode::from(crate::EXIT_CONFIG);
+        }
+        None => {}
+    }
+    logging::init();
+    let env = match component::component_env() {
+        Ok(env) => env,
+        Err(e) => return config_error(IDENTITY.name, e),
+    };
+    let config = match ProcessorConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => return config_error(IDENTITY.name, e),
+    };
+    let runtime = match component::runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", IDENTITY.name);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(async move {
+        log::info!(
+            "network {:?}, source {}",
+            config.network_passphrase,
+            config.source_address
+        );
+        let metadata = HashMap::from([
+            (
+                "network_passphrase".to_string(),
+                config.network_passphrase.clone(),
+            ),
+            ("source_address".to_string(), config.source_address.clone()),
+            ("grpc_port".to_string(), config.listen.port().to_string()),
+        ]);
+        let running = match component::start(&IDENTITY, env, metadata) {
+            Ok(running) => running,
+            Err(e) => {
+                log::error!("{e:#}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let listener = match TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                log::error!("PORT: cannot listen on {}: {e}", config.listen);
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let (trigger, shutdown) = shutdown::channel();
+        let service = match EventProcessor::new(&config, running.metrics.clone(), shutdown.clone())
+        {
+            Ok(service) => service,
+            Err(e) => return config_error(IDENTITY.name, e),
+        };
+        log::info!(
+            "serving token_transfer_service.EventService on {}",
+            config.listen
+        );
+        component::serve_until_signalled(IDENTITY.name, serve(listener, service, shutdown), trigger)
+            .await
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<ProcessorConfig, String> {
+        ProcessorConfig::from_lookup(|key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn network_passphrase_is_required_and_the_rest_has_defaults() {
+        let err = config(&[]).unwrap_err();
+        assert!(err.starts_with("NETWORK_PASSPHRASE is required"), "{err}");
+        let config =
+            config(&[("NETWORK_PASSPHRASE", "Test SDF Network ; September 2015")]).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:50051");
+        assert_eq!(config.source_address, "localhost:50052");
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        let passphrase = ("NETWORK_PASSPHRASE", "Test SDF Network ; September 2015");
+        let err = config(&[passphrase, ("PORT", "eighty")]).unwrap_err();
+        assert!(err.starts_with("PORT:"), "{err}");
+        let err = config(&[passphrase, ("SOURCE_SERVICE_ADDRESS", "bad address")]).unwrap_err();
+        assert!(err.starts_with("SOURCE_SERVICE_ADDRESS:"), "{err}");
+        let ok = config(&[
+            passphrase,
+            ("PORT", "50061"),
+            ("SOURCE_SERVICE_ADDRESS", "src:1"),
+        ])
+        .unwrap();
+        assert_eq!(ok.listen.port(), 50061);
+    }
+
+    fn range(start_ledger: u32, end_ledger: u32) -> Result<LedgerRange, Status> {
+        LedgerRange::of_request(&GetEventsRequest {
+            start_ledger,
+            end_ledger,
+        })
+    }
+
+    #[test]
+    fn ranges_are_inclusive_zero_is_live_and_backwards_is_invalid() {
+        let bounded = range(997, 998).unwrap();
+        assert_eq!(bounded.end, Some(998));
+        assert!(!bounded.is_last(997) && bounded.is_last(998) && bounded.is_past(999));
+        let single = range(10077, 10077).unwrap();
+        assert!(single.is_last(10077));
+        let live = range(997, 0).unwrap();
+        assert_eq!(live.end, None);
+        assert!(!live.is_last(u32::MAX) && !live.is_past(u32::MAX));
+        let err = range(998, 997).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("997") && err.message().contains("998"));
+        assert_eq!(range(0, 5).unwrap_err().code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn the_response_flattens_batches_and_keeps_errors_in_order() {
+        use tokio_stream::StreamExt;
+        let (tx, rx) = mpsc::channel(4);
+        let event = |ledger_sequence| TokenTransferEvent {
+            meta: Some(flowctl_proto::token_transfer::EventMeta {
+                ledger_sequence,
+                ..Default::default()
+            }),
+            event: None,
+        };
+        tx.send(Ok(vec![event(1), event(1)])).await.unwrap();
+        tx.send(Ok(vec![event(2)])).await.unwrap();
+        tx.send(Err(Status::internal("ledger 3: bad")))
+            .await
+            .unwrap();
+        drop(tx);
+        let items: Vec<_> = EventStream::new(rx).collect().await;
+        let ledgers: Vec<u32> = items
+            .iter()
+            .filter_map(|item| item.as_ref().ok())
+            .map(|event| event.meta.as_ref().unwrap().ledger_sequence)
+            .collect();
+        assert_eq!(ledgers, [1, 1, 2]);
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[3].as_ref().unwrap_err().message(), "ledger 3: bad");
+    }
+}

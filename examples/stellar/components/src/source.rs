@@ -1,0 +1,942 @@
+//! `stellar-live-source-datalake`: serves `raw_ledger_service.RawLedgerService` from a
+//! galexie-layout data lake in a local folder (CONTRACT.md §1, §4, §6).
+//!
+//! Each stream has a reader thread that finds, reads, decompresses and splits data lake objects
+//! ahead of the client into a bounded queue, so file and CPU work overlap sending. When the next
+//! ledger's object does not exist yet the reader polls for it (live mode), until the client
+//! goes away or the component shuts down.
+
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use flowctl_proto::component::{parse_duration, Metrics};
+use flowctl_proto::flowctl::ServiceType;
+use flowctl_proto::raw_ledger_service::raw_ledger_service_server::{
+    RawLedgerService, RawLedgerServiceServer,
+};
+use flowctl_proto::raw_ledger_service::{RawLedger, StreamLedgersRequest};
+use stellar_ttp::datalake::{ledger_sequence, DataLake, Layout, Manifest, MANIFEST_FILE};
+use stellar_xdr::{LedgerCloseMeta, Limited, Limits, ReadXdr};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::component::{self, config_error, Identity};
+use crate::grpc;
+use crate::shutdown::{self, Shutdown, UntilShutdown};
+use crate::{event_types, logging, EXIT_FAILURE};
+
+/// How the source registers and what `/health` reports (CONTRACT.md §3).
+pub const IDENTITY: Identity = Identity {
+    name: "stellar-live-source-datalake",
+    service_type: ServiceType::Source,
+    input_event_types: &[],
+    output_event_types: &[event_types::RAW_LEDGER],
+    metric_keys: &[
+        "success_count",
+        "error_count",
+        "total_processed",
+        "total_bytes_processed",
+        "last_successful_sequence",
+    ],
+};
+
+/// Upstream's fixed listen address.
+pub const DEFAULT_LISTEN: &str = ":50052";
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
+const DEFAULT_READ_AHEAD: usize = 16;
+/// How often a stream logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The source's settings, from the environment and the lake's `.config.json`.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// `PORT` (ours; upstream always listens on `:50052`).
+    pub listen: SocketAddr,
+    /// `BUCKET_NAME` with the layout from `.config.json`, else `LEDGERS_PER_FILE` and
+    /// `FILES_PER_PARTITION`.
+    pub lake: DataLake,
+    /// From `.config.json` when it names one, else `NETWORK_PASSPHRASE`.
+    pub network_passphrase: String,
+    /// `LEDGER_POLL_INTERVAL` (ours): how often a live stream looks for the next object.
+    pub poll_interval: Duration,
+    /// `READ_AHEAD_LEDGERS` (ours): ledgers read ahead of the client per stream.
+    pub read_ahead: usize,
+    /// Where the manifest overrode the environment, to be logged at start-up.
+    pub notes: Vec<String>,
+}
+
+impl SourceConfig {
+    /// Reads the process environment. The error names the variable.
+    pub fn from_env() -> Result<SourceConfig, String> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Like [`SourceConfig::from_env`] with an explicit lookup (for tests).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<SourceConfig, String> {
+        let get = |key: &str| {
+            lookup(key)
+                .map(|value| value.trim().to_string())
+                .filter(|value| !value.is_empty())
+        };
+        let storage = get("STORAGE_TYPE").ok_or(
+            "STORAGE_TYPE is required: FS, with BUCKET_NAME the data lake folder".to_string(),
+        )?;
+        match storage.to_ascii_uppercase().as_str() {
+            "FS" => {}
+            "GCS" | "S3" => {
+                return Err(format!(
+                    "STORAGE_TYPE={storage} is not supported by this build; use STORAGE_TYPE=FS \
+                     and mount the data lake as a folder named by BUCKET_NAME"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "STORAGE_TYPE: unknown storage type {storage:?} (FS)"
+                ))
+            }
+        }
+        let bucket = get("BUCKET_NAME").ok_or(
+            "BUCKET_NAME is required: for STORAGE_TYPE=FS, the data lake's base folder".to_string(),
+        )?;
+        let root = PathBuf::from(&bucket);
+        if !root.is_dir() {
+            return Err(format!(
+                "BUCKET_NAME: {bucket} is not a folder (is the data lake mounted?)"
+            ));
+        }
+        let env_ledgers_per_file =
+            parse_number::<u32>(get("LEDGERS_PER_FILE"), "LEDGERS_PER_FILE")?;
+        let env_files_per_partition =
+            parse_number::<u32>(get("FILES_PER_PARTITION"), "FILES_PER_PARTITION")?;
+        let env_layout = Layout {
+            ledgers_per_file: env_ledgers_per_file.unwrap_or(64),
+            files_per_partition: env_files_per_partition.unwrap_or(10),
+        };
+        let env_passphrase = get("NETWORK_PASSPHRASE");
+        let manifest = Manifest::read(&root).map_err(|e| format!("BUCKET_NAME: {e:#}"))?;
+        let mut notes = Vec::new();
+        let (layout, network_passphrase) = match manifest {
+            Some(manifest) => {
+                let layout = manifest.layout_or(env_layout);
+                for (variable, env_value, used, field) in [
+                    (
+                        "LEDGERS_PER_FILE",
+                        env_ledgers_per_file,
+                        layout.ledgers_per_file,
+                        "ledgersPerBatch",
+                    ),
+                    (
+                        "FILES_PER_PARTITION",
+                        env_files_per_partition,
+                        layout.files_per_partition,
+                        "batchesPerPartition",
+                    ),
+                ] {
+                    if let Some(value) = env_value.filter(|value| *value != used) {
+                        notes.push(format!(
+                            "{variable}={value} disagrees with {MANIFEST_FILE} ({field} {used}); \
+                             using {MANIFEST_FILE}"
+                        ));
+                    }
+                }
+                let passphrase = match (manifest.network_passphrase, env_passphrase) {
+                    (Some(from_manifest), Some(from_env)) => {
+                        if from_manifest != from_env {
+                            notes.push(format!(
+                                "NETWORK_PASSPHRASE {from_env:?} disagrees with {MANIFEST_FILE} \
+                                 ({from_manifest:?}); using {MANIFEST_FILE}"
+                            ));
+                        }
+                        from_manifest
+                    }
+                    (Some(from_manifest), None) => from_manifest,
+                    (None, Some(from_env)) => from_env,
+                    (None, None) => {
+                        return Err(format!(
+                            "NETWORK_PASSPHRASE is required: the data lake's {MANIFEST_FILE} \
+                             does not name one"
+                        ))
+                    }
+                };
+                (layout, passphrase)
+            }
+            None => {
+                let passphrase = env_passphrase.ok_or(format!(
+                    "NETWORK_PASSPHRASE is required: the data lake has no {MANIFEST_FILE}"
+                ))?;
+                (env_layout, passphrase)
+            }
+        };
+        let lake = DataLake::new(root, layout).map_err(|e| format!("{e:#}"))?;
+        let listen = grpc::listen_addr(
+            "PORT",
+            &get("PORT").unwrap_or_else(|| DEFAULT_LISTEN.to_string()),
+        )?;
+        let poll_interval = match get("LEDGER_POLL_INTERVAL") {
+            Some(value) => {
+                parse_duration(&value).map_err(|e| format!("LEDGER_POLL_INTERVAL: {e}"))?
+            }
+            None => DEFAULT_POLL_INTERVAL,
+        };
+        if poll_interval.is_zero() {
+            return Err("LEDGER_POLL_INTERVAL: must be greater than zero".to_string());
+        }
+        let read_ahead = parse_number::<usize>(get("READ_AHEAD_LEDGERS"), "READ_AHEAD_LEDGERS")?
+            .unwrap_or(DEFAULT_READ_AHEAD);
+        if read_ahead == 0 {
+            return Err("READ_AHEAD_LEDGERS: must be at least 1".to_string());
+        }
+        Ok(SourceConfig {
+            listen,
+            lake,
+            network_passphrase,
+            poll_interval,
+            read_ahead,
+            notes,
+        })
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(
+    value: Option<String>,
+    variable: &str,
+) -> Result<Option<T>, String> {
+    value
+        .map(|value| {
+            value
+                .parse()
+                .map_err(|_| format!("{variable}: {value:?} is not a valid number"))
+        })
+        .transpose()
+}
+
+/// Cuts a decompressed data lake object (XDR `LedgerCloseMetaBatch`) into one `RawLedger` per
+/// `LedgerCloseMeta`, each holding exactly that ledger's XDR.
+///
+/// XDR carries no lengths, so with several ledgers in an object each one is decoded to find
+/// where it ends. With one ledger per object (the usual galexie layout) the ledger is simply
+/// the rest of the object after the batch header, and nothing is decoded here.
+pub fn split_batch(mut xdr: Vec<u8>) -> Result<Vec<RawLedger>> {
+    const HEADER: usize = 12;
+    let (start, end, count) = match (read_u32(&xdr, 0), read_u32(&xdr, 4), read_u32(&xdr, 8)) {
+        (Some(start), Some(end), Some(count)) => (start, end, count as usize),
+        _ => bail!("object is too short for a LedgerCloseMetaBatch header"),
+    };
+    if end < start || (end - start) as usize + 1 != count {
+        bail!("batch header says ledgers {start}-{end} but holds {count} ledger(s)");
+    }
+    if count == 1 {
+        // Cheap sanity check of the union discriminant (LedgerCloseMeta v0, v1 or v2).
+        if !matches!(read_u32(&xdr, HEADER), Some(0..=2)) {
+            bail!("ledger {start} is not an XDR LedgerCloseMeta");
+        }
+        xdr.drain(..HEADER);
+        return Ok(vec![RawLedger {
+            sequence: start,
+            ledger_close_meta_xdr: xdr,
+        }]);
+    }
+    let body = &xdr[HEADER..];
+    let mut reader = Limited::new(Cursor::new(body), Limits::none());
+    let mut ledgers = Vec::with_capacity(count);
+    let mut from = 0usize;
+    for expected in start..=end {
+        let meta = LedgerCloseMeta::read_xdr(&mut reader)
+            .with_context(|| format!("decoding ledger {expected} of batch {start}-{end}"))?;
+        let sequence = ledger_sequence(&meta);
+        if sequence != expected {
+            bail!("batch {start}-{end} holds ledger {sequence} where {expected} belongs");
+        }
+        let to = reader.inner.position() as usize;
+        ledgers.push(RawLedger {
+            sequence,
+            ledger_close_meta_xdr: body[from..to].to_vec(),
+        });
+        from = to;
+    }
+    if from != body.len() {
+        bail!(
+            "batch {start}-{end} has {} trailing bytes",
+            body.len() - from
+        );
+    }
+    Ok(ledgers)
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let word = bytes.get(at..at + 4)?;
+    Some(u32::from_be_bytes([word[0], word[1], word[2], word[3]]))
+}
+
+/// Reads, decompresses and splits one data lake object.
+pub fn read_object(path: &Path) -> Result<Vec<RawLedger>> {
+    let compressed = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut xdr = Vec::with_capacity(compressed.len() * 6);
+    zstd::stream::read::Decoder::new(compressed.as_slice())
+        .and_then(|mut decoder| decoder.read_to_end(&mut xdr))
+        .with_context(|| format!("zstd-decompressing {}", path.display()))?;
+    split_batch(xdr).with_context(|| format!("splitting {}", path.display()))
+}
+
+/// What a stream's reader thread hands to the gRPC response, in order.
+pub type LedgerReceiver = mpsc::Receiver<Result<RawLedger, Status>>;
+
+/// The reader behind one stream.
+#[derive(Debug, Clone)]
+pub struct ReadAhead {
+    pub lake: DataLake,
+    pub poll_interval: Duration,
+    /// Capacity of the queue between the reader and the client.
+    pub capacity: usize,
+    pub metrics: Metrics,
+}
+
+impl ReadAhead {
+    /// Starts a reader thread streaming ledgers from `start` on; it stops when the receiver is
+    /// dropped (client cancelled) or after sending an error.
+    pub fn spawn(
+        &self,
+        start: u32,
+        client: String,
+    ) -> std::io::Result<(LedgerReceiver, thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let reader = self.clone();
+        let thread = thread::Builder::new()
+            .name(format!("read-ahead-{start}"))
+            .spawn(move || reader.run(start, &client, &tx))?;
+        Ok((rx, thread))
+    }
+
+    fn run(&self, start: u32, client: &str, tx: &mpsc::Sender<Result<RawLedger, Status>>) {
+        let mut next = start;
+        let mut progress = Progress::new(start);
+        let mut waiting = false;
+        let mut retried_object = false;
+        loop {
+            let Some(path) = self.lake.find_file(next) else {
+                if !waiting {
+                    waiting = true;
+                    progress.log(client, next);
+                    log::info!(
+                        "{client}: ledger {next} is not in the data lake yet; polling every {:?} \
+                         (live mode)",
+                        self.poll_interval
+                    );
+                }
+                if tx.is_closed() {
+                    log::info!("{client}: stream closed by the client at ledger {next}");
+                    return;
+                }
+                thread::sleep(self.poll_interval);
+                continue;
+            };
+            if waiting {
+                waiting = false;
+                log::info!("{client}: ledger {next} appeared in the data lake");
+            }
+            let ledgers = match read_object(&path) {
+                Ok(ledgers) => ledgers,
+                // A live exporter may still be writing the newest object: look again once.
+                Err(e) if !retried_object => {
+                    log::warn!("{client}: {e:#}; retrying after {:?}", self.poll_interval);
+                    retried_object = true;
+                    thread::sleep(self.poll_interval);
+                    continue;
+                }
+                Err(e) => {
+                    self.metrics.add("error_count", 1.0);
+                    log::error!("{client}: {e:#}");
+                    let _ = tx.blocking_send(Err(Status::data_loss(format!("{e:#}"))));
+                    return;
+                }
+            };
+            retried_object = false;
+            let before = next;
+            for ledger in ledgers
+                .into_iter()
+                .filter(|ledger| ledger.sequence >= before)
+            {
+                let sequence = ledger.sequence;
+                let bytes = ledger.ledger_close_meta_xdr.len();
+                if tx.blocking_send(Ok(ledger)).is_err() {
+                    progress.log(client, sequence);
+                    log::info!("{client}: stream closed by the client at ledger {sequence}");
+                    return;
+                }
+                self.metrics.add("success_count", 1.0);
+                self.metrics.add("total_processed", 1.0);
+                self.metrics.add("total_bytes_processed", bytes as f64);
+                self.metrics
+                    .set("last_successful_sequence", f64::from(sequence));
+                progress.sent(client, sequence);
+                match sequence.checked_add(1) {
+                    Some(following) => next = following,
+                    None => return,
+                }
+            }
+            if next == before {
+                self.metrics.add("error_count", 1.0);
+                let message = format!("{} does not hold ledger {next}", path.display());
+                log::error!("{client}: {message}");
+                let _ = tx.blocking_send(Err(Status::data_loss(message)));
+                return;
+            }
+        }
+    }
+}
+
+/// Logs a stream's progress every few seconds so `docker logs` shows it moving.
+struct Progress {
+    first_unlogged: u32,
+    count: u64,
+    since: Instant,
+}
+
+impl Progress {
+    fn new(start: u32) -> Progress {
+        Progress {
+            first_unlogged: start,
+            count: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn sent(&mut self, client: &str, sequence: u32) {
+        self.count += 1;
+        if self.since.elapsed() >= PROGRESS_EVERY {
+            self.log(client, sequence.saturating_add(1));
+        }
+    }
+
+    /// Logs what was sent since the last line; `next` is the first ledger not yet sent.
+    fn log(&mut self, client: &str, next: u32) {
+        if self.count > 0 {
+            let elapsed = self.since.elapsed().as_secs_f64().max(1e-6);
+            log::info!(
+                "{client}: sent ledgers {}-{} ({} ledgers, {:.0} ledgers/s)",
+                self.first_unlogged,
+                next.saturating_sub(1),
+                self.count,
+                self.count as f64 / elapsed
+            );
+        }
+        self.first_unlogged = next;
+        self.count = 0;
+        self.since = Instant::now();
+    }
+}
+
+/// The gRPC service.
+#[derive(Debug)]
+pub struct LedgerSource {
+    read_ahead: ReadAhead,
+    shutdown: Shutdown,
+}
+
+impl LedgerSource {
+    /// A service reading `config`'s lake, reporting into `metrics`, whose streams end when
+    /// `shutdown` starts.
+    pub fn new(config: &SourceConfig, metrics: Metrics, shutdown: Shutdown) -> LedgerSource {
+        LedgerSource {
+            read_ahead: ReadAhead {
+                lake: config.lake.clone(),
+                poll_interval: config.poll_interval,
+                capacity: config.read_ahead,
+                metrics,
+            },
+            shutdown,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl RawLedgerService for LedgerSource {
+    type StreamRawLedgersStream = UntilShutdown<ReceiverStream<Result<RawLedger, Status>>>;
+
+    async fn stream_raw_ledgers(
+        &self,
+        request: Request<StreamLedgersRequest>,
+    ) -> Result<Response<Self::StreamRawLedgersStream>, Status> {
+        let client = request
+            .remote_addr()
+            .map(|addr| addr.to_string())
+            .unwrap_or_else(|| "client".to_string());
+        let start = request.into_inner().start_ledger;
+        if start == 0 {
+            return Err(Status::invalid_argument(
+                "start_ledger must be at least 1 (ledger 1 is the genesis ledger)",
+            ));
+        }
+        log::info!("{client}: streaming raw ledgers from {start}");
+        let (rx, _detached) = self
+            .read_ahead
+            .spawn(start, client)
+            .map_err(|e| Status::resource_exhausted(format!("cannot start a reader: {e}")))?;
+        Ok(Response::new(UntilShutdown::new(
+            ReceiverStream::new(rx),
+            self.shutdown.clone(),
+        )))
+    }
+}
+
+/// The gRPC server for `service` on `listener`, until `shutdown` starts.
+pub async fn serve(
+    listener: TcpListener,
+    service: LedgerSource,
+    shutdown: Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let server = RawLedgerServiceServer::new(service)
+        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES);
+    grpc::server()
+        .add_service(server)
+        .serve_with_incoming_shutdown(component::incoming(listener), shutdown.wait())
+        .await
+}
+
+/// The binary's entry point; `args` excludes the program name.
+pub fn main(args: &[String]) -> ExitCode {
+    match args.first().map(String::as_str) {
+        Some("healthcheck") => return component::healthcheck(),
+        Some(other) => {
+            eprintln!(
+                "usage: {} [healthcheck]  (configured by environment variables; unknown \
+                 argument {other:?})",
+                IDENTITY.name
+            );
+            return ExitCode::from(crate::EXIT_CONFIG);
+        }
+        None => {}
+    }
+    logging::init();
+    let env = match component::component_env() {
+        Ok(env) => env,
+        Err(e) => return config_error(IDENTITY.name, e),
+    };
+    let config = match SourceConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => return config_error(IDENTITY.name, e),
+    };
+    let runtime = match component::runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", IDENTITY.name);
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(async move {
+        for note in &config.notes {
+            log::warn!("{note}");
+        }
+        let layout = config.lake.layout();
+        log::info!(
+            "data lake {} ({} ledgers/file, {} files/partition), network {:?}, read-ahead {} \
+             ledgers, live poll every {:?}",
+            config.lake.root().display(),
+            layout.ledgers_per_file,
+            layout.files_per_partition,
+            config.network_passphrase,
+            config.read_ahead,
+            config.poll_interval
+        );
+        let metadata = HashMap::from([
+            (
+                "network_passphrase".to_string(),
+                config.network_passphrase.clone(),
+            ),
+            ("storage_type".to_string(), "FS".to_string()),
+            ("grpc_port".to_string(), config.listen.port().to_string()),
+        ]);
+        let running = match component::start(&IDENTITY, env, metadata) {
+            Ok(running) => running,
+            Err(e) => {
+                log::error!("{e:#}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let listener = match TcpListener::bind(config.listen).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                log::error!("PORT: cannot listen on {}: {e}", config.listen);
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        log::info!(
+            "serving raw_ledger_service.RawLedgerService on {}",
+            config.listen
+        );
+        let (trigger, shutdown) = shutdown::channel();
+        let service = LedgerSource::new(&config, running.metrics.clone(), shutdown.clone());
+        component::serve_until_signalled(IDENTITY.name, serve(listener, service, shutdown), trigger)
+            .await
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn real_lake(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../ledgers")
+            .join(name)
+    }
+
+    fn lookup<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |key| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn config_error(pairs: &[(&str, &str)]) -> String {
+        match SourceConfig::from_lookup(lookup(pairs)) {
+            Ok(config) => panic!("accepted: {config:?}"),
+            Err(e) => e,
+        }
+    }
+
+    /// A folder under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            let path = std::env::temp_dir().join(format!(
+                "stellar-components-source-{}-{name}",
+                std::process::id()
+            ));
+            let _ = fs::remove_dir_all(&path);
+            fs::create_dir_all(&path).unwrap();
+            TempDir(path)
+        }
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn required_variables_are_named() {
+        let err = config_error(&[]);
+        assert!(err.starts_with("STORAGE_TYPE is required"), "{err}");
+        let err = config_error(&[("STORAGE_TYPE", "FS")]);
+        assert!(err.starts_with("BUCKET_NAME is required"), "{err}");
+        let dir = TempDir::new("no-manifest");
+        let err = config_error(&[("STORAGE_TYPE", "FS"), ("BUCKET_NAME", dir.path())]);
+        assert!(err.starts_with("NETWORK_PASSPHRASE is required"), "{err}");
+    }
+
+    #[test]
+    fn cloud_storage_is_refused_clearly() {
+        for storage in ["GCS", "S3", "gcs"] {
+            let err = config_error(&[("STORAGE_TYPE", storage), ("BUCKET_NAME", "bucket")]);
+            assert!(
+                err.contains("is not supported by this build") && err.starts_with("STORAGE_TYPE"),
+                "{err}"
+            );
+        }
+        let err = config_error(&[("STORAGE_TYPE", "FTP")]);
+        assert!(err.starts_with("STORAGE_TYPE: unknown"), "{err}");
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        let dir = TempDir::new("malformed");
+        let base = [
+            ("STORAGE_TYPE", "FS"),
+            ("BUCKET_NAME", dir.path()),
+            ("NETWORK_PASSPHRASE", "Test SDF Network ; September 2015"),
+        ];
+        for (variable, value) in [
+            ("LEDGERS_PER_FILE", "many"),
+            ("LEDGERS_PER_FILE", "0"),
+            ("FILES_PER_PARTITION", "-1"),
+            ("FILES_PER_PARTITION", "0"),
+            ("PORT", "http"),
+            ("LEDGER_POLL_INTERVAL", "often"),
+            ("READ_AHEAD_LEDGERS", "0"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((variable, value));
+            let err = config_error(&pairs);
+            assert!(err.contains(variable), "{variable}={value}: {err}");
+        }
+        let err = config_error(&[("STORAGE_TYPE", "FS"), ("BUCKET_NAME", "/nonexistent/lake")]);
+        assert!(err.starts_with("BUCKET_NAME: /nonexistent/lake"), "{err}");
+    }
+
+    #[test]
+    fn env_layout_applies_without_a_manifest() {
+        let dir = TempDir::new("env-layout");
+        let config = SourceConfig::from_lookup(lookup(&[
+            ("STORAGE_TYPE", "fs"),
+            ("BUCKET_NAME", dir.path()),
+            ("NETWORK_PASSPHRASE", "Standalone Network ; February 2017"),
+        ]))
+        .unwrap();
+        assert_eq!(config.lake.layout(), Layout::default());
+        assert_eq!(config.listen.port(), 50052);
+        assert!(config.notes.is_empty());
+
+        let config = SourceConfig::from_lookup(lookup(&[
+            ("STORAGE_TYPE", "FS"),
+            ("BUCKET_NAME", dir.path()),
+            ("NETWORK_PASSPHRASE", "Standalone Network ; February 2017"),
+            ("LEDGERS_PER_FILE", "1"),
+            ("FILES_PER_PARTITION", "64000"),
+            ("PORT", ":6000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.lake.layout(),
+            Layout {
+                ledgers_per_file: 1,
+                files_per_partition: 64000
+            }
+        );
+        assert_eq!(config.listen.port(), 6000);
+    }
+
+    #[test]
+    fn the_manifest_wins_and_disagreement_is_reported() {
+        let lake = real_lake("testnet-997-999");
+        let config = SourceConfig::from_lookup(lookup(&[
+            ("STORAGE_TYPE", "FS"),
+            ("BUCKET_NAME", lake.to_str().unwrap()),
+            ("LEDGERS_PER_FILE", "64"),
+            (
+                "NETWORK_PASSPHRASE",
+                "Public Global Stellar Network ; September 2015",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            config.lake.layout(),
+            Layout {
+                ledgers_per_file: 1,
+                files_per_partition: 64000
+            }
+        );
+        assert_eq!(
+            config.network_passphrase,
+            "Test SDF Network ; September 2015"
+        );
+        assert_eq!(config.notes.len(), 2, "{:?}", config.notes);
+        assert!(config.notes[0].starts_with("LEDGERS_PER_FILE=64 disagrees"));
+        assert!(config.notes[1].starts_with("NETWORK_PASSPHRASE"));
+
+        // Agreeing (or absent) variables give no note.
+        let config = SourceConfig::from_lookup(lookup(&[
+            ("STORAGE_TYPE", "FS"),
+            ("BUCKET_NAME", lake.to_str().unwrap()),
+            ("LEDGERS_PER_FILE", "1"),
+        ]))
+        .unwrap();
+        assert!(config.notes.is_empty(), "{:?}", config.notes);
+    }
+
+    fn testnet() -> DataLake {
+        DataLake::new(
+            real_lake("testnet-997-999"),
+            Layout {
+                ledgers_per_file: 1,
+                files_per_partition: 64000,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_one_ledger_object_is_the_ledger_after_the_header() {
+        let lake = testnet();
+        let path = lake.find_file(998).unwrap();
+        let ledgers = read_object(&path).unwrap();
+        assert_eq!(ledgers.len(), 1);
+        assert_eq!(ledgers[0].sequence, 998);
+        let meta =
+            LedgerCloseMeta::from_xdr(&ledgers[0].ledger_close_meta_xdr, Limits::none()).unwrap();
+        let batch = lake.read_batch(998).unwrap().unwrap();
+        assert_eq!(meta, batch.ledger_close_metas[0]);
+    }
+
+    #[test]
+    fn a_multi_ledger_object_is_cut_at_each_ledger() {
+        use stellar_xdr::{LedgerCloseMetaBatch, WriteXdr};
+        let lake = testnet();
+        let metas: Vec<LedgerCloseMeta> = (997..=999)
+            .map(|seq| lake.read_batch(seq).unwrap().unwrap().ledger_close_metas[0].clone())
+            .collect();
+        let batch = LedgerCloseMetaBatch {
+            start_sequence: 997,
+            end_sequence: 999,
+            ledger_close_metas: metas.clone().try_into().unwrap(),
+        };
+        let ledgers = split_batch(batch.to_xdr(Limits::none()).unwrap()).unwrap();
+        assert_eq!(ledgers.len(), 3);
+        for (ledger, meta) in ledgers.iter().zip(&metas) {
+            assert_eq!(ledger.sequence, ledger_sequence(meta));
+            assert_eq!(
+                ledger.ledger_close_meta_xdr,
+                meta.to_xdr(Limits::none()).unwrap()
+            );
+        }
+
+        // A header that lies about its ledgers is refused.
+        let mut wrong = batch.clone();
+        wrong.end_sequence = 1000;
+        let err = split_batch(wrong.to_xdr(Limits::none()).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("997-1000"), "{err:#}");
+        let mut shuffled = batch;
+        shuffled.ledger_close_metas = vec![metas[1].clone(), metas[0].clone(), metas[2].clone()]
+            .try_into()
+            .unwrap();
+        let err = split_batch(shuffled.to_xdr(Limits::none()).unwrap()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("holds ledger 998 where 997"),
+            "{err:#}"
+        );
+        assert!(split_batch(vec![0, 0, 0]).is_err());
+    }
+
+    fn copy_ledger(from: &DataLake, to: &DataLake, seq: u32) {
+        let source = from.find_file(seq).unwrap();
+        let key = to
+            .layout()
+            .object_key(seq, stellar_ttp::datalake::WRITE_EXTENSION);
+        let target = to.root().join(key);
+        fs::create_dir_all(target.parent().unwrap()).unwrap();
+        // Write then rename, as an exporter publishing an object would.
+        let partial = target.with_extension("partial");
+        fs::copy(source, &partial).unwrap();
+        fs::rename(partial, target).unwrap();
+    }
+
+    fn recv(rx: &mut mpsc::Receiver<Result<RawLedger, Status>>) -> RawLedger {
+        rx.blocking_recv()
+            .expect("stream ended")
+            .expect("stream failed")
+    }
+
+    /// Polls `condition` (for at most a minute, so a broken reader fails instead of hanging).
+    fn wait_for(condition: impl Fn() -> bool) {
+        for _ in 0..60_000 {
+            if condition() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        panic!("condition not met");
+    }
+
+    #[test]
+    fn reads_ahead_then_polls_for_ledgers_that_appear_later() {
+        let real = testnet();
+        let dir = TempDir::new("live");
+        let lake = DataLake::new(&dir.0, real.layout()).unwrap();
+        copy_ledger(&real, &lake, 997);
+        copy_ledger(&real, &lake, 998);
+        let metrics = Metrics::with_keys(IDENTITY.metric_keys);
+        let reader = ReadAhead {
+            lake: lake.clone(),
+            poll_interval: Duration::from_millis(20),
+            capacity: 1,
+            metrics: metrics.clone(),
+        };
+        let (mut rx, thread) = reader.spawn(997, "test".into()).unwrap();
+        assert_eq!(recv(&mut rx).sequence, 997);
+        assert_eq!(recv(&mut rx).sequence, 998);
+        // 999 is not there yet: the reader waits (live mode) until it appears.
+        assert!(rx.try_recv().is_err());
+        copy_ledger(&real, &lake, 999);
+        let ledger = recv(&mut rx);
+        assert_eq!(ledger.sequence, 999);
+        // The reader counts a ledger once its send returned, just after the receive above.
+        wait_for(|| metrics.get("success_count") >= 3.0);
+        assert_eq!(metrics.get("success_count"), 3.0);
+        assert_eq!(metrics.get("last_successful_sequence"), 999.0);
+        assert!(metrics.get("total_bytes_processed") > 0.0);
+        // The client going away ends the reader while it polls for 1000.
+        drop(rx);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn the_read_ahead_queue_is_bounded() {
+        let real = real_lake("standalone-p25-10048-10077");
+        let lake = DataLake::new(
+            real,
+            Layout {
+                ledgers_per_file: 1,
+                files_per_partition: 64000,
+            },
+        )
+        .unwrap();
+        let metrics = Metrics::with_keys(IDENTITY.metric_keys);
+        let reader = ReadAhead {
+            lake,
+            poll_interval: Duration::from_millis(20),
+            capacity: 2,
+            metrics: metrics.clone(),
+        };
+        let (mut rx, thread) = reader.spawn(10048, "test".into()).unwrap();
+        assert_eq!(recv(&mut rx).sequence, 10048);
+        // With nobody receiving, the reader stops once the queue is full: the queue's two
+        // ledgers are all it reads past what was received.
+        wait_for(|| metrics.get("success_count") >= 3.0);
+        // Give a reader that ignored the bound ample time to run ahead, then check it did not.
+        thread::sleep(Duration::from_millis(200));
+        assert_eq!(metrics.get("success_count"), 3.0);
+        assert_eq!(rx.len(), 2);
+        assert_eq!(recv(&mut rx).sequence, 10049);
+        drop(rx);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_object_is_an_error_not_a_skip() {
+        let dir = TempDir::new("corrupt");
+        let lake = DataLake::new(
+            &dir.0,
+            Layout {
+                ledgers_per_file: 1,
+                files_per_partition: 1,
+            },
+        )
+        .unwrap();
+        fs::write(
+            dir.0.join(lake.layout().object_key(5, "xdr.zst")),
+            b"not zstd",
+        )
+        .unwrap();
+        let reader = ReadAhead {
+            lake,
+            poll_interval: Duration::from_millis(5),
+            capacity: 1,
+            metrics: Metrics::with_keys(IDENTITY.metric_keys),
+        };
+        let (mut rx, thread) = reader.spawn(5, "test".into()).unwrap();
+        let status = rx.blocking_recv().unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DataLoss);
+        assert!(rx.blocking_recv().is_none());
+        thread.join().unwrap();
+        assert_eq!(reader.metrics.get("error_count"), 1.0);
+    }
+}
