@@ -1,1 +1,179 @@
-fn main() {}
+//! The `flowctl` command line: parses arguments, calls the library, maps the result to an exit
+//! code. No logic lives here.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use flowctl::cleanup::{self, GcOptions};
+use flowctl::engine::{Engine, DEFAULT_DOCKER_BIN};
+use flowctl::logs::use_color;
+use flowctl::owner::Liveness;
+use flowctl::plan::{self, Naming};
+use flowctl::run::{self, RunOptions, RunOutcome};
+use flowctl::spec::parse_duration;
+
+/// Exit code after a stop by SIGINT, SIGTERM or SIGHUP (128 + SIGINT, as shells report).
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// Run data pipelines as real containers.
+#[derive(Debug, Parser)]
+#[command(name = "flowctl", version)]
+struct Cli {
+    /// Container CLI to drive (`docker`, `podman`, or a path).
+    #[arg(long, global = true, env = "FLOWCTL_DOCKER_BIN", default_value = DEFAULT_DOCKER_BIN)]
+    docker_bin: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a pipeline, supervise it, and remove everything on exit.
+    Run(RunArgs),
+    /// Check a pipeline file without touching the container engine.
+    Validate {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        #[command(flatten)]
+        naming: NamingArgs,
+    },
+    /// Remove containers and networks left by flowctl runs that are no longer alive.
+    Gc {
+        /// Also remove the resources of runs that are still alive.
+        #[arg(long)]
+        all: bool,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    #[command(flatten)]
+    naming: NamingArgs,
+    /// Plain log prefixes and progress lines (also when NO_COLOR is set or not on a terminal).
+    #[arg(long)]
+    no_color: bool,
+    /// Control plane port on the pipeline network's gateway; 0 picks a free port.
+    #[arg(long, default_value_t = 8080)]
+    control_plane_port: u16,
+    /// Heartbeat interval given to components (FLOWCTL_HEARTBEAT_INTERVAL), e.g. 10s or 500ms.
+    #[arg(long, default_value = "10s", value_parser = heartbeat_interval)]
+    heartbeat_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+struct NamingArgs {
+    /// Prefix container names with NAME- and use the network NAME-bridge, so several copies
+    /// of a pipeline can run at once.
+    #[arg(long, env = "FLOWCTL_PROJECT", value_name = "NAME")]
+    project: Option<String>,
+    /// Use the pipeline's metadata.name as the project (when --project is not given).
+    #[arg(long)]
+    prefix: bool,
+    /// Network name (default: flowctl-bridge, or NAME-bridge with a project).
+    #[arg(long, value_name = "NAME")]
+    network: Option<String>,
+}
+
+impl From<NamingArgs> for Naming {
+    fn from(args: NamingArgs) -> Naming {
+        Naming {
+            project: args.project,
+            network: args.network,
+            project_from_name: args.prefix,
+        }
+    }
+}
+
+fn heartbeat_interval(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&RunOptions {
+            pipeline: args.pipeline,
+            naming: args.naming.into(),
+            docker_bin: cli.docker_bin,
+            color: use_color(args.no_color, std::io::stderr().is_terminal()),
+            control_plane_port: args.control_plane_port,
+            heartbeat_interval: args.heartbeat_interval,
+        })
+        .map(|outcome| match outcome {
+            RunOutcome::Completed => ExitCode::SUCCESS,
+            RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+        }),
+        Command::Validate { pipeline, naming } => {
+            plan::load(&pipeline, &naming.into()).map(|plan| {
+                let order: Vec<&str> = plan.components.iter().map(|c| c.id.as_str()).collect();
+                println!(
+                    "{}: pipeline {} is valid: {} component(s), start order {}",
+                    pipeline.display(),
+                    plan.pipeline,
+                    plan.components.len(),
+                    order.join(" → ")
+                );
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Gc { all, dry_run } => gc(&cli.docker_bin, GcOptions { all, dry_run }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn gc(docker_bin: &PathBuf, options: GcOptions) -> anyhow::Result<ExitCode> {
+    let mut engine = Engine::new(docker_bin);
+    engine.check_available()?;
+    let report = cleanup::gc(&engine, options)?;
+    let verb = if options.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for run in &report.removed {
+        println!(
+            "{verb} run {} (pipeline {}): containers [{}], networks [{}]",
+            run.run_id,
+            run.pipeline,
+            run.containers.join(", "),
+            run.networks.join(", ")
+        );
+    }
+    for run in &report.kept {
+        let why = match (&run.liveness, &run.owner) {
+            (Liveness::Alive, Some(owner)) => format!("its flowctl (pid {}) is running", owner.pid),
+            (Liveness::Unknown(why), _) => format!("owner unknown: {why}; --all removes it"),
+            _ => "owner alive".to_string(),
+        };
+        println!("kept run {} (pipeline {}): {why}", run.run_id, run.pipeline);
+    }
+    if report.removed.is_empty() && report.kept.is_empty() {
+        println!("nothing to remove");
+    }
+    for error in &report.errors {
+        eprintln!("error: {error}");
+    }
+    Ok(if report.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

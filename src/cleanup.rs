@@ -1,0 +1,196 @@
+//! Removing what a run created. [`remove_run`] is the one cleanup function: `flowctl run` calls
+//! it on every exit path (normal end, signal, failure, panic) and `flowctl gc` calls it for dead
+//! runs. It works from the run's label, so it is idempotent and needs no memory of what was
+//! started.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::engine::{Engine, EngineError};
+use crate::labels;
+use crate::owner::{Liveness, RunOwner};
+
+/// Containers to stop gracefully, in order: each group is stopped together (sinks first).
+#[derive(Debug, Clone, Default)]
+pub struct StopOrder {
+    pub groups: Vec<StopGroup>,
+}
+
+/// Containers stopped in one call, with the longest grace period among them.
+#[derive(Debug, Clone)]
+pub struct StopGroup {
+    pub containers: Vec<String>,
+    pub grace: Duration,
+}
+
+/// What [`remove_run`] removed, and what it could not.
+#[derive(Debug, Default)]
+pub struct Removal {
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+    pub errors: Vec<EngineError>,
+}
+
+impl Removal {
+    /// Whether everything went.
+    pub fn is_complete(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Stops `order` gracefully (skip with an empty order to force), then removes every container
+/// and network labelled with `run_id`.
+pub fn remove_run(engine: &Engine, run_id: &str, order: &StopOrder) -> Removal {
+    let mut removal = Removal::default();
+    for group in &order.groups {
+        if let Err(e) = engine.stop(&group.containers, group.grace) {
+            // Not fatal: `rm --force` below kills whatever did not stop.
+            removal.errors.push(e);
+        }
+    }
+    let filter = [labels::run_filter(run_id)];
+    remove_containers(engine, &filter, &mut removal);
+    match engine.list_networks(&filter) {
+        Ok(networks) => {
+            for network in networks {
+                let mut result = engine.remove_network(&network.id);
+                if result.is_err() {
+                    // A container may have appeared meanwhile (a concurrent forced stop, a
+                    // start that raced the signal): remove again, then retry once.
+                    remove_containers(engine, &filter, &mut removal);
+                    result = engine.remove_network(&network.id);
+                }
+                match result {
+                    Ok(()) => removal.networks.push(network.name),
+                    Err(e) => removal.errors.push(e),
+                }
+            }
+        }
+        Err(e) => removal.errors.push(e),
+    }
+    if !removal.errors.is_empty() && !order.groups.is_empty() {
+        // Stop errors only matter if something is actually left.
+        let left = engine.list_containers(&filter).map(|c| c.is_empty());
+        let networks_left = engine.list_networks(&filter).map(|n| n.is_empty());
+        if matches!((left, networks_left), (Ok(true), Ok(true))) {
+            removal.errors.clear();
+        }
+    }
+    removal
+}
+
+fn remove_containers(engine: &Engine, filter: &[String], removal: &mut Removal) {
+    let ids = match engine.list_containers(filter) {
+        Ok(ids) => ids,
+        Err(e) => return removal.errors.push(e),
+    };
+    if ids.is_empty() {
+        return;
+    }
+    let names: Vec<String> = match engine.inspect_containers(&ids) {
+        Ok(infos) => infos.into_iter().map(|i| i.name).collect(),
+        Err(_) => ids.clone(),
+    };
+    match engine.remove_containers(&ids) {
+        Ok(()) => removal.containers.extend(names),
+        Err(e) => removal.errors.push(e),
+    }
+}
+
+/// `flowctl gc` settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    /// Remove live runs' resources too.
+    pub all: bool,
+    /// List only.
+    pub dry_run: bool,
+}
+
+/// One run found by `gc`.
+#[derive(Debug, Clone)]
+pub struct RunResources {
+    pub run_id: String,
+    pub pipeline: String,
+    pub owner: Option<RunOwner>,
+    pub liveness: Liveness,
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+/// What `gc` did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Runs whose resources were removed (or would be, with `--dry-run`).
+    pub removed: Vec<RunResources>,
+    /// Runs left alone because their owner is alive (or cannot be judged).
+    pub kept: Vec<RunResources>,
+    pub errors: Vec<EngineError>,
+}
+
+/// Finds every flowctl-managed container and network, groups them by run, and removes the runs
+/// whose owner is no longer alive (all with `options.all`).
+pub fn gc(engine: &Engine, options: GcOptions) -> Result<GcReport, EngineError> {
+    let managed = [labels::managed_filter()];
+    let mut runs: BTreeMap<String, RunResources> = BTreeMap::new();
+    let entry = |runs: &mut BTreeMap<String, RunResources>, labels: &BTreeMap<String, String>| {
+        let run_id = labels.get(labels::RUN).cloned().unwrap_or_default();
+        runs.entry(run_id.clone())
+            .or_insert_with(|| {
+                let owner = RunOwner::from_labels(labels);
+                let liveness = match &owner {
+                    Some(owner) => owner.liveness(),
+                    None => Liveness::Unknown("no owner labels".into()),
+                };
+                RunResources {
+                    run_id,
+                    pipeline: labels.get(labels::PIPELINE).cloned().unwrap_or_default(),
+                    owner,
+                    liveness,
+                    containers: Vec::new(),
+                    networks: Vec::new(),
+                }
+            })
+            .run_id
+            .clone()
+    };
+    let ids = engine.list_containers(&managed)?;
+    for info in engine.inspect_containers(&ids)? {
+        let run = entry(&mut runs, &info.labels);
+        if let Some(r) = runs.get_mut(&run) {
+            r.containers.push(info.name);
+        }
+    }
+    for network in engine.list_networks(&managed)? {
+        let run = entry(&mut runs, &network.labels);
+        if let Some(r) = runs.get_mut(&run) {
+            r.networks.push(network.name);
+        }
+    }
+
+    let mut report = GcReport::default();
+    for (run_id, run) in runs {
+        let remove = options.all || run.liveness == Liveness::Dead;
+        if !remove {
+            report.kept.push(run);
+            continue;
+        }
+        if !options.dry_run {
+            if run_id.is_empty() {
+                // Managed but without a run label: remove by name, never by a broader filter.
+                if let Err(e) = engine.remove_containers(&run.containers) {
+                    report.errors.push(e);
+                }
+                for network in &run.networks {
+                    if let Err(e) = engine.remove_network(network) {
+                        report.errors.push(e);
+                    }
+                }
+            } else {
+                let removal = remove_run(engine, &run_id, &StopOrder::default());
+                report.errors.extend(removal.errors);
+            }
+        }
+        report.removed.push(run);
+    }
+    Ok(report)
+}

@@ -1,0 +1,54 @@
+//! The labels flowctl puts on every container and network it creates. Cleanup and `gc` select
+//! by these labels only, so they never touch anything flowctl did not make.
+
+use std::collections::BTreeMap;
+
+use crate::owner::RunOwner;
+
+/// Present (`true`) on everything flowctl creates.
+pub const MANAGED: &str = "io.flowctl.managed";
+/// The pipeline's `metadata.name`.
+pub const PIPELINE: &str = "io.flowctl.pipeline";
+/// The `--project` name, when given.
+pub const PROJECT: &str = "io.flowctl.project";
+/// Unique per `flowctl run` invocation.
+pub const RUN: &str = "io.flowctl.run";
+/// The component id (containers only).
+pub const COMPONENT: &str = "io.flowctl.component";
+/// Who owns the run: see [`RunOwner`].
+pub const OWNER_HOST: &str = "io.flowctl.owner-host";
+pub const OWNER_BOOT: &str = "io.flowctl.owner-boot";
+pub const OWNER_PID: &str = "io.flowctl.owner-pid";
+pub const OWNER_START: &str = "io.flowctl.owner-start";
+
+/// `MANAGED=true`, as a `--filter label=` value.
+pub fn managed_filter() -> String {
+    format!("{MANAGED}=true")
+}
+
+/// The filter selecting everything of one run.
+pub fn run_filter(run_id: &str) -> String {
+    format!("{RUN}={run_id}")
+}
+
+/// Labels shared by the network and every container of a run.
+pub fn run_labels(
+    pipeline: &str,
+    project: Option<&str>,
+    run_id: &str,
+    owner: &RunOwner,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED.to_string(), "true".to_string()),
+        (PIPELINE.to_string(), pipeline.to_string()),
+        (RUN.to_string(), run_id.to_string()),
+        (OWNER_HOST.to_string(), owner.host.clone()),
+        (OWNER_BOOT.to_string(), owner.boot_id.clone()),
+        (OWNER_PID.to_string(), owner.pid.to_string()),
+        (OWNER_START.to_string(), owner.start_ticks.to_string()),
+    ]);
+    if let Some(project) = project {
+        labels.insert(PROJECT.to_string(), project.to_string());
+    }
+    labels
+}

@@ -1,0 +1,763 @@
+//! `flowctl run`: check everything, create the network, start the components level by level
+//! (each level in parallel, each component ready before anything that reads from it starts),
+//! supervise, and always tear down through [`cleanup::remove_run`].
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use crate::cleanup::{self, StopGroup, StopOrder};
+use crate::engine::{ContainerSpec, Engine, PortPublish};
+use crate::events::{EventState, Exit, RunEvents};
+use crate::health::{Backoff, HealthProbe};
+use crate::labels;
+use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
+use crate::owner::{Liveness, RunOwner};
+use crate::plan::{self, ComponentPlan, Naming, Role, RunPlan};
+use crate::spec::format_duration;
+
+/// Published ports bind here only (issue 6: nothing reachable from other hosts by default).
+pub const PUBLISH_HOST_IP: &str = "127.0.0.1";
+/// Log lines shown with a failure.
+const FAILURE_LOG_LINES: usize = 20;
+/// Test-only: makes flowctl panic at a named point to prove the panic path cleans up.
+pub const TEST_PANIC_ENV: &str = "FLOWCTL_TEST_PANIC";
+/// Environment variables flowctl sets in every container, overriding the file.
+pub const INJECTED_ENV: &[&str] = &[
+    "ENABLE_FLOWCTL",
+    "FLOWCTL_ENDPOINT",
+    "FLOWCTL_HEARTBEAT_INTERVAL",
+    "FLOWCTL_COMPONENT_ID",
+];
+
+/// Settings of one `flowctl run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub pipeline: PathBuf,
+    pub naming: Naming,
+    pub docker_bin: PathBuf,
+    /// Colour in log prefixes and progress lines.
+    pub color: bool,
+    /// Control plane port on the network gateway; 0 picks a free one.
+    pub control_plane_port: u16,
+    /// `FLOWCTL_HEARTBEAT_INTERVAL` given to components.
+    pub heartbeat_interval: Duration,
+}
+
+/// How a run ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Every sink exited 0.
+    Completed,
+    /// Stopped by SIGINT, SIGTERM or SIGHUP.
+    Interrupted,
+}
+
+/// Runs a pipeline until it completes, is interrupted or fails; everything it created is
+/// removed before this returns (or, on a panic, while unwinding).
+pub fn run(options: &RunOptions) -> Result<RunOutcome> {
+    let console = Console {
+        color: options.color,
+    };
+    let plan = plan::load(&options.pipeline, &options.naming)?;
+    let mut engine = Engine::new(&options.docker_bin);
+    let events = Arc::new(RunEvents::default());
+    let run_id = new_run_id();
+    // Before anything exists, so no signal can leave something behind.
+    install_signal_handler(&events, &engine, &run_id, console)?;
+
+    preflight(&mut engine, &plan)?;
+    if events.snapshot().interrupts > 0 {
+        return Ok(RunOutcome::Interrupted);
+    }
+
+    let owner = RunOwner::current();
+    let labels = labels::run_labels(&plan.pipeline, plan.project.as_deref(), &run_id, &owner);
+    // Registered before the first create, like cross's container deleter: dropping it (also
+    // while unwinding from a panic) removes whatever exists by then.
+    let mut guard = CleanupGuard {
+        engine: engine.clone(),
+        run_id: run_id.clone(),
+        order: stop_order(&plan),
+        console,
+        done: false,
+    };
+
+    let started = Instant::now();
+    engine
+        .create_network(&plan.network, &labels)
+        .with_context(|| format!("cannot create the network {}", plan.network))?;
+    let gateway = engine
+        .network_gateway(&plan.network)
+        .with_context(|| format!("cannot read the gateway of network {}", plan.network))?;
+    console.info(format!(
+        "network {} created (gateway {gateway}) in {} ms",
+        plan.network,
+        elapsed_ms(started)
+    ));
+
+    let control = start_control_plane(&plan, &gateway, options)?;
+
+    let ids: Vec<&str> = plan.components.iter().map(|c| c.id.as_str()).collect();
+    let logs = LogMux::new(&ids, options.color);
+    let context = StartContext {
+        engine: &engine,
+        plan: &plan,
+        run_id: &run_id,
+        labels: &labels,
+        events: &events,
+        logs: &logs,
+        console,
+        control: &control,
+        heartbeat_interval: options.heartbeat_interval,
+    };
+
+    let result = start_all(&context, started).and_then(|()| {
+        if std::env::var(TEST_PANIC_ENV).as_deref() == Ok("after-start") {
+            panic!("{TEST_PANIC_ENV}=after-start: injected panic (test only)");
+        }
+        supervise(&context)
+    });
+
+    guard.teardown();
+    logs.finish(Duration::from_secs(2));
+    match result {
+        Err(e) if is_interrupted(&e) => Ok(RunOutcome::Interrupted),
+        other => other,
+    }
+}
+
+/// Removes the run on drop unless [`CleanupGuard::teardown`] already did.
+struct CleanupGuard {
+    engine: Engine,
+    run_id: String,
+    order: StopOrder,
+    console: Console,
+    done: bool,
+}
+
+impl CleanupGuard {
+    fn teardown(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let started = Instant::now();
+        self.console.info("stopping and removing containers...");
+        let removal = cleanup::remove_run(&self.engine, &self.run_id, &self.order);
+        if removal.is_complete() {
+            self.console.info(format!(
+                "removed {} container(s) and {} network(s) in {} ms",
+                removal.containers.len(),
+                removal.networks.len(),
+                elapsed_ms(started)
+            ));
+        } else {
+            for error in &removal.errors {
+                self.console.warn(format!("cleanup: {error}"));
+            }
+            self.console.warn(format!(
+                "some resources of run {} may be left; `flowctl gc` removes them",
+                self.run_id
+            ));
+        }
+    }
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Reverse start order, one group per depth level: sinks stop before what feeds them.
+fn stop_order(plan: &RunPlan) -> StopOrder {
+    StopOrder {
+        groups: plan
+            .levels()
+            .into_iter()
+            .rev()
+            .map(|level| StopGroup {
+                containers: level.iter().map(|c| c.container_name.clone()).collect(),
+                grace: level
+                    .iter()
+                    .map(|c| c.stop_grace)
+                    .max()
+                    .unwrap_or(plan::DEFAULT_STOP_GRACE),
+            })
+            .collect(),
+    }
+}
+
+/// Unique per invocation: pid and start time.
+fn new_run_id() -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}-{}", nanos, std::process::id())
+}
+
+/// SIGINT, SIGTERM and SIGHUP: the first stops gracefully, the second forces removal, a third
+/// exits at once. Child processes run in their own process groups, so a terminal's Ctrl+C
+/// reaches only flowctl, which stays in charge of cleanup.
+fn install_signal_handler(
+    events: &Arc<RunEvents>,
+    engine: &Engine,
+    run_id: &str,
+    console: Console,
+) -> Result<()> {
+    let events = events.clone();
+    let engine = engine.clone();
+    let run_id = run_id.to_string();
+    ctrlc::set_handler(move || match events.interrupt() {
+        1 => console.info("stopping (press Ctrl+C again to force)"),
+        2 => {
+            console.info("forcing: removing every container of this run now");
+            let removal = cleanup::remove_run(&engine, &run_id, &StopOrder::default());
+            for error in removal.errors {
+                console.warn(format!("cleanup: {error}"));
+            }
+        }
+        _ => std::process::exit(130),
+    })
+    .context("cannot install the signal handler")
+}
+
+/// Everything that can be checked before creating anything.
+fn preflight(engine: &mut Engine, plan: &RunPlan) -> Result<()> {
+    engine
+        .check_available()
+        .context("the container engine is not available")?;
+    let mut problems = Vec::new();
+
+    for component in &plan.components {
+        if !engine.image_exists(&component.image)? {
+            let hint =
+                if component.image.starts_with("flowctl/") && component.image.ends_with(":dev") {
+                    "build it with scripts/build-images.sh".to_string()
+                } else {
+                    format!(
+                        "pull it with `{} pull {}`",
+                        engine.program().display(),
+                        component.image
+                    )
+                };
+            problems.push(format!(
+                "component `{}`: image `{}` is not present locally ({hint})",
+                component.id, component.image
+            ));
+        }
+    }
+
+    for component in &plan.components {
+        for port in &component.ports {
+            let Some(host_port) = port.host_port else {
+                continue;
+            };
+            let free = if port.protocol == "udp" {
+                UdpSocket::bind((PUBLISH_HOST_IP, host_port)).is_ok()
+            } else {
+                TcpListener::bind((PUBLISH_HOST_IP, host_port)).is_ok()
+            };
+            if !free {
+                problems.push(format!(
+                    "component `{}`: hostPort {host_port}/{} is already in use on {PUBLISH_HOST_IP}",
+                    component.id, port.protocol
+                ));
+            }
+        }
+    }
+
+    let names: Vec<String> = plan
+        .components
+        .iter()
+        .map(|c| c.container_name.clone())
+        .collect();
+    for taken in engine.inspect_containers(&names)? {
+        problems.push(format!(
+            "container name `{}` is taken by {}",
+            taken.name,
+            describe_owner(&taken.labels)
+        ));
+    }
+    if let Some(network) = engine.inspect_network(&plan.network)? {
+        problems.push(format!(
+            "network name `{}` is taken by {}",
+            network.name,
+            describe_owner(&network.labels)
+        ));
+    }
+
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => bail!("cannot start:\n  - {}", many.join("\n  - ")),
+    }
+}
+
+/// Says who holds a name and what to do about it.
+fn describe_owner(labels: &BTreeMap<String, String>) -> String {
+    if labels.get(labels::MANAGED).map(String::as_str) != Some("true") {
+        return "something flowctl did not create; remove or rename it, or use --project".into();
+    }
+    let pipeline = labels.get(labels::PIPELINE).cloned().unwrap_or_default();
+    let run = labels.get(labels::RUN).cloned().unwrap_or_default();
+    match RunOwner::from_labels(labels).map(|o| (o.liveness(), o.pid)) {
+        Some((Liveness::Alive, pid)) => format!(
+            "a running flowctl (pipeline `{pipeline}`, pid {pid}); use --project to run \
+             another copy"
+        ),
+        _ => format!(
+            "a leftover of an earlier flowctl run (pipeline `{pipeline}`, run {run}); run \
+             `flowctl gc` to remove it"
+        ),
+    }
+}
+
+/// What starting and supervising need.
+struct StartContext<'a> {
+    engine: &'a Engine,
+    plan: &'a RunPlan,
+    run_id: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    events: &'a Arc<RunEvents>,
+    logs: &'a LogMux,
+    console: Console,
+    control: &'a ControlPlaneSeam,
+    heartbeat_interval: Duration,
+}
+
+/// The control plane as far as this module needs it: the address components reach it at.
+///
+/// SEAM (issue 3): the control plane server is started in [`start_control_plane`], the ONE
+/// place for it; keep the running server in this struct so it lives as long as the run, and
+/// extend [`ReadinessCheck`] with "and registered".
+#[derive(Debug)]
+pub struct ControlPlaneSeam {
+    /// Where components reach the control plane: the network gateway and the port.
+    pub endpoint: SocketAddr,
+}
+
+/// Starts the control plane on the network's gateway address (reachable from the pipeline's
+/// containers, not from other hosts).
+fn start_control_plane(
+    _plan: &RunPlan,
+    gateway: &str,
+    options: &RunOptions,
+) -> Result<ControlPlaneSeam> {
+    let ip: IpAddr = gateway
+        .parse()
+        .with_context(|| format!("the network gateway `{gateway}` is not an IP address"))?;
+    let port = match options.control_plane_port {
+        // Issue 3 binds the real server here; until then reserve a free port to name.
+        0 => TcpListener::bind((ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .with_context(|| format!("cannot find a free port on {ip}"))?,
+        port => port,
+    };
+    Ok(ControlPlaneSeam {
+        endpoint: SocketAddr::new(ip, port),
+    })
+}
+
+/// The environment flowctl sets in every container, overriding the file (CONTRACT.md §4).
+fn injected_env(
+    component: &ComponentPlan,
+    control: &ControlPlaneSeam,
+    heartbeat_interval: Duration,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("ENABLE_FLOWCTL".to_string(), "true".to_string()),
+        ("FLOWCTL_ENDPOINT".to_string(), control.endpoint.to_string()),
+        (
+            "FLOWCTL_HEARTBEAT_INTERVAL".to_string(),
+            format_duration(heartbeat_interval),
+        ),
+        ("FLOWCTL_COMPONENT_ID".to_string(), component.id.clone()),
+    ])
+}
+
+/// Starts the levels in order; the components of one level start in parallel.
+fn start_all(context: &StartContext, started: Instant) -> Result<()> {
+    let levels = context.plan.levels();
+    for (depth, level) in levels.iter().enumerate() {
+        let results: Vec<Result<()>> = thread::scope(|scope| {
+            let handles: Vec<_> = level
+                .iter()
+                .map(|component| scope.spawn(move || start_component(context, component)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a start-up thread panicked")))
+                })
+                .collect()
+        });
+        let errors: Vec<anyhow::Error> = results.into_iter().filter_map(Result::err).collect();
+        if !errors.is_empty() {
+            if context.events.snapshot().interrupts > 0 {
+                return Err(Interrupted.into());
+            }
+            let messages: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+            bail!("{}", messages.join("\n"));
+        }
+        if depth + 1 < levels.len() {
+            check_interrupted(context)?;
+        }
+    }
+    context.console.info(format!(
+        "pipeline {} is up: {} component(s) in {} ms (Ctrl+C to stop)",
+        context.plan.pipeline,
+        context.plan.components.len(),
+        elapsed_ms(started)
+    ));
+    Ok(())
+}
+
+/// Interrupted by a signal; `run` turns it into [`RunOutcome::Interrupted`].
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+fn check_interrupted(context: &StartContext) -> Result<()> {
+    if context.events.snapshot().interrupts > 0 {
+        Err(Interrupted.into())
+    } else {
+        Ok(())
+    }
+}
+
+/// A file holding a container's environment, readable only by us and removed as soon as
+/// `run` has read it: values never appear on a command line.
+struct EnvFile {
+    path: PathBuf,
+}
+
+impl EnvFile {
+    fn write(run_id: &str, component: &str, env: &BTreeMap<String, String>) -> Result<EnvFile> {
+        let path = std::env::temp_dir().join(format!("flowctl-{run_id}-{component}.env"));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let env_file = EnvFile { path };
+        for (key, value) in env {
+            writeln!(file, "{key}={value}")
+                .with_context(|| format!("cannot write {}", env_file.path.display()))?;
+        }
+        Ok(env_file)
+    }
+}
+
+impl Drop for EnvFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The container of `component`.
+fn container_spec(
+    context: &StartContext,
+    component: &ComponentPlan,
+    env_file: Option<PathBuf>,
+) -> ContainerSpec {
+    let mut labels = context.labels.clone();
+    labels.insert(labels::COMPONENT.to_string(), component.id.clone());
+    ContainerSpec {
+        name: component.container_name.clone(),
+        image: component.image.clone(),
+        network: context.plan.network.clone(),
+        aliases: vec![component.id.clone()],
+        labels,
+        env_file,
+        publish: component
+            .ports
+            .iter()
+            .map(|p| PortPublish {
+                host_ip: PUBLISH_HOST_IP.to_string(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol.clone(),
+            })
+            .collect(),
+        volumes: component.volumes.clone(),
+        entrypoint: component.entrypoint.clone(),
+        args: component.args.clone(),
+        stop_timeout: component.stop_grace,
+    }
+}
+
+/// Runs one component's container and waits until it is ready.
+fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<()> {
+    check_interrupted(context)?;
+    let id = &component.id;
+    let started = Instant::now();
+    let index = context
+        .plan
+        .components
+        .iter()
+        .position(|c| c.id == *id)
+        .unwrap_or(0);
+
+    let mut env = component.env.clone();
+    let injected = injected_env(component, context.control, context.heartbeat_interval);
+    for key in injected.keys() {
+        if env.contains_key(key) {
+            context.console.warn(format!(
+                "component `{id}`: env {key} is set by flowctl; the file's value is ignored"
+            ));
+        }
+    }
+    env.extend(injected);
+    let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+    context.console.info(format!(
+        "starting {id} ({}) env: {}",
+        component.image,
+        keys.join(", ")
+    ));
+
+    let env_file = EnvFile::write(context.run_id, id, &env)?;
+    let spec = container_spec(context, component, Some(env_file.path.clone()));
+    context
+        .engine
+        .run_container(&spec)
+        .with_context(|| format!("component `{id}`: cannot start its container"))?;
+    drop(env_file);
+
+    // Watch for the container's exit from now on, so a crash during start-up is seen at once.
+    let watcher_engine = context.engine.clone();
+    let watcher_events = context.events.clone();
+    let container = component.container_name.clone();
+    let component_id = id.clone();
+    thread::Builder::new()
+        .name(format!("wait-{id}"))
+        .spawn(move || {
+            let exit = match watcher_engine.wait(&container) {
+                Ok(code) => Exit {
+                    component: component_id,
+                    code: Some(code),
+                    error: None,
+                },
+                Err(e) => Exit {
+                    component: component_id,
+                    code: None,
+                    error: Some(e.to_string()),
+                },
+            };
+            watcher_events.exited(exit);
+        })
+        .with_context(|| format!("component `{id}`: cannot watch its container"))?;
+    context
+        .logs
+        .follow(context.engine, id, index, &component.container_name)
+        .with_context(|| format!("component `{id}`: cannot follow its logs"))?;
+
+    let mut host_ports = Vec::new();
+    for port in &component.ports {
+        let host_port = context
+            .engine
+            .published_port(
+                &component.container_name,
+                port.container_port,
+                &port.protocol,
+            )
+            .with_context(|| {
+                format!(
+                    "component `{id}`: cannot read the host port of {}/{}",
+                    port.container_port, port.protocol
+                )
+            })?;
+        host_ports.push((port.container_port, host_port));
+    }
+
+    let probe = component.health.as_ref().and_then(|health| {
+        host_ports
+            .iter()
+            .find(|(container_port, _)| *container_port == health.container_port)
+            .map(|(_, host_port)| HealthProbe::new(*host_port, &health.path))
+    });
+    let check = ReadinessCheck {
+        component,
+        probe: probe.as_ref(),
+    };
+    wait_ready(context, &check)?;
+
+    let ports = host_ports
+        .iter()
+        .map(|(c, h)| format!("{c}→{PUBLISH_HOST_IP}:{h}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let how = if probe.is_some() {
+        "healthy"
+    } else {
+        "running"
+    };
+    context.console.info(format!(
+        "{id} {how} in {} ms{}",
+        elapsed_ms(started),
+        if ports.is_empty() {
+            String::new()
+        } else {
+            format!(" (ports {ports})")
+        }
+    ));
+    Ok(())
+}
+
+/// When a component counts as started.
+///
+/// SEAM (issue 3): add "and, if `component.register`, registered with the control plane".
+struct ReadinessCheck<'a> {
+    component: &'a ComponentPlan,
+    /// `None`: no HTTP health check, ready once running.
+    probe: Option<&'a HealthProbe>,
+}
+
+impl ReadinessCheck<'_> {
+    /// `Ok` when ready; otherwise why not (shown if the timeout passes).
+    fn check(&self) -> Result<(), String> {
+        match self.probe {
+            Some(probe) => probe.check(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Polls readiness with back-off until ready, the component's timeout, its container's exit or
+/// a signal, whichever comes first. Waiting happens on the run's events, so an exit or a
+/// signal ends the wait at once.
+fn wait_ready(context: &StartContext, check: &ReadinessCheck) -> Result<()> {
+    let component = check.component;
+    let id = &component.id;
+    let deadline = Instant::now() + component.health_timeout;
+    let mut backoff = Backoff::default();
+    loop {
+        let state = context.events.snapshot();
+        if state.interrupts > 0 {
+            return Err(Interrupted.into());
+        }
+        if let Some(exit) = state.exit_of(id) {
+            return Err(exit_error(context, component, exit, "while starting"));
+        }
+        let why_not = match check.check() {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            let logs = context
+                .engine
+                .logs_tail(&component.container_name, FAILURE_LOG_LINES)
+                .unwrap_or_default();
+            bail!(
+                "component `{id}` was not ready after {} s: {why_not}\nlast log lines:\n{}",
+                component.health_timeout.as_secs_f32(),
+                last_lines(&logs, FAILURE_LOG_LINES, id)
+            );
+        }
+        let wait = backoff.next_wait().min(deadline - now);
+        context.events.wait_change(state.version, wait);
+    }
+}
+
+/// The error for a component that stopped: its exit code (or OOM kill) and last log lines.
+fn exit_error(
+    context: &StartContext,
+    component: &ComponentPlan,
+    exit: &Exit,
+    when: &str,
+) -> anyhow::Error {
+    let id = &component.id;
+    let oom = context
+        .engine
+        .inspect_container(&component.container_name)
+        .ok()
+        .flatten()
+        .is_some_and(|info| info.state.oom_killed);
+    let what = match (&exit.code, &exit.error) {
+        (Some(code), _) if oom => {
+            format!("was killed for running out of memory (exit code {code})")
+        }
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(error)) => format!("could not be watched: {error}"),
+        (None, None) => "stopped".to_string(),
+    };
+    let logs = context
+        .engine
+        .logs_tail(&component.container_name, FAILURE_LOG_LINES)
+        .unwrap_or_default();
+    anyhow!(
+        "component `{id}` {what} {when}\nlast log lines:\n{}",
+        last_lines(&logs, FAILURE_LOG_LINES, id)
+    )
+}
+
+/// Waits until every sink has exited 0 (or, without sinks, every component), a signal, or a
+/// component failing.
+fn supervise(context: &StartContext) -> Result<RunOutcome> {
+    let plan = context.plan;
+    let has_sinks = plan.components.iter().any(|c| c.role == Role::Sink);
+    let finishing: Vec<&ComponentPlan> = plan
+        .components
+        .iter()
+        .filter(|c| !has_sinks || c.role == Role::Sink)
+        .collect();
+    let mut reported = 0;
+    let mut state: EventState = context.events.snapshot();
+    loop {
+        if state.interrupts > 0 {
+            return Ok(RunOutcome::Interrupted);
+        }
+        for exit in &state.exits[reported..] {
+            let Some(component) = plan.component(&exit.component) else {
+                continue;
+            };
+            if exit.code != Some(0) {
+                return Err(exit_error(context, component, exit, "while running"));
+            }
+            context
+                .console
+                .info(format!("{} finished (exit code 0)", component.id));
+        }
+        reported = state.exits.len();
+        let all_done = finishing
+            .iter()
+            .all(|c| state.exit_of(&c.id).is_some_and(|e| e.code == Some(0)));
+        if all_done {
+            context.console.info(format!(
+                "every {} finished: pipeline {} is complete",
+                if has_sinks { "sink" } else { "component" },
+                plan.pipeline
+            ));
+            return Ok(RunOutcome::Completed);
+        }
+        state = context
+            .events
+            .wait_change(state.version, Duration::from_secs(3600));
+    }
+}
+
+/// Whether `error` means the run was interrupted (the caller reports it as such).
+pub fn is_interrupted(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<Interrupted>().is_some()
+}

@@ -1,0 +1,533 @@
+//! The pipeline file as written: upstream flowctl's `flowctl/v1` `Pipeline` format, plus the
+//! fields this flowctl adds (health timeout, stop grace period, `register`, `grpc`).
+//!
+//! Unknown keys are errors (with the nearest valid key suggested), so a typo never silently
+//! changes what runs. Meaning (ids, inputs, ports, paths) is checked in `plan.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+/// Pipeline files larger than this are refused before parsing; real ones are a few KiB.
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A whole pipeline file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    #[serde(rename = "apiVersion")]
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: PipelineSpec,
+}
+
+/// `metadata:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    /// Upstream field; informational here.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Upstream field; informational here.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Upstream field; informational here.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// `spec:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Upstream field: `docker` (the only driver here; `podman` is chosen with `--docker-bin`).
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub sources: Vec<ComponentSpec>,
+    #[serde(default)]
+    pub processors: Vec<ComponentSpec>,
+    #[serde(default)]
+    pub sinks: Vec<ComponentSpec>,
+    /// Upstream fields this flowctl does not implement; present → a clear error in the plan.
+    #[serde(default)]
+    pub pipelines: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub config: Option<serde_yaml::Value>,
+}
+
+/// One source, processor or sink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSpec {
+    pub id: String,
+    /// Upstream field: `source`, `processor` or `sink`; must match the list it is in.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Replaces the image's entrypoint (Kubernetes meaning).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Replaces the image's default arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, EnvValue>,
+    /// Components whose output this one reads; they start (and are healthy) first.
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// HTTP path of the health endpoint (default `/health`).
+    #[serde(default)]
+    pub health_check: Option<String>,
+    /// Container port serving the health endpoint.
+    #[serde(default)]
+    pub health_port: Option<u16>,
+    /// How long to wait for the component to become ready (default 30s).
+    #[serde(default)]
+    pub health_timeout: Option<DurationValue>,
+    /// SIGTERM-to-SIGKILL grace period when stopping (default 10s).
+    #[serde(default)]
+    pub stop_grace_period: Option<DurationValue>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// The component registers with flowctl's control plane; it counts as started only once
+    /// it has.
+    #[serde(default)]
+    pub register: bool,
+    /// A gRPC service flowctl verifies really streams.
+    #[serde(default)]
+    pub grpc: Option<GrpcSpec>,
+    /// Upstream fields, accepted for compatibility (informational).
+    #[serde(default)]
+    pub input_event_types: Vec<String>,
+    #[serde(default)]
+    pub output_event_types: Vec<String>,
+    /// Upstream field; only 1 is supported.
+    #[serde(default)]
+    pub replicas: Option<u32>,
+    /// Upstream fields this flowctl does not implement; present → a clear error in the plan.
+    #[serde(default)]
+    pub config: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub secrets: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub resources: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub depends_on: Option<serde_yaml::Value>,
+    #[serde(default)]
+    pub restart_policy: Option<serde_yaml::Value>,
+}
+
+impl ComponentSpec {
+    /// Upstream keys that are present but not implemented here.
+    pub fn unsupported_fields(&self) -> Vec<&'static str> {
+        [
+            ("config", self.config.is_some()),
+            ("secrets", self.secrets.is_some()),
+            ("resources", self.resources.is_some()),
+            ("depends_on", self.depends_on.is_some()),
+            ("restart_policy", self.restart_policy.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, present)| *present)
+        .map(|(name, _)| name)
+        .collect()
+    }
+}
+
+/// One entry of `ports:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(rename = "containerPort", alias = "container_port")]
+    pub container_port: u16,
+    /// Pinned host port; by default the engine picks a free one.
+    #[serde(default, rename = "hostPort", alias = "host_port")]
+    pub host_port: Option<u16>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+/// One entry of `volumes:` (a bind mount).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// Upstream field; informational.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Relative paths resolve against the pipeline file's folder.
+    pub host_path: String,
+    #[serde(alias = "mountPath")]
+    pub container_path: String,
+    /// Default `true`: a component only writes where the file says so.
+    #[serde(default)]
+    pub readonly: Option<bool>,
+}
+
+/// `grpc:` — the gRPC contract a component serves, for stream verification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSpec {
+    pub port: u16,
+    /// Fully qualified service name, e.g. `raw_ledger_service.RawLedgerService`.
+    pub service: String,
+    #[serde(default)]
+    pub verify: Option<VerifySpec>,
+}
+
+/// `grpc.verify:` — the ledger range used to prove data streams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySpec {
+    pub start_ledger: u32,
+    #[serde(default)]
+    pub end_ledger: Option<u32>,
+}
+
+/// An `env:` value. YAML writes `PORT: 8080` as a number; the container sees text either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvValue(pub String);
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = EnvValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<EnvValue, E> {
+                Ok(EnvValue(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// A duration written as `30s`, `500ms`, `2m`, `1m30s` or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as 30s, 500ms or 2m")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationValue, E> {
+                Ok(DurationValue(Duration::from_secs(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
+                parse_duration(v).map(DurationValue).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, `1m30s` (Go-style) or bare seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let invalid = || format!("{text:?} is not a duration such as 30s, 500ms or 2m");
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        let tail = &rest[digits..];
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let part = match &tail[..unit_len] {
+            "ms" => Duration::from_millis(number),
+            "s" => Duration::from_secs(number),
+            "m" => Duration::from_secs(number.saturating_mul(60)),
+            "h" => Duration::from_secs(number.saturating_mul(3600)),
+            _ => return Err(invalid()),
+        };
+        total = total.saturating_add(part);
+        rest = &tail[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way components read `FLOWCTL_HEARTBEAT_INTERVAL` (Go style).
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// The pipeline file could not be read or parsed.
+#[derive(Debug)]
+pub struct SpecError {
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// Reads and parses a pipeline file.
+pub fn load(path: &Path) -> Result<PipelineFile, SpecError> {
+    let origin = path.display();
+    let metadata = std::fs::metadata(path).map_err(|e| SpecError {
+        message: format!("{origin}: cannot read the pipeline file: {e}"),
+    })?;
+    if metadata.len() > MAX_FILE_BYTES {
+        return Err(SpecError {
+            message: format!(
+                "{origin}: the pipeline file is {} bytes; more than the {MAX_FILE_BYTES} bytes \
+                 flowctl accepts",
+                metadata.len()
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| SpecError {
+        message: format!("{origin}: cannot read the pipeline file: {e}"),
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| SpecError {
+        message: format!(
+            "{origin}: the pipeline file is not UTF-8 (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
+    })?;
+    parse(&text, &origin.to_string())
+}
+
+/// Parses pipeline text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<PipelineFile, SpecError> {
+    serde_yaml::from_str(text).map_err(|e| SpecError {
+        message: format!("{origin}: {}", explain(&e, text)),
+    })
+}
+
+/// serde_yaml's message, plus the component id for a `spec.sinks[2]` path and the nearest
+/// valid key for an unknown one.
+fn explain(error: &serde_yaml::Error, text: &str) -> String {
+    let mut message = error.to_string();
+    if let Some(with_id) = name_component(&message, text) {
+        message = with_id;
+    }
+    if let Some(hint) = suggest_key(&message) {
+        message.push_str(&hint);
+    }
+    message
+}
+
+/// `spec.sinks[2].ports[0]: ...` → `spec.sinks[2].ports[0] (component `sink`): ...`.
+fn name_component(message: &str, text: &str) -> Option<String> {
+    let (path, _) = message.split_once(": ")?;
+    let rest = path.strip_prefix("spec.")?;
+    let (list, after) = rest.split_once('[')?;
+    let (index, _) = after.split_once(']')?;
+    let index: usize = index.parse().ok()?;
+    // Only the YAML structure is needed here, so a file that failed typed parsing still reads.
+    let value: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    let id = value
+        .get("spec")?
+        .get(list)?
+        .get(index)?
+        .get("id")?
+        .as_str()?;
+    Some(message.replacen(
+        &format!("{path}: "),
+        &format!("{path} (component `{id}`): "),
+        1,
+    ))
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`": " (did you mean `a`?)".
+fn suggest_key(message: &str) -> Option<String> {
+    let start = message.find("unknown field `")? + "unknown field `".len();
+    let unknown = &message[start..start + message[start..].find('`')?];
+    let expected = &message[message.find("expected")?..];
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    nearest(unknown, &candidates).map(|best| format!(" (did you mean `{best}`?)"))
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+pub fn nearest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let word_lower = word.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&word_lower, &c.to_ascii_lowercase()), *c))
+        .filter(|(distance, c)| *distance <= (c.len().max(word.len()) / 3).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+apiVersion: flowctl/v1
+kind: Pipeline
+metadata:
+  name: demo
+spec:
+  description: a demo
+  sources:
+    - id: source
+      image: flowctl/test-component:dev
+      env:
+        PORT: 8080
+        DEBUG: true
+        NAME: x
+      ports:
+        - containerPort: 50052
+          name: grpc
+      health_port: 8088
+      health_timeout: 5s
+      stop_grace_period: 3
+      grpc:
+        port: 50052
+        service: raw_ledger_service.RawLedgerService
+        verify: {start_ledger: 2}
+  sinks:
+    - id: sink
+      type: sink
+      image: flowctl/test-component:dev
+      inputs: [source]
+      register: true
+"#;
+
+    #[test]
+    fn parses_upstream_format_with_our_extensions() {
+        let file = parse(MINIMAL, "demo.yaml").unwrap();
+        assert_eq!(file.metadata.name, "demo");
+        let source = &file.spec.sources[0];
+        assert_eq!(source.env["PORT"], EnvValue("8080".into()));
+        assert_eq!(source.env["DEBUG"], EnvValue("true".into()));
+        assert_eq!(source.ports[0].container_port, 50052);
+        assert_eq!(
+            source.health_timeout,
+            Some(DurationValue(Duration::from_secs(5)))
+        );
+        assert_eq!(
+            source.stop_grace_period,
+            Some(DurationValue(Duration::from_secs(3)))
+        );
+        let grpc = source.grpc.as_ref().unwrap();
+        assert_eq!(grpc.verify.as_ref().unwrap().start_ledger, 2);
+        assert!(file.spec.sinks[0].register);
+        assert_eq!(file.spec.sinks[0].inputs, ["source"]);
+    }
+
+    #[test]
+    fn unknown_key_names_component_position_and_nearest_key() {
+        let text = MINIMAL.replace("      inputs: [source]", "      imputs: [source]");
+        let err = parse(&text, "demo.yaml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("demo.yaml: spec.sinks[0] (component `sink`): "),
+            "{err}"
+        );
+        assert!(err.contains("unknown field `imputs`"), "{err}");
+        assert!(err.contains("at line 29"), "{err}");
+        assert!(err.ends_with("(did you mean `inputs`?)"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_field_and_line() {
+        let text = MINIMAL.replace("containerPort: 50052", "containerPort: grpc");
+        let err = parse(&text, "demo.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("spec.sources[0].ports[0].containerPort"),
+            "{err}"
+        );
+        assert!(err.contains("component `source`"), "{err}");
+        assert!(err.contains("line 16"), "{err}");
+
+        let text = MINIMAL.replace("health_timeout: 5s", "health_timeout: soon");
+        let err = parse(&text, "demo.yaml").unwrap_err().to_string();
+        assert!(err.contains("health_timeout"), "{err}");
+        assert!(err.contains("not a duration"), "{err}");
+
+        let text = MINIMAL.replace("containerPort: 50052", "containerPort: 70000");
+        let err = parse(&text, "demo.yaml").unwrap_err().to_string();
+        assert!(err.contains("containerPort"), "{err}");
+    }
+
+    #[test]
+    fn top_level_typos_are_suggested() {
+        let text = MINIMAL.replace("metadata:", "metdata:");
+        let err = parse(&text, "demo.yaml").unwrap_err().to_string();
+        assert!(err.contains("(did you mean `metadata`?)"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+        assert_eq!(format_duration(Duration::from_secs(10)), "10s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn nearest_key_only_for_close_words() {
+        assert_eq!(nearest("imgae", &["image", "inputs"]), Some("image"));
+        assert_eq!(nearest("zzzzzzzz", &["image", "inputs"]), None);
+    }
+}
