@@ -19,6 +19,7 @@ pub use address::{
     asset_contract_id, contract_strkey, network_id, parse_sep11_asset, proto_asset,
     ContractAddresses,
 };
+pub use operations::revocation_balance_id;
 pub use tx::{hex, ledger_transactions, LedgerInfo, LedgerTx};
 
 use anyhow::{Context, Result};
