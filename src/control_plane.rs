@@ -76,6 +76,9 @@ pub struct ControlPlaneConfig {
     pub ttl: Duration,
     /// The pipeline's components, in start order.
     pub expected: Vec<ExpectedComponent>,
+    /// Turn SIGUSR1 into [`ControlPlaneEvent::StatusRequested`] (only `flowctl run` wants
+    /// this: a signal handler is process-wide).
+    pub status_signal: bool,
 }
 
 impl ControlPlaneConfig {
@@ -85,6 +88,7 @@ impl ControlPlaneConfig {
             heartbeat_interval,
             ttl: heartbeat_interval * 3,
             expected,
+            status_signal: false,
         }
     }
 }
@@ -130,6 +134,8 @@ pub enum ControlPlaneEvent {
         /// Its service id.
         service_id: String,
     },
+    /// Someone sent SIGUSR1 to ask for the status table.
+    StatusRequested,
 }
 
 impl fmt::Display for ControlPlaneEvent {
@@ -173,6 +179,7 @@ impl fmt::Display for ControlPlaneEvent {
                 "{} recovered: heartbeats are arriving again",
                 name(component, service_id)
             ),
+            ControlPlaneEvent::StatusRequested => write!(f, "status requested (SIGUSR1)"),
         }
     }
 }
@@ -510,6 +517,21 @@ impl ControlPlane {
             .context("control plane: cannot start its tokio runtime")?;
 
         let (events_tx, events_rx) = mpsc::channel();
+        if config.status_signal {
+            // Installed before this returns, so a SIGUSR1 can never hit the default action
+            // (terminate) once the run has started.
+            let mut signal = {
+                let _guard = runtime.enter();
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())
+                    .context("control plane: cannot listen for SIGUSR1")?
+            };
+            let events = events_tx.clone();
+            runtime.spawn(async move {
+                while signal.recv().await.is_some() {
+                    let _ = events.send(ControlPlaneEvent::StatusRequested);
+                }
+            });
+        }
         let ttl = config.ttl;
         let registry = Arc::new(Mutex::new(Registry {
             ttl,

@@ -187,6 +187,10 @@ pub struct ContainerInfo {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub state: ContainerState,
+    /// The image as given to `run` (`Config.Image`).
+    pub image: String,
+    /// Published ports as `host_ip:host_port->container_port/protocol`.
+    pub ports: Vec<String>,
 }
 
 /// A container's lifecycle state.
@@ -654,6 +658,31 @@ fn string(value: &Value, key: &str) -> String {
         .to_string()
 }
 
+/// `NetworkSettings.Ports` (`{"50052/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}`)
+/// as `127.0.0.1:49153->50052/tcp`; unpublished ports (`null`) are left out.
+fn published_ports(value: Option<&Value>) -> Vec<String> {
+    let mut ports: Vec<String> = value
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .flat_map(|(container_port, bindings)| {
+            bindings
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |binding| {
+                    format!(
+                        "{}:{}->{container_port}",
+                        string(binding, "HostIp"),
+                        string(binding, "HostPort")
+                    )
+                })
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
 fn labels(value: Option<&Value>) -> BTreeMap<String, String> {
     value
         .and_then(Value::as_object)
@@ -669,6 +698,12 @@ fn container_info(value: &Value) -> ContainerInfo {
         id: string(value, "Id"),
         name: string(value, "Name").trim_start_matches('/').to_string(),
         labels: labels(get(value, "Config").and_then(|c| get(c, "Labels"))),
+        image: get(value, "Config")
+            .map(|config| string(config, "Image"))
+            .unwrap_or_default(),
+        ports: published_ports(
+            get(value, "NetworkSettings").and_then(|settings| get(settings, "Ports")),
+        ),
         state: ContainerState {
             status: string(state, "Status"),
             running: get(state, "Running")

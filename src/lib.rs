@@ -15,3 +15,5 @@ pub mod owner;
 pub mod plan;
 pub mod run;
 pub mod spec;
+pub mod status;
+pub mod verify;

@@ -15,6 +15,7 @@ use flowctl::owner::Liveness;
 use flowctl::plan::{self, Naming};
 use flowctl::run::{self, RunOptions, RunOutcome};
 use flowctl::spec::parse_duration;
+use flowctl::status;
 
 /// Exit code after a stop by SIGINT, SIGTERM or SIGHUP (128 + SIGINT, as shells report).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -41,6 +42,12 @@ enum Command {
         #[command(flatten)]
         naming: NamingArgs,
     },
+    /// Show the status of running pipelines (asks each run's control plane).
+    Status {
+        /// Only the run started with this --project.
+        #[arg(long, env = "FLOWCTL_PROJECT", value_name = "NAME")]
+        project: Option<String>,
+    },
     /// Remove containers and networks left by flowctl runs that are no longer alive.
     Gc {
         /// Also remove the resources of runs that are still alive.
@@ -65,8 +72,19 @@ struct RunArgs {
     #[arg(long, default_value_t = 8080)]
     control_plane_port: u16,
     /// Heartbeat interval given to components (FLOWCTL_HEARTBEAT_INTERVAL), e.g. 10s or 500ms.
+    /// A component silent for 3 intervals is reported unhealthy.
     #[arg(long, default_value = "10s", value_parser = heartbeat_interval)]
     heartbeat_interval: Duration,
+    /// Also print the status table every INTERVAL (e.g. 30s). It is always printed once all
+    /// components are up, and whenever flowctl receives SIGUSR1.
+    #[arg(long, value_name = "INTERVAL", value_parser = heartbeat_interval)]
+    status_interval: Option<Duration>,
+    /// Do not verify the declared gRPC streams after start-up.
+    #[arg(long)]
+    no_verify: bool,
+    /// How long stream verification waits for each stream's first message.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = heartbeat_interval)]
+    verify_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +128,9 @@ fn main() -> ExitCode {
             color: use_color(args.no_color, std::io::stderr().is_terminal()),
             control_plane_port: args.control_plane_port,
             heartbeat_interval: args.heartbeat_interval,
+            status_interval: args.status_interval,
+            verify: !args.no_verify,
+            verify_timeout: args.verify_timeout,
         })
         .map(|outcome| match outcome {
             RunOutcome::Completed => ExitCode::SUCCESS,
@@ -127,6 +148,16 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             })
+        }
+        Command::Status { project } => {
+            let mut engine = Engine::new(&cli.docker_bin);
+            engine
+                .check_available()
+                .map_err(anyhow::Error::from)
+                .and_then(|_| {
+                    print!("{}", status::show(&engine, project.as_deref())?);
+                    Ok(ExitCode::SUCCESS)
+                })
         }
         Command::Gc { all, dry_run } => gc(&cli.docker_bin, GcOptions { all, dry_run }),
     };

@@ -8,13 +8,14 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cleanup::{self, StopGroup, StopOrder};
+use crate::control_plane::{ComponentRole, ControlPlane, ControlPlaneConfig, ExpectedComponent};
 use crate::engine::{ContainerSpec, Engine, PortPublish};
 use crate::events::{EventState, Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
@@ -23,6 +24,8 @@ use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
 use crate::owner::{Liveness, RunOwner};
 use crate::plan::{self, ComponentPlan, Naming, Role, RunPlan};
 use crate::spec::format_duration;
+use crate::status::{self, HostPorts, Notices, StatusView};
+use crate::verify;
 
 /// Published ports bind here only (issue 6: nothing reachable from other hosts by default).
 pub const PUBLISH_HOST_IP: &str = "127.0.0.1";
@@ -50,6 +53,13 @@ pub struct RunOptions {
     pub control_plane_port: u16,
     /// `FLOWCTL_HEARTBEAT_INTERVAL` given to components.
     pub heartbeat_interval: Duration,
+    /// Print the status table this often while running (it is always printed once all is
+    /// up, and on SIGUSR1).
+    pub status_interval: Option<Duration>,
+    /// Verify the declared gRPC streams after start-up (`--no-verify` turns it off).
+    pub verify: bool,
+    /// How long verification waits for a stream's first message.
+    pub verify_timeout: Duration,
 }
 
 /// How a run ended without error.
@@ -105,6 +115,19 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome> {
     ));
 
     let control = start_control_plane(&plan, &gateway, options)?;
+    console.info(format!(
+        "control plane listening on {} (heartbeat interval {})",
+        control.endpoint,
+        format_duration(options.heartbeat_interval)
+    ));
+    let host_ports = Arc::new(Mutex::new(BTreeMap::new()));
+    let status_view = StatusView {
+        plan: plan.clone(),
+        events: events.clone(),
+        control: control.server.clone(),
+        host_ports: host_ports.clone(),
+    };
+    let notices = Notices::start(status_view, console, options.status_interval);
 
     let ids: Vec<&str> = plan.components.iter().map(|c| c.id.as_str()).collect();
     let logs = LogMux::new(&ids, options.color);
@@ -118,15 +141,22 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome> {
         console,
         control: &control,
         heartbeat_interval: options.heartbeat_interval,
+        host_ports: &host_ports,
     };
 
     let result = start_all(&context, started).and_then(|()| {
         if std::env::var(TEST_PANIC_ENV).as_deref() == Ok("after-start") {
             panic!("{TEST_PANIC_ENV}=after-start: injected panic (test only)");
         }
+        notices.print_status();
+        if options.verify {
+            verify_streams(&context, options.verify_timeout)?;
+        }
         supervise(&context)
     });
 
+    // Components stop heartbeating while they are stopped: that is no news.
+    notices.stop();
     guard.teardown();
     logs.finish(Duration::from_secs(2));
     match result {
@@ -334,6 +364,42 @@ struct StartContext<'a> {
     console: Console,
     control: &'a ControlPlaneSeam,
     heartbeat_interval: Duration,
+    /// `(container port, host port)` of each started component.
+    host_ports: &'a HostPorts,
+}
+
+/// Proves with typed gRPC clients that the declared streams deliver data (issue 3).
+fn verify_streams(context: &StartContext, timeout: Duration) -> Result<()> {
+    let host_ports = context
+        .host_ports
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let (checks, notes) = verify::checks_for(context.plan, &host_ports);
+    for note in notes {
+        context.console.info(note);
+    }
+    if checks.is_empty() {
+        return Ok(());
+    }
+    context
+        .console
+        .info(format!("verifying {} gRPC stream(s)...", checks.len()));
+    let mut failures = Vec::new();
+    for result in verify::verify_streams(&checks, timeout) {
+        match result {
+            Ok(report) => context.console.info(report.to_string()),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    check_interrupted(context)?;
+    match failures.as_slice() {
+        [] => Ok(()),
+        failures => bail!(
+            "stream verification failed (--no-verify skips it):\n  - {}",
+            failures.join("\n  - ")
+        ),
+    }
 }
 
 /// The control plane as far as this module needs it: the address components reach it at.
@@ -345,28 +411,39 @@ struct StartContext<'a> {
 pub struct ControlPlaneSeam {
     /// Where components reach the control plane: the network gateway and the port.
     pub endpoint: SocketAddr,
+    /// The running server; it stops when the last reference is dropped.
+    pub server: Arc<ControlPlane>,
 }
 
 /// Starts the control plane on the network's gateway address (reachable from the pipeline's
 /// containers, not from other hosts).
 fn start_control_plane(
-    _plan: &RunPlan,
+    plan: &RunPlan,
     gateway: &str,
     options: &RunOptions,
 ) -> Result<ControlPlaneSeam> {
     let ip: IpAddr = gateway
         .parse()
         .with_context(|| format!("the network gateway `{gateway}` is not an IP address"))?;
-    let port = match options.control_plane_port {
-        // Issue 3 binds the real server here; until then reserve a free port to name.
-        0 => TcpListener::bind((ip, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .with_context(|| format!("cannot find a free port on {ip}"))?,
-        port => port,
-    };
+    let expected = plan
+        .components
+        .iter()
+        .map(|c| ExpectedComponent {
+            id: c.id.clone(),
+            role: match c.role {
+                Role::Source => ComponentRole::Source,
+                Role::Processor => ComponentRole::Processor,
+                Role::Sink => ComponentRole::Sink,
+            },
+        })
+        .collect();
+    let mut config = ControlPlaneConfig::new(options.heartbeat_interval, expected);
+    config.status_signal = true;
+    let server = ControlPlane::start(SocketAddr::new(ip, options.control_plane_port), config)
+        .context("--control-plane-port picks another port (0 = any free one)")?;
     Ok(ControlPlaneSeam {
-        endpoint: SocketAddr::new(ip, port),
+        endpoint: server.local_addr(),
+        server: Arc::new(server),
     })
 }
 
@@ -483,6 +560,11 @@ fn container_spec(
 ) -> ContainerSpec {
     let mut labels = context.labels.clone();
     labels.insert(labels::COMPONENT.to_string(), component.id.clone());
+    // Lets `flowctl status` find this run's control plane.
+    labels.insert(
+        status::CONTROL_PLANE_LABEL.to_string(),
+        context.control.endpoint.to_string(),
+    );
     ContainerSpec {
         name: component.container_name.clone(),
         image: component.image.clone(),
@@ -589,6 +671,11 @@ fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<
             })?;
         host_ports.push((port.container_port, host_port));
     }
+    context
+        .host_ports
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(id.clone(), host_ports.clone());
 
     let probe = component.health.as_ref().and_then(|health| {
         host_ports
@@ -599,6 +686,7 @@ fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<
     let check = ReadinessCheck {
         component,
         probe: probe.as_ref(),
+        control: context.control,
     };
     wait_ready(context, &check)?;
 
@@ -607,10 +695,11 @@ fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<
         .map(|(c, h)| format!("{c}→{PUBLISH_HOST_IP}:{h}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let how = if probe.is_some() {
-        "healthy"
-    } else {
-        "running"
+    let how = match (probe.is_some(), component.register) {
+        (true, true) => "healthy and registered",
+        (true, false) => "healthy",
+        (false, true) => "running and registered",
+        (false, false) => "running",
     };
     context.console.info(format!(
         "{id} {how} in {} ms{}",
@@ -631,15 +720,24 @@ struct ReadinessCheck<'a> {
     component: &'a ComponentPlan,
     /// `None`: no HTTP health check, ready once running.
     probe: Option<&'a HealthProbe>,
+    /// Consulted when the component declares `register: true`.
+    control: &'a ControlPlaneSeam,
 }
 
 impl ReadinessCheck<'_> {
     /// `Ok` when ready; otherwise why not (shown if the timeout passes).
     fn check(&self) -> Result<(), String> {
-        match self.probe {
-            Some(probe) => probe.check(),
-            None => Ok(()),
+        if let Some(probe) = self.probe {
+            probe.check()?;
         }
+        if self.component.register && !self.control.server.is_registered(&self.component.id) {
+            return Err(format!(
+                "it has not registered with the control plane at {} (register: true; \
+                 does it read FLOWCTL_ENDPOINT and ENABLE_FLOWCTL?)",
+                self.control.endpoint
+            ));
+        }
+        Ok(())
     }
 }
 

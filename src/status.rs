@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use tonic::transport::Endpoint;
@@ -17,7 +20,14 @@ use tonic::transport::Endpoint;
 use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
 use flowctl_proto::flowctl::{ServiceStatus, ServiceType};
 
-use crate::control_plane::{MatchedBy, ServiceSnapshot};
+use crate::control_plane::{ControlPlane, ControlPlaneEvent, MatchedBy, ServiceSnapshot};
+use crate::engine::Engine;
+use crate::events::RunEvents;
+use crate::health::HealthProbe;
+use crate::labels;
+use crate::logs::Console;
+use crate::plan::RunPlan;
+use crate::run::PUBLISH_HOST_IP;
 
 /// Container label holding the control plane's `ip:port` for `flowctl status`.
 pub const CONTROL_PLANE_LABEL: &str = "io.flowctl.control-plane";
@@ -199,6 +209,294 @@ pub fn add_unlisted_services(rows: &mut Vec<StatusRow>, services: Vec<ServiceSna
             });
         }
     }
+}
+
+/// `(container port, host port)` pairs by component id, filled in as components start.
+pub type HostPorts = Mutex<BTreeMap<String, Vec<(u16, u16)>>>;
+
+/// What the status table of a `flowctl run` is built from.
+#[derive(Debug, Clone)]
+pub struct StatusView {
+    /// The run's plan.
+    pub plan: RunPlan,
+    /// Container exits seen so far.
+    pub events: Arc<RunEvents>,
+    /// The run's control plane.
+    pub control: Arc<ControlPlane>,
+    /// `(container port, host port)` by component id, for started components.
+    pub host_ports: Arc<HostPorts>,
+}
+
+impl StatusView {
+    /// One row per component (probing each health endpoint now), plus registrations that
+    /// belong to no component of the plan.
+    pub fn rows(&self) -> Vec<StatusRow> {
+        let host_ports = self
+            .host_ports
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let exits = self.events.snapshot();
+        let mut rows: Vec<StatusRow> = self
+            .plan
+            .components
+            .iter()
+            .map(|component| {
+                let ports = host_ports.get(&component.id);
+                let state = match (exits.exit_of(&component.id), ports) {
+                    (Some(exit), _) => match exit.code {
+                        Some(code) => format!("exited ({code})"),
+                        None => "stopped".to_string(),
+                    },
+                    (None, None) => "not started".to_string(),
+                    (None, Some(ports)) => {
+                        let probe = component.health.as_ref().and_then(|health| {
+                            ports
+                                .iter()
+                                .find(|(container, _)| *container == health.container_port)
+                                .map(|(_, host)| HealthProbe::new(*host, &health.path))
+                        });
+                        match probe.map(|probe| probe.check()) {
+                            None => "running".to_string(),
+                            Some(Ok(())) => "healthy".to_string(),
+                            Some(Err(why)) => format!("unhealthy: {}", shorten(&why, 40)),
+                        }
+                    }
+                };
+                StatusRow {
+                    component: component.id.clone(),
+                    container: component.container_name.clone(),
+                    image: component.image.clone(),
+                    ports: ports
+                        .into_iter()
+                        .flatten()
+                        .map(|(container, host)| format!("{PUBLISH_HOST_IP}:{host}->{container}"))
+                        .collect(),
+                    state,
+                    expects_registration: component.register,
+                    service: self.control.service_of(&component.id),
+                }
+            })
+            .collect();
+        add_unlisted_services(&mut rows, self.control.services());
+        rows
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    let text = text.lines().next().unwrap_or("");
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// Prints the status table through `console`, one line each.
+pub fn print_table(console: Console, rows: &[StatusRow]) {
+    for line in render(rows).lines() {
+        console.info(format!("  {line}"));
+    }
+}
+
+/// The background thread of `flowctl run` that reports control plane events (registered,
+/// unhealthy, recovered) as they happen and prints the status table on SIGUSR1 and every
+/// `--status-interval`.
+#[derive(Debug)]
+pub struct Notices {
+    view: StatusView,
+    console: Console,
+    /// Set once everything is up: periodic tables only make sense from then on.
+    up: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Notices {
+    /// Starts reporting.
+    pub fn start(view: StatusView, console: Console, interval: Option<Duration>) -> Notices {
+        let up = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (view, up, stop) = (view.clone(), up.clone(), stop.clone());
+            thread::Builder::new()
+                .name("notices".into())
+                .spawn(move || report(&view, console, interval, &up, &stop))
+                .map_err(|e| console.warn(format!("cannot report control plane events: {e}")))
+                .ok()
+        };
+        Notices {
+            view,
+            console,
+            up,
+            stop,
+            thread,
+        }
+    }
+
+    /// Prints the table now and starts the periodic tables.
+    pub fn print_status(&self) {
+        print_table(self.console, &self.view.rows());
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops reporting (before teardown: stopped components go silent, which is no news).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Notices {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// How often the reporting thread looks at its stop flag.
+const NOTICE_POLL: Duration = Duration::from_millis(200);
+
+fn report(
+    view: &StatusView,
+    console: Console,
+    interval: Option<Duration>,
+    up: &AtomicBool,
+    stop: &AtomicBool,
+) {
+    let mut next_table = interval.map(|every| Instant::now() + every);
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let wait = next_table
+            .map(|at| at.saturating_duration_since(now).min(NOTICE_POLL))
+            .unwrap_or(NOTICE_POLL);
+        match view.control.next_event(wait) {
+            Some(ControlPlaneEvent::StatusRequested) => print_table(console, &view.rows()),
+            Some(event @ ControlPlaneEvent::Unhealthy { .. }) => {
+                // A container that exited stops heartbeating; its exit is reported elsewhere.
+                let exited = match &event {
+                    ControlPlaneEvent::Unhealthy {
+                        component: Some(component),
+                        ..
+                    } => view.events.snapshot().exit_of(component).is_some(),
+                    _ => false,
+                };
+                if !exited && !stop.load(Ordering::SeqCst) {
+                    console.warn(event.to_string());
+                }
+            }
+            Some(event) if !stop.load(Ordering::SeqCst) => console.info(event.to_string()),
+            Some(_) | None => {}
+        }
+        if let (Some(at), Some(every)) = (next_table, interval) {
+            if Instant::now() >= at {
+                if up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                    print_table(console, &view.rows());
+                }
+                next_table = Some(Instant::now() + every);
+            }
+        }
+    }
+}
+
+/// How long `flowctl status` waits for a control plane.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `flowctl status`: a table per running pipeline (optionally only `project`'s). Runs are
+/// found by the labels of their containers; each run's control plane is asked with
+/// `ListServices` at the address in [`CONTROL_PLANE_LABEL`].
+pub fn show(engine: &Engine, project: Option<&str>) -> Result<String> {
+    let mut filters = vec![labels::managed_filter()];
+    if let Some(project) = project {
+        filters.push(format!("{}={project}", labels::PROJECT));
+    }
+    let ids = engine.list_containers(&filters)?;
+    let containers = engine.inspect_containers(&ids)?;
+    if containers.is_empty() {
+        return Ok(match project {
+            Some(project) => format!("no flowctl pipeline of project {project} is running\n"),
+            None => "no flowctl pipeline is running\n".to_string(),
+        });
+    }
+    let mut runs: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for container in containers {
+        let run = container
+            .labels
+            .get(labels::RUN)
+            .cloned()
+            .unwrap_or_default();
+        runs.entry(run).or_default().push(container);
+    }
+    let mut out = String::new();
+    for (run, mut containers) in runs {
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        let label = |key: &str| {
+            containers
+                .iter()
+                .find_map(|c| c.labels.get(key).cloned())
+                .unwrap_or_default()
+        };
+        let pipeline = label(labels::PIPELINE);
+        let endpoint = label(CONTROL_PLANE_LABEL);
+        let _ = write!(out, "pipeline {pipeline} (run {run}");
+        let project = label(labels::PROJECT);
+        if !project.is_empty() {
+            let _ = write!(out, ", project {project}");
+        }
+        let services = match endpoint.parse::<SocketAddr>() {
+            Ok(address) => match list_services(address, STATUS_TIMEOUT) {
+                Ok(list) => {
+                    let _ = writeln!(out, "): control plane {address}");
+                    let now = SystemTime::now();
+                    list.into_iter().map(|s| snapshot_of(s, now)).collect()
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        out,
+                        "): control plane {address} does not answer ({e:#}); if its flowctl \
+                         has ended, `flowctl gc` removes what is left"
+                    );
+                    Vec::new()
+                }
+            },
+            Err(_) => {
+                let _ = writeln!(out, "): no control plane recorded");
+                Vec::new()
+            }
+        };
+        let mut rows: Vec<StatusRow> = containers
+            .iter()
+            .map(|container| {
+                let component = container
+                    .labels
+                    .get(labels::COMPONENT)
+                    .cloned()
+                    .unwrap_or_else(|| container.name.clone());
+                let state = if container.state.running {
+                    container.state.status.clone()
+                } else {
+                    format!("{} ({})", container.state.status, container.state.exit_code)
+                };
+                StatusRow {
+                    service: services
+                        .iter()
+                        .find(|s: &&ServiceSnapshot| s.component.as_deref() == Some(&component))
+                        .cloned(),
+                    component,
+                    container: container.name.clone(),
+                    image: container.image.clone(),
+                    ports: container.ports.clone(),
+                    state,
+                    expects_registration: !endpoint.is_empty(),
+                }
+            })
+            .collect();
+        add_unlisted_services(&mut rows, services);
+        out.push_str(&render(&rows));
+    }
+    Ok(out)
 }
 
 /// Converts what `ListServices` returned into the shape the table uses; `now` dates the

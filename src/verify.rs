@@ -4,6 +4,7 @@
 //! Like the control plane, this needs tokio; it gets a short-lived runtime of its own and the
 //! caller stays synchronous.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ use flowctl_proto::raw_ledger_service::StreamLedgersRequest;
 use flowctl_proto::token_transfer::token_transfer_event::Event;
 use flowctl_proto::token_transfer_service::event_service_client::EventServiceClient;
 use flowctl_proto::token_transfer_service::GetEventsRequest;
+
+use crate::plan::RunPlan;
 
 /// When a check gives no end ledger for the event stream, it asks for this many ledgers.
 pub const DEFAULT_EVENT_RANGE: u32 = 5;
@@ -209,6 +212,65 @@ impl fmt::Display for VerifyError {
 }
 
 impl std::error::Error for VerifyError {}
+
+/// The checks for the components of `plan` that declare `grpc:`, reached through their
+/// published ports (`(container port, host port)` by component id), plus notes about declared
+/// streams that cannot be checked.
+pub fn checks_for(
+    plan: &RunPlan,
+    host_ports: &BTreeMap<String, Vec<(u16, u16)>>,
+) -> (Vec<StreamCheck>, Vec<String>) {
+    let mut checks = Vec::new();
+    let mut notes = Vec::new();
+    for component in &plan.components {
+        let Some(grpc) = &component.grpc else {
+            continue;
+        };
+        let id = &component.id;
+        let Some(service) = GrpcService::from_name(&grpc.service) else {
+            notes.push(format!(
+                "{id}: not verified (unknown service {})",
+                grpc.service
+            ));
+            continue;
+        };
+        let Some(start_ledger) = grpc.start_ledger else {
+            notes.push(format!(
+                "{id}: not verified (set grpc.verify.start_ledger to verify {service})"
+            ));
+            continue;
+        };
+        let host_port = host_ports
+            .get(id)
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|(container, _)| *container == grpc.container_port)
+            })
+            .map(|(_, host)| *host);
+        let Some(host_port) = host_port else {
+            notes.push(format!(
+                "{id}: not verified (gRPC port {} is not published)",
+                grpc.container_port
+            ));
+            continue;
+        };
+        checks.push(StreamCheck {
+            component: id.clone(),
+            consumers: plan
+                .components
+                .iter()
+                .filter(|c| c.inputs.contains(id))
+                .map(|c| c.id.clone())
+                .collect(),
+            address: SocketAddr::from(([127, 0, 0, 1], host_port)),
+            service,
+            start_ledger,
+            end_ledger: grpc.end_ledger,
+        });
+    }
+    (checks, notes)
+}
 
 /// Runs every check in order, each with `timeout` for the first message, and returns one result
 /// per check. Checks run one after the other so their timings do not disturb each other.
