@@ -72,6 +72,9 @@ struct Census {
     failed: usize,
     soroban_refunds: usize,
     transfers: usize,
+    /// Trades against liquidity pools / against pre-protocol-18 `V0` offers, among the claims.
+    pool_claims: usize,
+    v0_claims: usize,
 }
 
 fn census(metas: &[LedgerCloseMeta], passphrase: &str) -> Census {
@@ -92,7 +95,16 @@ fn census(metas: &[LedgerCloseMeta], passphrase: &str) -> Census {
                 let OperationResult::OpInner(tr) = &results[i] else {
                     panic!("failed op in a successful tx")
                 };
-                let claims = |atoms: &[ClaimAtom]| 2 * atoms.len();
+                let mut claims = |atoms: &[ClaimAtom]| {
+                    for atom in atoms {
+                        match atom {
+                            ClaimAtom::LiquidityPool(_) => c.pool_claims += 1,
+                            ClaimAtom::V0(_) => c.v0_claims += 1,
+                            ClaimAtom::OrderBook(_) => {}
+                        }
+                    }
+                    2 * atoms.len()
+                };
                 c.transfers += match (&op.body, tr) {
                     (OperationBody::CreateAccount(_), _)
                     | (OperationBody::Payment(_), _)
@@ -270,6 +282,8 @@ fn testnet_997_999_counts() {
             failed: 8,
             soroban_refunds: 0,
             transfers: 6,
+            pool_claims: 0,
+            v0_claims: 0,
         },
         &[("fee", 17), ("transfer", 6)],
     );
@@ -310,7 +324,8 @@ fn pubnet_53312000_counts() {
     // 163 txs (62 failed); one Soroban invocation with a refund (164 fees). Transfers: 54
     // claimable balances created, 3 claimed, 9 payments, 4 path payments strict receive with
     // 19 claim atoms (42), 4 strict send with 8 claim atoms (20), manage buy offers that
-    // crossed 2 offers (4); the 40 successful manage sell offers crossed nothing.
+    // crossed 2 offers (4); the 40 successful manage sell offers crossed nothing. 18 of the
+    // 29 claim atoms are trades against liquidity pools.
     let events = check_folder(
         &metas,
         &passphrase,
@@ -319,6 +334,8 @@ fn pubnet_53312000_counts() {
             failed: 62,
             soroban_refunds: 1,
             transfers: 132,
+            pool_claims: 18,
+            v0_claims: 0,
         },
         &[("fee", 164), ("transfer", 132)],
     );
@@ -328,6 +345,37 @@ fn pubnet_53312000_counts() {
         .filter(|e| e.meta.as_ref().is_some_and(|m| m.to_muxed_info.is_some()))
         .count();
     assert_eq!(with_memo, 4);
+    // Fee-bump transactions (3 here) pay from the fee source, not the inner source.
+    let network = stellar_ttp::events::network_id(&passphrase);
+    let mut fee_bumps = 0;
+    for tx in ledger_transactions(&metas[0], &network).expect("transactions") {
+        if let stellar_xdr::TransactionEnvelope::TxFeeBump(e) = tx.envelope {
+            fee_bumps += 1;
+            let fee = events
+                .iter()
+                .find(|ev| {
+                    let m = ev.meta.as_ref().expect("meta");
+                    m.transaction_index == tx.index && event_kind(ev) == "fee"
+                })
+                .expect("fee event");
+            let Some(flowctl_proto::token_transfer::token_transfer_event::Event::Fee(f)) =
+                &fee.event
+            else {
+                panic!("fee expected")
+            };
+            assert_eq!(f.from, e.tx.fee_source.clone().account_id().to_string());
+        }
+    }
+    assert_eq!(fee_bumps, 3);
+    // 18 of the 29 trades crossed liquidity pools: 36 transfers to or from an L… pool.
+    let pool_transfers = events
+        .iter()
+        .filter(|e| {
+            matches!(&e.event, Some(flowctl_proto::token_transfer::token_transfer_event::Event::Transfer(t))
+                if t.from.starts_with('L') || t.to.starts_with('L'))
+        })
+        .count();
+    assert_eq!(pool_transfers, 36);
     // Claimable balances appear by their B… strkey.
     assert!(events.iter().any(|e| matches!(&e.event,
         Some(flowctl_proto::token_transfer::token_transfer_event::Event::Transfer(t)) if t.to.starts_with('B'))));
@@ -356,6 +404,8 @@ fn standalone_p23_sac_counts() {
             failed: 0,
             soroban_refunds: 200,
             transfers: 2000,
+            pool_claims: 0,
+            v0_claims: 0,
         },
         &[("fee", 400), ("transfer", 2000)],
     );
@@ -393,6 +443,8 @@ fn standalone_p25_counts() {
             failed: 0,
             soroban_refunds: 7440,
             transfers: 300,
+            pool_claims: 0,
+            v0_claims: 0,
         },
         &[("fee", 15_180), ("transfer", 300)],
     );
@@ -409,7 +461,8 @@ fn pubnet_ttp_example_counts() {
     // 423 txs (104 failed). The allow trust, clawback and create account operations are all
     // in failed transactions. Transfers: 102 claimable balances created, 6 claimed, 10
     // payments, 1 path payment strict send with 2 claim atoms (5), manage buy offers crossing
-    // 42 offers (84) and manage sell offers crossing 296 (592).
+    // 42 offers (84) and manage sell offers crossing 296 (592); 3 claim atoms are the legacy
+    // V0 kind (seller as a bare ed25519 key).
     let events = check_folder(
         &metas,
         MAINNET_PASSPHRASE,
@@ -418,6 +471,8 @@ fn pubnet_ttp_example_counts() {
             failed: 104,
             soroban_refunds: 0,
             transfers: 799,
+            pool_claims: 0,
+            v0_claims: 3,
         },
         &[("fee", 423), ("transfer", 799)],
     );
