@@ -756,11 +756,30 @@ fn operations_that_move_no_tokens_yield_nothing() {
             }),
         ),
         op(None, OperationBody::SetOptions(SetOptionsOp::default())),
+        op(
+            None,
+            OperationBody::ManageData(ManageDataOp {
+                data_name: String64("k".try_into().expect("name")),
+                data_value: None,
+            }),
+        ),
+        op(
+            None,
+            OperationBody::BeginSponsoringFutureReserves(BeginSponsoringFutureReservesOp {
+                sponsored_id: account(2),
+            }),
+        ),
+        op(Some(muxed(2)), OperationBody::EndSponsoringFutureReserves),
     ];
     let results = vec![
         OperationResultTr::ChangeTrust(ChangeTrustResult::Success),
         OperationResultTr::BumpSequence(BumpSequenceResult::Success),
         OperationResultTr::SetOptions(SetOptionsResult::Success),
+        OperationResultTr::ManageData(ManageDataResult::Success),
+        OperationResultTr::BeginSponsoringFutureReserves(
+            BeginSponsoringFutureReservesResult::Success,
+        ),
+        OperationResultTr::EndSponsoringFutureReserves(EndSponsoringFutureReservesResult::Success),
     ];
     let tx = TxSpec::new(envelope(muxed(1), 1, Memo::None, ops, false), results);
     assert_eq!(
@@ -1056,6 +1075,37 @@ fn before_protocol_8_unexplained_xlm_changes_become_mints_and_burns() {
             format!("tx1 transfer {}->{} 10 XLM op2", s(1), s(2))
         ]
     );
+}
+
+#[test]
+fn old_ledgers_need_meta_v2() {
+    // Upstream's reader refuses ledgers before protocol 10 whose meta predates v2.
+    let mut tx = TxSpec::new(
+        envelope(
+            muxed(1),
+            1,
+            Memo::None,
+            vec![op(None, payment(muxed(2), Asset::Native, 1))],
+            false,
+        ),
+        vec![pay_ok()],
+    );
+    tx.fee_changes = balance_change(1, 1000, 900);
+    let mut meta = ledger(9, 100, vec![tx]);
+    if let LedgerCloseMeta::V1(v) = &mut meta {
+        let mut processing = v.tx_processing.to_vec();
+        processing[0].tx_apply_processing = TransactionMeta::V1(TransactionMetaV1 {
+            tx_changes: LedgerEntryChanges::default(),
+            operations: vec![OperationMeta {
+                changes: LedgerEntryChanges::default(),
+            }]
+            .try_into()
+            .expect("ops"),
+        });
+        v.tx_processing = processing.try_into().expect("processing");
+    }
+    let err = ledger_events(&meta, PASSPHRASE).expect_err("meta v1 before protocol 10");
+    assert!(format!("{err:#}").contains("TransactionMeta v2"));
 }
 
 #[test]

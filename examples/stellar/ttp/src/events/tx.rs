@@ -72,6 +72,17 @@ pub fn ledger_transactions<'a>(
                     tx_meta: &'a TransactionMeta,
                     post: Option<&'a LedgerEntryChanges>|
      -> Result<()> {
+        // As upstream's transaction reader: old ledgers need meta re-emitted in v2 or later.
+        if ledger.protocol < 10
+            && matches!(tx_meta, TransactionMeta::V0(_) | TransactionMeta::V1(_))
+            && !fee_changes.is_empty()
+        {
+            bail!(
+                "ledger {}: TransactionMeta v2 or later is required before protocol 10; \
+                 reprocess the ledgers with a recent stellar-core",
+                ledger.sequence
+            );
+        }
         let hash = result.transaction_hash.0;
         let envelope = by_hash.get(&hash).copied().ok_or_else(|| {
             anyhow!(
