@@ -121,6 +121,8 @@ pub struct Tally {
     pub last_ledger: Option<u32>,
     /// Distinct ledgers that had at least one event.
     pub ledgers_with_events: u64,
+    /// From the `GetTTPEvents` call to the end of the stream.
+    pub elapsed: Duration,
 }
 
 impl Tally {
@@ -158,7 +160,8 @@ impl Tally {
         if self.unknown > 0 {
             by_kind.insert("unknown".to_string(), self.unknown.into());
         }
-        serde_json::json!({
+        let seconds = self.elapsed.as_secs_f64();
+        let mut summary = serde_json::json!({
             "start_ledger": range.start,
             "end_ledger": range.end.unwrap_or(0),
             "outcome": outcome,
@@ -166,7 +169,16 @@ impl Tally {
             "ledgers_with_events": self.ledgers_with_events,
             "last_ledger_with_events": self.last_ledger,
             "by_kind": by_kind,
-        })
+            "elapsed_seconds": (seconds * 1e3).round() / 1e3,
+        });
+        if seconds > 0.0 {
+            summary["events_per_second"] = (self.events as f64 / seconds).round().into();
+            if let (Some(end), "completed") = (range.end, outcome) {
+                let ledgers = f64::from(end - range.start) + 1.0;
+                summary["ledgers_per_second"] = ((ledgers / seconds * 10.0).round() / 10.0).into();
+            }
+        }
+        summary
     }
 }
 
@@ -250,6 +262,7 @@ pub async fn consume<W: Write>(
     out: &mut W,
 ) -> Result<(Tally, Outcome)> {
     let mut client = connect(&config.processor_address).await?;
+    let began = Instant::now();
     let mut stream = open_events(&mut client, config.range).await?;
     log::info!(
         "receiving token transfer events for ledgers {} from {}",
@@ -322,6 +335,7 @@ pub async fn consume<W: Write>(
     };
     out.flush().context("writing events to stdout")?;
     report(metrics, &tally, &mut reported);
+    tally.elapsed = began.elapsed();
     Ok((tally, outcome))
 }
 
@@ -502,6 +516,21 @@ mod tests {
         assert_eq!(summary["by_kind"]["unknown"], 1);
         assert_eq!(summary["end_ledger"], 998);
         assert_eq!(summary["outcome"], "completed");
+        assert!(
+            summary.get("events_per_second").is_none(),
+            "no time, no rate"
+        );
+        tally.elapsed = Duration::from_secs(2);
+        let summary = tally.summary_json(
+            LedgerRange {
+                start: 997,
+                end: Some(998),
+            },
+            "completed",
+        );
+        assert_eq!(summary["events_per_second"], 3.0);
+        assert_eq!(summary["ledgers_per_second"], 1.0);
+        assert_eq!(summary["elapsed_seconds"], 2.0);
     }
 
     #[test]

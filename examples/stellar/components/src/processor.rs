@@ -3,10 +3,11 @@
 //! extracts their token transfer events with `stellar_ttp`.
 //!
 //! A call runs as a small pipeline so receiving, decoding and sending overlap: an async task
-//! pulls ledgers from the source into a bounded queue, a worker thread decodes and extracts one
-//! ledger at a time into a second bounded queue (one entry per ledger, not per event), and the
-//! response stream flattens those batches. A bounded call stops pulling right after ledger
-//! `end`, so it never waits for a ledger that may not exist yet.
+//! pulls ledgers from the source and deals them in turn to worker threads (one per core by
+//! default) through bounded queues; each worker decodes and extracts whole ledgers into its own
+//! bounded queue (one entry per ledger, not per event); the response stream takes the workers'
+//! results in the same turn order, so events keep ledger order, and flattens them. A bounded call
+//! stops pulling right after ledger `end`, so it never waits for a ledger that may not exist yet.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -59,10 +60,12 @@ pub const IDENTITY: Identity = Identity {
 pub const DEFAULT_LISTEN: &str = ":50051";
 /// Upstream's default `SOURCE_SERVICE_ADDRESS`.
 pub const DEFAULT_SOURCE: &str = "localhost:50052";
-/// Raw ledgers buffered between the source and the decoder, per call.
-const RAW_QUEUE: usize = 8;
-/// Decoded ledgers (event batches) buffered between the decoder and the client, per call.
-const EVENT_QUEUE: usize = 16;
+/// Raw ledgers buffered between the source and each worker.
+const RAW_QUEUE: usize = 4;
+/// Decoded ledgers (event batches) buffered between each worker and the client.
+const BATCH_QUEUE: usize = 8;
+/// Decoding workers per call when `TTP_WORKERS` is unset: one per core, at most this many.
+const MAX_DEFAULT_WORKERS: usize = 4;
 /// How long a call keeps retrying a source that is not reachable yet.
 const SOURCE_RETRY_FOR: Duration = Duration::from_secs(15);
 /// How often a call logs its progress.
@@ -77,6 +80,8 @@ pub struct ProcessorConfig {
     pub network_passphrase: String,
     /// `SOURCE_SERVICE_ADDRESS`, `host:port`.
     pub source_address: String,
+    /// `TTP_WORKERS` (ours): decoding threads per call; one per core (at most 4) by default.
+    pub workers: usize,
 }
 
 impl ProcessorConfig {
@@ -103,10 +108,24 @@ impl ProcessorConfig {
         let source_address =
             get("SOURCE_SERVICE_ADDRESS").unwrap_or_else(|| DEFAULT_SOURCE.to_string());
         grpc::endpoint("SOURCE_SERVICE_ADDRESS", &source_address)?;
+        let workers = match get("TTP_WORKERS") {
+            Some(value) => match value.parse::<usize>() {
+                Ok(workers) if (1..=64).contains(&workers) => workers,
+                _ => {
+                    return Err(format!(
+                        "TTP_WORKERS: {value:?} is not a number from 1 to 64"
+                    ))
+                }
+            },
+            None => thread::available_parallelism()
+                .map_or(1, |cores| cores.get())
+                .min(MAX_DEFAULT_WORKERS),
+        };
         Ok(ProcessorConfig {
             listen,
             network_passphrase,
             source_address,
+            workers,
         })
     }
 }
@@ -166,6 +185,7 @@ pub struct EventProcessor {
     source: Channel,
     source_address: String,
     network_passphrase: Arc<str>,
+    workers: usize,
     metrics: Metrics,
     shutdown: Shutdown,
 }
@@ -183,6 +203,7 @@ impl EventProcessor {
             source: endpoint.connect_lazy(),
             source_address: config.source_address.clone(),
             network_passphrase: config.network_passphrase.as_str().into(),
+            workers: config.workers.max(1),
             metrics,
             shutdown,
         })
@@ -238,7 +259,10 @@ impl EventService for EventProcessor {
             .map(|addr| addr.to_string())
             .unwrap_or_else(|| "client".to_string());
         let range = LedgerRange::of_request(request.get_ref())?;
-        log::info!("{client}: token transfer events for ledgers {range}");
+        log::info!(
+            "{client}: token transfer events for ledgers {range} ({} workers)",
+            self.workers
+        );
         let upstream = match self.open_source(range.start).await {
             Ok(upstream) => upstream,
             Err(status) => {
@@ -247,39 +271,52 @@ impl EventService for EventProcessor {
                 return Err(status);
             }
         };
-        let (raw_tx, raw_rx) = mpsc::channel(RAW_QUEUE);
-        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-        let worker = Worker {
-            extractor: Extractor::new(&self.network_passphrase),
-            metrics: self.metrics.clone(),
-            client: client.clone(),
+        let mut raw_senders = Vec::with_capacity(self.workers);
+        let mut batch_receivers = Vec::with_capacity(self.workers);
+        for index in 0..self.workers {
+            let (raw_tx, raw_rx) = mpsc::channel(RAW_QUEUE);
+            let (batch_tx, batch_rx) = mpsc::channel(BATCH_QUEUE);
+            let worker = Worker {
+                extractor: Extractor::new(&self.network_passphrase),
+                metrics: self.metrics.clone(),
+            };
+            thread::Builder::new()
+                .name(format!("ttp-worker-{index}"))
+                .spawn(move || worker.run(raw_rx, batch_tx))
+                .map_err(|e| Status::resource_exhausted(format!("cannot start a worker: {e}")))?;
+            raw_senders.push(raw_tx);
+            batch_receivers.push(batch_rx);
+        }
+        tokio::spawn(pull_ledgers(
+            upstream,
             range,
-        };
-        thread::Builder::new()
-            .name("ttp-worker".into())
-            .spawn(move || worker.run(raw_rx, event_tx))
-            .map_err(|e| Status::resource_exhausted(format!("cannot start a worker: {e}")))?;
-        tokio::spawn(pull_ledgers(upstream, range, raw_tx, self.metrics.clone()));
+            raw_senders,
+            self.metrics.clone(),
+        ));
+        let stream = EventStream::new(batch_receivers, self.metrics.clone(), client, range);
         Ok(Response::new(UntilShutdown::new(
-            EventStream::new(event_rx),
+            stream,
             self.shutdown.clone(),
         )))
     }
 }
 
-/// Forwards the source's ledgers of `range` to the worker; returns right after the last one of a
-/// bounded range, which drops (cancels) the source stream.
+/// Deals the source's ledgers of `range` to the workers in turn (ledger `i` of the call to worker
+/// `i % n`, errors too, so the response can collect them in order); returns right after the last
+/// ledger of a bounded range, which drops (cancels) the source stream.
 async fn pull_ledgers(
     mut upstream: Streaming<RawLedger>,
     range: LedgerRange,
-    raw_tx: mpsc::Sender<Result<RawLedger, Status>>,
+    workers: Vec<mpsc::Sender<Result<RawLedger, Status>>>,
     metrics: Metrics,
 ) {
+    let mut turn = 0;
     loop {
+        let worker = &workers[turn];
         let item = tokio::select! {
             item = upstream.message() => item,
             // The client went away: stop pulling instead of waiting for the next ledger.
-            _ = raw_tx.closed() => return,
+            _ = worker.closed() => return,
         };
         let ledger = match item {
             Ok(Some(ledger)) => ledger,
@@ -289,7 +326,7 @@ async fn pull_ledgers(
                     None => "the source ended its live stream".to_string(),
                 };
                 metrics.add("error_count", 1.0);
-                let _ = raw_tx.send(Err(Status::unavailable(message))).await;
+                let _ = worker.send(Err(Status::unavailable(message))).await;
                 return;
             }
             Err(status) => {
@@ -298,84 +335,71 @@ async fn pull_ledgers(
                     status.code(),
                     format!("source stream: {}", status.message()),
                 );
-                let _ = raw_tx.send(Err(status)).await;
+                let _ = worker.send(Err(status)).await;
                 return;
             }
         };
         // A source with a gap could jump past the end; nothing beyond it belongs here.
-        if ledger.sequence < range.start || range.is_past(ledger.sequence) {
-            if range.is_past(ledger.sequence) {
-                return;
-            }
+        if range.is_past(ledger.sequence) {
+            return;
+        }
+        if ledger.sequence < range.start {
+            log::warn!(
+                "the source sent ledger {} before the start",
+                ledger.sequence
+            );
             continue;
         }
         let last = range.is_last(ledger.sequence);
-        if raw_tx.send(Ok(ledger)).await.is_err() || last {
+        if worker.send(Ok(ledger)).await.is_err() || last {
             return;
         }
+        turn = (turn + 1) % workers.len();
     }
 }
 
-/// Decodes ledgers and extracts their events on a plain thread, off the async runtime.
+/// One decoded ledger's events.
+#[derive(Debug)]
+pub struct LedgerEvents {
+    pub sequence: u32,
+    pub events: Vec<TokenTransferEvent>,
+    /// Time spent decoding and extracting.
+    pub latency: Duration,
+}
+
+/// Decodes ledgers and extracts their events on a plain thread, off the async runtime. Every
+/// ledger it is given yields exactly one [`LedgerEvents`] (or the error that ends the call), so
+/// the response can take the workers' outputs in turn.
 struct Worker {
     extractor: Extractor,
     metrics: Metrics,
-    client: String,
-    range: LedgerRange,
 }
 
 impl Worker {
     fn run(
         mut self,
         mut raw_rx: mpsc::Receiver<Result<RawLedger, Status>>,
-        event_tx: mpsc::Sender<Result<Vec<TokenTransferEvent>, Status>>,
+        batch_tx: mpsc::Sender<Result<LedgerEvents, Status>>,
     ) {
-        let mut progress = Progress::default();
         while let Some(item) = raw_rx.blocking_recv() {
-            let ledger = match item {
-                Ok(ledger) => ledger,
-                Err(status) => {
-                    log::error!("{}: {}", self.client, status.message());
-                    let _ = event_tx.blocking_send(Err(status));
-                    return;
-                }
-            };
-            let began = Instant::now();
-            let events = match self.process(&ledger) {
-                Ok(events) => events,
-                Err(message) => {
-                    self.metrics.add("error_count", 1.0);
-                    log::error!("{}: {message}", self.client);
-                    let _ = event_tx.blocking_send(Err(Status::internal(message)));
-                    return;
-                }
-            };
-            let latency_ms = began.elapsed().as_secs_f64() * 1e3;
-            let count = events.len();
-            // Per ledger, not per event: the metrics sit behind a lock shared with /health.
-            self.metrics.add("success_count", 1.0);
-            self.metrics.add("total_processed", 1.0);
-            self.metrics.add("total_events_emitted", count as f64);
-            self.metrics
-                .set("last_processed_ledger", f64::from(ledger.sequence));
-            self.metrics.set("processing_latency_ms", latency_ms);
-            if !events.is_empty() && event_tx.blocking_send(Ok(events)).is_err() {
-                progress.log(&self.client, ledger.sequence);
-                log::info!(
-                    "{}: client went away at ledger {}",
-                    self.client,
-                    ledger.sequence
-                );
-                return;
-            }
-            progress.add(&self.client, ledger.sequence, count);
-            if self.range.is_last(ledger.sequence) {
-                progress.log(&self.client, ledger.sequence);
-                log::info!("{}: range {} done", self.client, self.range);
+            let result = item.and_then(|ledger| {
+                let began = Instant::now();
+                self.process(&ledger)
+                    .map(|events| LedgerEvents {
+                        sequence: ledger.sequence,
+                        events,
+                        latency: began.elapsed(),
+                    })
+                    .map_err(|message| {
+                        self.metrics.add("error_count", 1.0);
+                        Status::internal(message)
+                    })
+            });
+            let failed = result.is_err();
+            if batch_tx.blocking_send(result).is_err() || failed {
                 return;
             }
         }
-        progress.log(&self.client, 0);
     }
 
     fn process(&mut self, ledger: &RawLedger) -> Result<Vec<TokenTransferEvent>, String> {
@@ -432,7 +456,7 @@ impl Progress {
         if let Some(first) = self.first.take() {
             let elapsed = self.since.elapsed().as_secs_f64().max(1e-6);
             log::info!(
-                "{client}: processed ledgers {first}-{last}: {} ledgers, {} events ({:.0} \
+                "{client}: sent ledgers {first}-{last}: {} ledgers, {} events ({:.0} \
                  ledgers/s, {:.0} events/s)",
                 self.ledgers,
                 self.events,
@@ -446,18 +470,56 @@ impl Progress {
     }
 }
 
-/// The response stream: the worker's per-ledger batches, one event at a time.
+/// The response stream: the workers' per-ledger results taken in turn (so in ledger order), one
+/// event at a time. It keeps the metrics, since it is where a ledger is really done.
 pub struct EventStream {
-    batches: mpsc::Receiver<Result<Vec<TokenTransferEvent>, Status>>,
+    workers: Vec<mpsc::Receiver<Result<LedgerEvents, Status>>>,
+    turn: usize,
     current: std::vec::IntoIter<TokenTransferEvent>,
+    metrics: Metrics,
+    client: String,
+    range: LedgerRange,
+    progress: Progress,
+    done: bool,
 }
 
 impl EventStream {
-    fn new(batches: mpsc::Receiver<Result<Vec<TokenTransferEvent>, Status>>) -> EventStream {
+    /// The stream over `workers`' outputs, reporting into `metrics`.
+    pub fn new(
+        workers: Vec<mpsc::Receiver<Result<LedgerEvents, Status>>>,
+        metrics: Metrics,
+        client: String,
+        range: LedgerRange,
+    ) -> EventStream {
         EventStream {
-            batches,
+            workers,
+            turn: 0,
             current: Vec::new().into_iter(),
+            metrics,
+            client,
+            range,
+            progress: Progress::default(),
+            done: false,
         }
+    }
+
+    fn finish(&mut self, last: u32, why: &str) {
+        self.done = true;
+        self.progress.log(&self.client, last);
+        log::info!("{}: {why}", self.client);
+    }
+
+    fn ledger_done(&mut self, ledger: &LedgerEvents) {
+        // Per ledger, not per event: the metrics sit behind a lock shared with /health.
+        let count = ledger.events.len();
+        self.metrics.add("success_count", 1.0);
+        self.metrics.add("total_processed", 1.0);
+        self.metrics.add("total_events_emitted", count as f64);
+        self.metrics
+            .set("last_processed_ledger", f64::from(ledger.sequence));
+        self.metrics
+            .set("processing_latency_ms", ledger.latency.as_secs_f64() * 1e3);
+        self.progress.add(&self.client, ledger.sequence, count);
     }
 }
 
@@ -469,12 +531,43 @@ impl Stream for EventStream {
             if let Some(event) = self.current.next() {
                 return Poll::Ready(Some(Ok(event)));
             }
-            match self.batches.poll_recv(cx) {
-                Poll::Ready(Some(Ok(batch))) => self.current = batch.into_iter(),
-                Poll::Ready(Some(Err(status))) => return Poll::Ready(Some(Err(status))),
-                Poll::Ready(None) => return Poll::Ready(None),
+            if self.done || self.workers.is_empty() {
+                return Poll::Ready(None);
+            }
+            let turn = self.turn;
+            match self.workers[turn].poll_recv(cx) {
+                Poll::Ready(Some(Ok(ledger))) => {
+                    self.turn = (turn + 1) % self.workers.len();
+                    self.ledger_done(&ledger);
+                    if self.range.is_last(ledger.sequence) {
+                        let range = self.range;
+                        self.finish(ledger.sequence, &format!("range {range} done"));
+                    }
+                    self.current = ledger.events.into_iter();
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    log::error!("{}: {}", self.client, status.message());
+                    self.done = true;
+                    return Poll::Ready(Some(Err(status)));
+                }
+                Poll::Ready(None) => {
+                    self.done = true;
+                    return Poll::Ready(None);
+                }
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        if !self.done {
+            let last = self.metrics.get("last_processed_ledger") as u32;
+            self.finish(
+                last,
+                "stream closed before its end (client gone or shutdown)",
+            );
         }
     }
 }
@@ -536,9 +629,10 @@ pub fn main(args: &[String]) -> ExitCode {
     };
     let code = runtime.block_on(async move {
         log::info!(
-            "network {:?}, source {}",
+            "network {:?}, source {}, {} decoding workers per call",
             config.network_passphrase,
-            config.source_address
+            config.source_address,
+            config.workers
         );
         let metadata = HashMap::from([
             (
@@ -616,6 +710,12 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ok.listen.port(), 50061);
+        for bad in ["0", "many", "65"] {
+            let err = config(&[passphrase, ("TTP_WORKERS", bad)]).unwrap_err();
+            assert!(err.starts_with("TTP_WORKERS:"), "{err}");
+        }
+        let two = config(&[passphrase, ("TTP_WORKERS", "2")]).unwrap();
+        assert_eq!(two.workers, 2);
     }
 
     fn range(start_ledger: u32, end_ledger: u32) -> Result<LedgerRange, Status> {
@@ -642,9 +742,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_response_flattens_batches_and_keeps_errors_in_order() {
+    async fn the_response_takes_workers_in_turn_and_keeps_errors_in_order() {
         use tokio_stream::StreamExt;
-        let (tx, rx) = mpsc::channel(4);
         let event = |ledger_sequence| TokenTransferEvent {
             meta: Some(flowctl_proto::token_transfer::EventMeta {
                 ledger_sequence,
@@ -652,20 +751,66 @@ mod tests {
             }),
             event: None,
         };
-        tx.send(Ok(vec![event(1), event(1)])).await.unwrap();
-        tx.send(Ok(vec![event(2)])).await.unwrap();
-        tx.send(Err(Status::internal("ledger 3: bad")))
+        let ledger = |sequence, count| {
+            Ok(LedgerEvents {
+                sequence,
+                events: (0..count).map(|_| event(sequence)).collect(),
+                latency: Duration::from_millis(1),
+            })
+        };
+        let (a_tx, a_rx) = mpsc::channel(4);
+        let (b_tx, b_rx) = mpsc::channel(4);
+        // Worker b finishes its ledgers first; the stream still yields ledger order.
+        b_tx.send(ledger(11, 1)).await.unwrap();
+        b_tx.send(ledger(13, 0)).await.unwrap();
+        a_tx.send(ledger(10, 2)).await.unwrap();
+        a_tx.send(ledger(12, 1)).await.unwrap();
+        a_tx.send(Err(Status::internal("ledger 14: bad")))
             .await
             .unwrap();
-        drop(tx);
-        let items: Vec<_> = EventStream::new(rx).collect().await;
+        drop((a_tx, b_tx));
+        let metrics = Metrics::with_keys(IDENTITY.metric_keys);
+        let range = LedgerRange {
+            start: 10,
+            end: None,
+        };
+        let stream = EventStream::new(vec![a_rx, b_rx], metrics.clone(), "test".into(), range);
+        let items: Vec<_> = stream.collect().await;
         let ledgers: Vec<u32> = items
             .iter()
             .filter_map(|item| item.as_ref().ok())
             .map(|event| event.meta.as_ref().unwrap().ledger_sequence)
             .collect();
-        assert_eq!(ledgers, [1, 1, 2]);
-        assert_eq!(items.len(), 4);
-        assert_eq!(items[3].as_ref().unwrap_err().message(), "ledger 3: bad");
+        assert_eq!(ledgers, [10, 10, 11, 12]);
+        assert_eq!(items.len(), 5);
+        assert_eq!(items[4].as_ref().unwrap_err().message(), "ledger 14: bad");
+        assert_eq!(metrics.get("total_processed"), 4.0);
+        assert_eq!(metrics.get("total_events_emitted"), 4.0);
+        assert_eq!(metrics.get("last_processed_ledger"), 13.0);
+    }
+
+    #[tokio::test]
+    async fn a_bounded_response_ends_at_its_last_ledger() {
+        use tokio_stream::StreamExt;
+        let (tx, rx) = mpsc::channel(4);
+        for sequence in [5, 6] {
+            tx.send(Ok(LedgerEvents {
+                sequence,
+                events: Vec::new(),
+                latency: Duration::ZERO,
+            }))
+            .await
+            .unwrap();
+        }
+        // The worker is still there (its sender open), yet the stream ends after ledger 6.
+        let range = LedgerRange {
+            start: 5,
+            end: Some(6),
+        };
+        let metrics = Metrics::with_keys(IDENTITY.metric_keys);
+        let stream = EventStream::new(vec![rx], metrics.clone(), "test".into(), range);
+        assert_eq!(stream.collect::<Vec<_>>().await.len(), 0);
+        assert_eq!(metrics.get("last_processed_ledger"), 6.0);
+        drop(tx);
     }
 }

@@ -54,6 +54,8 @@ async fn start_pipeline(lake: &Path) -> Pipeline {
         listen: "127.0.0.1:0".parse().unwrap(),
         network_passphrase: source_config.network_passphrase.clone(),
         source_address: source.to_string(),
+        // More than one, so the in-order merge of the workers' results is exercised.
+        workers: 3,
     };
     let processor_metrics = Metrics::with_keys(processor::IDENTITY.metric_keys);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
