@@ -373,7 +373,10 @@ fn report(
             .map(|at| at.saturating_duration_since(now).min(NOTICE_POLL))
             .unwrap_or(NOTICE_POLL);
         match view.control.next_event(wait) {
-            Some(ControlPlaneEvent::StatusRequested) => print_table(console, &view.rows()),
+            Some(event @ ControlPlaneEvent::StatusRequested) => {
+                console.info(event.to_string());
+                print_table(console, &view.rows());
+            }
             Some(event @ ControlPlaneEvent::Unhealthy { .. }) => {
                 // A container that exited stops heartbeating; its exit is reported elsewhere.
                 let exited = match &event {
