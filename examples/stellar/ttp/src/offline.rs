@@ -96,7 +96,8 @@ pub fn open_datalake(dir: &Path, passphrase: Option<&str>) -> Result<(DataLake, 
 }
 
 /// Reads ledgers `start..=end` of a lake in order and hands each to `each`; ledgers the lake
-/// lacks are recorded in `missing`.
+/// lacks are recorded in `missing`. Reading and decompressing run on a second thread, a few
+/// ledgers ahead, so decoding overlaps what `each` does.
 pub fn for_each_ledger(
     lake: &DataLake,
     start: u32,
@@ -107,33 +108,77 @@ pub fn for_each_ledger(
     if end < start {
         bail!("--end {end} is before --start {start}");
     }
+    std::thread::scope(|scope| {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<Read>>(4);
+        scope.spawn(move || {
+            let result = read_range(lake, start, end, |item| sender.send(Ok(item)).is_ok());
+            if let Err(e) = result {
+                let _ = sender.send(Err(e));
+            }
+        });
+        // Returning early drops the receiver, which stops the reader at its next send.
+        for item in receiver {
+            match item? {
+                Read::Ledger(meta) => each(&meta)?,
+                Read::Missing(seq) => missing.push(seq),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// What the reader thread finds, in ledger order.
+enum Read {
+    Ledger(Box<LedgerCloseMeta>),
+    Missing(u32),
+}
+
+/// Walks `start..=end` file by file; stops early (without error) when `send` returns false.
+fn read_range(
+    lake: &DataLake,
+    start: u32,
+    end: u32,
+    mut send: impl FnMut(Read) -> bool,
+) -> Result<()> {
     let mut next = start;
     while next <= end {
         let Some(batch) = lake.read_batch(next)? else {
-            missing.push(next);
+            if !send(Read::Missing(next)) {
+                return Ok(());
+            }
             next += 1;
             continue;
         };
         let before = next;
-        for meta in batch.ledger_close_metas.iter() {
-            let seq = ledger_sequence(meta);
+        let batch_end = batch.end_sequence.min(end);
+        for meta in batch.ledger_close_metas.into_vec() {
+            let seq = ledger_sequence(&meta);
             if seq < next || seq > end {
                 continue;
             }
             // Inside a batch ledgers are contiguous; anything skipped is a gap.
-            missing.extend(next..seq);
-            each(meta)?;
+            for gap in next..seq {
+                if !send(Read::Missing(gap)) {
+                    return Ok(());
+                }
+            }
+            if !send(Read::Ledger(Box::new(meta))) {
+                return Ok(());
+            }
             next = seq + 1;
         }
         if next == before {
             // The file for `next` exists but does not hold it.
-            missing.push(next);
+            if !send(Read::Missing(next)) {
+                return Ok(());
+            }
             next += 1;
         }
-        let batch_end = batch.end_sequence.min(end);
-        if next <= batch_end {
-            missing.extend(next..=batch_end);
-            next = batch_end + 1;
+        while next <= batch_end {
+            if !send(Read::Missing(next)) {
+                return Ok(());
+            }
+            next += 1;
         }
     }
     Ok(())
@@ -351,6 +396,82 @@ mod tests {
 
     fn args(s: &str) -> Vec<String> {
         s.split_whitespace().map(String::from).collect()
+    }
+
+    fn meta(seq: u32) -> LedgerCloseMeta {
+        let mut v0 = stellar_xdr::LedgerCloseMetaV0::default();
+        v0.ledger_header.header.ledger_seq = seq;
+        LedgerCloseMeta::V0(v0)
+    }
+
+    /// A scratch lake, removed on drop.
+    struct ScratchLake(std::path::PathBuf);
+
+    impl Drop for ScratchLake {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch_lake() -> (ScratchLake, DataLake) {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "stellar-ttp-offline-{}-{nanos}",
+            std::process::id()
+        ));
+        let layout = Layout {
+            ledgers_per_file: 4,
+            files_per_partition: 2,
+        };
+        let lake = DataLake::new(&dir, layout).expect("lake");
+        let batch = |start: u32, end: u32, seqs: &[u32]| stellar_xdr::LedgerCloseMetaBatch {
+            start_sequence: start,
+            end_sequence: end,
+            ledger_close_metas: seqs
+                .iter()
+                .map(|s| meta(*s))
+                .collect::<Vec<_>>()
+                .try_into()
+                .expect("metas"),
+        };
+        // 4..7 lacks 6; no file for 8..11; 12..15 complete.
+        lake.write_batch(&batch(4, 7, &[4, 5, 7])).expect("write");
+        lake.write_batch(&batch(12, 15, &[12, 13, 14, 15]))
+            .expect("write");
+        (ScratchLake(dir), lake)
+    }
+
+    #[test]
+    fn reading_a_range_reports_gaps_inside_and_between_files() {
+        let (_guard, lake) = scratch_lake();
+        let mut seen = Vec::new();
+        let mut missing = Vec::new();
+        for_each_ledger(&lake, 5, 13, &mut missing, |m| {
+            seen.push(ledger_sequence(m));
+            Ok(())
+        })
+        .expect("read");
+        assert_eq!(seen, vec![5, 7, 12, 13]);
+        assert_eq!(missing, vec![6, 8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn an_error_from_the_consumer_stops_the_reader() {
+        let (_guard, lake) = scratch_lake();
+        let mut seen = Vec::new();
+        let mut missing = Vec::new();
+        let err = for_each_ledger(&lake, 4, 15, &mut missing, |m| {
+            seen.push(ledger_sequence(m));
+            if seen.len() == 2 {
+                bail!("stop here");
+            }
+            Ok(())
+        })
+        .expect_err("consumer error");
+        assert_eq!(format!("{err}"), "stop here");
+        assert_eq!(seen, vec![4, 5]);
     }
 
     #[test]
