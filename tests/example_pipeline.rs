@@ -1,0 +1,362 @@
+//! End to end: `flowctl run examples/ttp-pipeline.yaml` with the real images
+//! (`scripts/build-images.sh`) on the real ledgers in `examples/ledgers/`, through the real
+//! Docker engine. Each test uses its own `--project`, so container and network names are unique,
+//! and checks that nothing of its run is left behind.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const FLOWCTL: &str = env!("CARGO_BIN_EXE_flowctl");
+const IMAGES: [&str; 3] = [
+    "flowctl/stellar-live-source-datalake:dev",
+    "flowctl/ttp-processor:dev",
+    "flowctl/consumer-app:dev",
+];
+/// Upper bound for a whole run, only so that a broken run fails instead of hanging the suite.
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn example() -> PathBuf {
+    repo().join("examples/ttp-pipeline.yaml")
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI runs")
+}
+
+fn require_images() {
+    for image in IMAGES {
+        let out = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
+        assert!(
+            out.status.success(),
+            "image {image} is missing: build it with scripts/build-images.sh"
+        );
+    }
+}
+
+/// A project name no other test (or concurrent run of this suite) uses.
+fn project(test: &str) -> String {
+    format!("ex-{test}-{}", std::process::id())
+}
+
+/// Containers and networks of `project` that still exist.
+fn leftovers(project: &str) -> Vec<String> {
+    let prefix = format!("name=^{project}-");
+    let containers = docker(&["ps", "-a", "--filter", &prefix, "--format", "{{.Names}}"]);
+    let networks = docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &prefix,
+        "--format",
+        "{{.Name}}",
+    ]);
+    String::from_utf8_lossy(&containers.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&networks.stdout).lines())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Removes whatever a failed test left, by the project's unique names only.
+struct Cleanup(String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in leftovers(&self.0) {
+            let _ = docker(&["rm", "-f", &name]);
+            let _ = docker(&["network", "rm", &name]);
+        }
+    }
+}
+
+/// A copy of the example pipeline with `replacements` applied, in a scratch folder (removed on
+/// drop). Relative `host_path`s are made absolute, since the copy lives elsewhere.
+struct Variant {
+    dir: PathBuf,
+    file: PathBuf,
+}
+
+impl Variant {
+    fn new(test: &str, replacements: &[(&str, &str)]) -> Variant {
+        let mut text = fs::read_to_string(example()).unwrap();
+        let ledgers = repo().join("examples/ledgers");
+        text = text.replace(
+            "host_path: ledgers/",
+            &format!("host_path: {}/", ledgers.display()),
+        );
+        for (from, to) in replacements {
+            assert!(
+                text.contains(from),
+                "the example no longer contains {from:?}"
+            );
+            text = text.replace(from, to);
+        }
+        let dir =
+            std::env::temp_dir().join(format!("flowctl-example-{}-{test}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("pipeline.yaml");
+        fs::write(&file, text).unwrap();
+        Variant { dir, file }
+    }
+}
+
+impl Drop for Variant {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn flowctl_run(pipeline: &Path, project: &str) -> Command {
+    let mut command = Command::new(FLOWCTL);
+    command
+        .args([
+            "run",
+            "--no-color",
+            "--control-plane-port",
+            "0",
+            "--project",
+            project,
+        ])
+        .arg(pipeline);
+    command
+}
+
+/// Waits for `child` with an upper bound; on the bound it is killed and the test fails.
+fn wait_bounded(mut child: Child) -> (std::process::ExitStatus, String, String) {
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if began.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("flowctl run did not end within {RUN_LIMIT:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    (status, out.join().unwrap(), err.join().unwrap())
+}
+
+/// What `component` printed, from flowctl's multiplexed `<id> | <line>` output.
+fn lines_of<'a>(output: &'a str, component: &str) -> Vec<&'a str> {
+    output
+        .lines()
+        .filter_map(|line| line.split_once(" | "))
+        .filter(|(prefix, _)| prefix.trim() == component)
+        .map(|(_, line)| line)
+        .collect()
+}
+
+/// The consumer's JSON event lines (its log lines and summary are not JSON objects).
+fn events(output: &str) -> Vec<&str> {
+    lines_of(output, "consumer-app")
+        .into_iter()
+        .filter(|line| line.starts_with('{'))
+        .collect()
+}
+
+fn summary(output: &str) -> serde_json::Value {
+    let line = lines_of(output, "consumer-app")
+        .into_iter()
+        .find_map(|line| line.strip_prefix("consumer-app summary: "))
+        .unwrap_or_else(|| panic!("no consumer summary in:\n{output}"));
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn testnet_997_998_through_three_containers_matches_upstream_exactly() {
+    require_images();
+    let project = project("testnet");
+    let _cleanup = Cleanup(project.clone());
+    let child = flowctl_run(&example(), &project)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stdout, stderr) = wait_bounded(child);
+    assert!(
+        status.success(),
+        "flowctl run failed: {status}\n{stdout}\n{stderr}"
+    );
+    let expected = fs::read_to_string(
+        repo().join("examples/ledgers/testnet-997-999/expected-events-997-998.jsonl"),
+    )
+    .unwrap();
+    assert_eq!(
+        events(&stdout),
+        expected.lines().collect::<Vec<_>>(),
+        "consumer output differs from the upstream events\nstderr:\n{stderr}"
+    );
+    let summary = summary(&stdout);
+    assert_eq!(summary["outcome"], "completed");
+    assert_eq!(summary["events"], expected.lines().count());
+    assert_eq!(leftovers(&project), Vec::<String>::new());
+}
+
+#[test]
+fn standalone_p25_bounded_range_ends_without_a_later_ledger() {
+    require_images();
+    // 10077 is the lake's last ledger: the run must end after it, not wait for 10078.
+    let variant = Variant::new(
+        "standalone",
+        &[
+            ("/testnet-997-999", "/standalone-p25-10048-10077"),
+            (
+                "\"Test SDF Network ; September 2015\"",
+                "\"Standalone Network ; February 2017\"",
+            ),
+            ("start_ledger: 997", "start_ledger: 10070"),
+            ("end_ledger: 998", "end_ledger: 10071"),
+            ("args: [\"997\", \"998\"]", "args: [\"10070\", \"10077\"]"),
+        ],
+    );
+    let project = project("standalone");
+    let _cleanup = Cleanup(project.clone());
+    let child = flowctl_run(&variant.file, &project)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stdout, stderr) = wait_bounded(child);
+    assert!(
+        status.success(),
+        "flowctl run failed: {status}\n{stdout}\n{stderr}"
+    );
+
+    // The same range extracted offline, in one process, is what the containers must deliver.
+    let offline =
+        Command::new(repo().join("target/x86_64-unknown-linux-gnu/release/ttp-processor"))
+            .args(["events", "--datalake"])
+            .arg(repo().join("examples/ledgers/standalone-p25-10048-10077"))
+            .args(["--start", "10070", "--end", "10077"])
+            .output()
+            .unwrap();
+    assert!(offline.status.success());
+    let offline = String::from_utf8(offline.stdout).unwrap();
+    let received = events(&stdout);
+    assert!(!received.is_empty());
+    assert_eq!(received, offline.lines().collect::<Vec<_>>());
+    let summary = summary(&stdout);
+    assert_eq!(summary["outcome"], "completed");
+    assert_eq!(summary["end_ledger"], 10077);
+    assert_eq!(summary["last_ledger_with_events"], 10077);
+    assert_eq!(leftovers(&project), Vec::<String>::new());
+}
+
+/// Live mode (end 0): while it runs, `docker logs` of each component shows real activity; a
+/// SIGINT to flowctl stops everything and leaves nothing.
+#[test]
+fn live_run_shows_activity_in_docker_logs_and_stops_on_sigint() {
+    require_images();
+    let variant = Variant::new(
+        "live",
+        &[("args: [\"997\", \"998\"]", "args: [\"997\", \"0\"]")],
+    );
+    let project = project("live");
+    let _cleanup = Cleanup(project.clone());
+    let mut child = flowctl_run(&variant.file, &project)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Wait for the consumer to print an event of ledger 999, the lake's last.
+    let began = Instant::now();
+    loop {
+        let line = rx
+            .recv_timeout(RUN_LIMIT.saturating_sub(began.elapsed()))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("no event of ledger 999 from the live pipeline")
+            });
+        if line.starts_with("consumer-app") && line.contains("\"ledger_sequence\": 999") {
+            break;
+        }
+    }
+    let logs = |component: &str| {
+        let out = docker(&["logs", &format!("{project}-{component}")]);
+        assert!(out.status.success(), "docker logs {component}");
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+    };
+    let source = logs("stellar-live-source-datalake");
+    assert!(
+        source.contains("sent ledgers 997-999"),
+        "source logs:\n{source}"
+    );
+    assert!(
+        source.contains("ledger 1000 is not in the data lake yet"),
+        "source logs:\n{source}"
+    );
+    let processor = logs("ttp-processor");
+    assert!(
+        processor.contains("token transfer events for ledgers 997- (live)"),
+        "{processor}"
+    );
+    let consumer = logs("consumer-app");
+    assert!(
+        consumer.contains("receiving token transfer events for ledgers 997- (live)"),
+        "{consumer}"
+    );
+    assert!(consumer.contains("\"ledger_sequence\": 999"), "{consumer}");
+
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if began.elapsed() > RUN_LIMIT {
+            let _ = child.kill();
+            panic!("flowctl did not stop after SIGINT");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = reader.join().unwrap();
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
+    // Ctrl+C is how a live pipeline is meant to end: a clean stop, not a failure.
+    assert!(
+        status.success() || status.code() == Some(130),
+        "flowctl after SIGINT: {status}\n{stderr}"
+    );
+    // Each component stopped on its own SIGTERM (PID 1 handles it) and said so.
+    for component in ["stellar-live-source-datalake", "ttp-processor"] {
+        assert!(
+            lines_of(&stdout, component)
+                .iter()
+                .any(|line| line.contains("SIGTERM received, stopping")),
+            "{component} did not log its SIGTERM:\n{stdout}"
+        );
+    }
+    assert_eq!(leftovers(&project), Vec::<String>::new());
+}
