@@ -985,6 +985,28 @@ mod tests {
     }
 
     #[test]
+    fn sigusr1_asks_for_the_status_table() {
+        let mut config = ControlPlaneConfig::new(Duration::from_secs(10), vec![]);
+        config.status_signal = true;
+        let plane = ControlPlane::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).unwrap();
+        // The handler is installed when start returns, so this cannot kill the test process.
+        let sent = std::process::Command::new("kill")
+            .args(["-s", "USR1", &std::process::id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match plane.next_event(left) {
+                Some(ControlPlaneEvent::StatusRequested) => break,
+                Some(_) => continue,
+                None => panic!("no StatusRequested within {WAIT:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn shutdown_frees_the_port() {
         let plane = start(Duration::from_secs(10));
         let addr = plane.local_addr();
