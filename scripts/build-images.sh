@@ -17,6 +17,8 @@ IMAGES=(
   "flowctl/ttp-processor:dev ttp-processor"
   "flowctl/consumer-app:dev consumer-app"
   "flowctl/test-component:dev flowctl-test-component"
+  # flowctl itself, for `flowctl control-plane` in translated pipelines (flowctl translate).
+  "flowctl/flowctl:dev flowctl"
 )
 
 cd "$root"
@@ -25,7 +27,7 @@ if [ "${FLOWCTL_SKIP_CARGO_BUILD:-}" != 1 ]; then
 fi
 
 ctx=$(mktemp -d)
-trap 'rm -rf "$ctx"' EXIT
+trap 'rm -rf "$ctx" "$ctx.err"' EXIT
 for entry in "${IMAGES[@]}"; do
   read -r image binary <<<"$entry"
   rm -rf "${ctx:?}"/*
@@ -37,6 +39,14 @@ COPY $binary /$binary
 USER 65534:65534
 ENTRYPOINT ["/$binary"]
 DOCKERFILE
-  DOCKER_BUILDKIT=0 "$engine" build --quiet --tag "$image" "$ctx" >/dev/null
+  # The legacy builder needs no buildx plugin; its deprecation notice is noise, so stderr is
+  # shown only when the build fails.
+  if ! DOCKER_BUILDKIT=0 "$engine" build --quiet --label io.flowctl.image=dev --tag "$image" \
+    "$ctx" >/dev/null 2>"$ctx.err"; then
+    cat "$ctx.err" >&2
+    exit 1
+  fi
   echo "built $image ($(du -h "$bin_dir/$binary" | cut -f1) binary $binary)"
 done
+# A rebuild moves the tags; drop the untagged images it leaves behind (ours only, by label).
+"$engine" image prune --force --filter label=io.flowctl.image=dev >/dev/null
