@@ -61,6 +61,9 @@ pub struct ConsumerConfig {
     pub processor_address: String,
     /// The positional arguments `start end`.
     pub range: LedgerRange,
+    /// `PRINT_EVENTS` (ours, default `true`): `false` only counts, e.g. for throughput runs
+    /// where a JSON line per event through the container's log would be measured instead.
+    pub print_events: bool,
 }
 
 impl ConsumerConfig {
@@ -102,9 +105,18 @@ impl ConsumerConfig {
             end_ledger,
         })
         .map_err(|status| format!("<start_ledger> <end_ledger>: {}", status.message()))?;
+        let print_events = match lookup("PRINT_EVENTS").map(|v| v.trim().to_ascii_lowercase()) {
+            None => true,
+            Some(value) => match value.as_str() {
+                "" | "true" | "1" | "yes" => true,
+                "false" | "0" | "no" => false,
+                _ => return Err(format!("PRINT_EVENTS: {value:?} is not true or false")),
+            },
+        };
         Ok(ConsumerConfig {
             processor_address,
             range,
+            print_events,
         })
     }
 }
@@ -311,11 +323,13 @@ pub async fn consume<W: Write>(
             }
         };
         let began = Instant::now();
-        line.clear();
-        stellar_ttp::json::write_event_json(&event, &mut line);
-        line.push('\n');
-        out.write_all(line.as_bytes())
-            .context("writing events to stdout")?;
+        if config.print_events {
+            line.clear();
+            stellar_ttp::json::write_event_json(&event, &mut line);
+            line.push('\n');
+            out.write_all(line.as_bytes())
+                .context("writing events to stdout")?;
+        }
         tally.add(&event);
         if tally.events % METRICS_EVERY == 0 {
             metrics.set("processing_latency_ms", began.elapsed().as_secs_f64() * 1e3);
@@ -446,6 +460,21 @@ mod tests {
     }
 
     #[test]
+    fn print_events_can_be_turned_off() {
+        let args = ["1".to_string(), "2".to_string()];
+        let with = |value: &str| {
+            ConsumerConfig::from_lookup(&args, |key| {
+                (key == "PRINT_EVENTS").then(|| value.to_string())
+            })
+        };
+        assert!(parse(&["1", "2"], None).unwrap().print_events);
+        assert!(with("TRUE").unwrap().print_events);
+        assert!(!with("false").unwrap().print_events);
+        let err = with("sometimes").unwrap_err();
+        assert!(err.starts_with("PRINT_EVENTS:"), "{err}");
+    }
+
+    #[test]
     fn start_and_end_are_positional_and_checked() {
         let config = parse(&["997", "998"], None).unwrap();
         assert_eq!(config.processor_address, "localhost:50051");
@@ -456,6 +485,7 @@ mod tests {
                 end: Some(998)
             }
         );
+        assert!(config.print_events);
         let live = parse(&["10048", "0"], Some("ttp-processor:50051")).unwrap();
         assert_eq!(live.range.end, None);
         assert_eq!(live.processor_address, "ttp-processor:50051");

@@ -83,6 +83,7 @@ async fn consume(pipeline: &Pipeline, start: u32, end: u32) -> (Vec<u8>, consume
             start,
             end: (end != 0).then_some(end),
         },
+        print_events: true,
     };
     let metrics = Metrics::with_keys(consumer::IDENTITY.metric_keys);
     let (_never, shutdown) = shutdown::channel();
@@ -246,6 +247,7 @@ async fn live_mode_follows_a_growing_lake_until_shutdown() {
             start: 997,
             end: None,
         },
+        print_events: true,
     };
     let metrics = Metrics::with_keys(consumer::IDENTITY.metric_keys);
     let consumer_metrics = metrics.clone();
