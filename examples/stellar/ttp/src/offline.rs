@@ -72,6 +72,9 @@ impl RangeCounts {
 /// A data lake folder opened the way the source opens it: the manifest's layout and passphrase
 /// win; `passphrase` is needed only when there is no manifest (or overrides it, with a warning).
 pub fn open_datalake(dir: &Path, passphrase: Option<&str>) -> Result<(DataLake, String)> {
+    if !dir.is_dir() {
+        bail!("data lake {} is not a folder", dir.display());
+    }
     let manifest = Manifest::read(dir)?;
     let layout = manifest
         .as_ref()
