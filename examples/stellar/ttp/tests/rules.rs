@@ -1015,6 +1015,35 @@ fn meta_v4_sac_events_carry_muxed_ids_and_no_admin_topics() {
             vec![sym("transfer"), addr(2), addr(3), string(&usd_name)],
             ScVal::Map(Some(ScMap::default())),
         ),
+        // to_muxed_id as bytes (padded to 32) with an extra key that is ignored.
+        contract_event(
+            usd_sac,
+            vec![sym("transfer"), addr(2), addr(3), string(&usd_name)],
+            ScVal::Map(Some(
+                ScMap::sorted_from(vec![
+                    (sym("amount"), i128(16)),
+                    (sym("memo_note"), ScVal::U32(1)),
+                    (
+                        sym("to_muxed_id"),
+                        ScVal::Bytes(ScBytes(vec![7u8; 3].try_into().expect("bytes"))),
+                    ),
+                ])
+                .expect("map"),
+            )),
+        ),
+        // A map with a non-symbol key, or no map at all, is not a token event.
+        contract_event(
+            usd_sac,
+            vec![sym("transfer"), addr(2), addr(3), string(&usd_name)],
+            ScVal::Map(Some(
+                ScMap::sorted_from(vec![(ScVal::U32(1), i128(1))]).expect("map"),
+            )),
+        ),
+        contract_event(
+            usd_sac,
+            vec![sym("transfer"), addr(2), addr(3), string(&usd_name)],
+            ScVal::Map(None),
+        ),
         // A v3-style mint (admin topic) in v4 has 4 topics: SEP-41 event, not the SAC's layout.
         contract_event(
             usd_sac,
@@ -1031,6 +1060,7 @@ fn meta_v4_sac_events_carry_muxed_ids_and_no_admin_topics() {
             format!("tx1 burn {}-> 12 USD op1", s(3)),
             format!("tx1 clawback {}-> 13 USD op1", s(3)),
             format!("tx1 transfer {}->{} 14 USD op1", s(9), s(3)),
+            format!("tx1 transfer {}->{} 16 USD op1 mux:hash=32", s(2), s(3)),
             // topics[1] is the admin here, so upstream reads it as the recipient.
             format!("tx1 mint ->{} 15 - op1", s(9)),
         ]
