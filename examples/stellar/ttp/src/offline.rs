@@ -13,6 +13,7 @@ use flowctl_proto::token_transfer::TokenTransferEvent;
 use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
 
 use crate::datalake::{ledger_sequence, DataLake, Layout, Manifest};
+use crate::events::balances::verify_ledger;
 use crate::events::{event_kind, Extractor};
 use crate::json::write_event_json;
 
@@ -20,13 +21,15 @@ use crate::json::write_event_json;
 pub const MAINNET_PASSPHRASE: &str = "Public Global Stellar Network ; September 2015";
 
 const USAGE: &str = "usage:
-  ttp-processor events --datalake DIR --start S --end E [--network-passphrase P]
-  ttp-processor events --base64-file FILE [--network-passphrase P]
+  ttp-processor events --datalake DIR --start S --end E [--network-passphrase P] [--verify]
+  ttp-processor events --base64-file FILE [--network-passphrase P] [--verify]
 
 Prints one JSON object per token transfer event on stdout and a summary on stderr.
 --datalake reads a galexie-layout folder (layout and passphrase from its .config.json when
 present; without one: 64 ledgers per file, 10 files per partition, and --network-passphrase is
-required). --base64-file reads one base64 LedgerCloseMeta per line (mainnet by default).";
+required). --base64-file reads one base64 LedgerCloseMeta per line (mainnet by default).
+--verify also checks, transaction by transaction, that the events account for every balance
+change in the ledger (upstream's VerifyEvents) and fails on the first mismatch.";
 
 /// What a run read and produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub struct RangeCounts {
     pub events: u64,
     /// Events per kind (`fee`, `transfer`, `mint`, `burn`, `clawback`).
     pub by_kind: BTreeMap<&'static str, u64>,
+    /// Transactions whose events passed the balance verification (`--verify`).
+    pub verified_transactions: u64,
 }
 
 impl RangeCounts {
@@ -62,6 +67,12 @@ impl RangeCounts {
             self.events,
             kinds.join(", ")
         );
+        if self.verified_transactions > 0 {
+            line.push_str(&format!(
+                "; balances verified for {} transactions",
+                self.verified_transactions
+            ));
+        }
         if !self.missing_ledgers.is_empty() {
             line.push_str(&format!("; not in the lake: {:?}", self.missing_ledgers));
         }
@@ -193,6 +204,19 @@ pub fn extract_datalake_range(
     start: u32,
     end: u32,
     passphrase: Option<&str>,
+    each: impl FnMut(&[TokenTransferEvent]) -> Result<()>,
+) -> Result<RangeCounts> {
+    extract_datalake_range_with(dir, start, end, passphrase, false, each)
+}
+
+/// [`extract_datalake_range`], with `verify` running upstream's balance verification on every
+/// ledger (an error on the first transaction whose events do not match its balance changes).
+pub fn extract_datalake_range_with(
+    dir: &Path,
+    start: u32,
+    end: u32,
+    passphrase: Option<&str>,
+    verify: bool,
     mut each: impl FnMut(&[TokenTransferEvent]) -> Result<()>,
 ) -> Result<RangeCounts> {
     let (lake, passphrase) = open_datalake(dir, passphrase)?;
@@ -206,6 +230,9 @@ pub fn extract_datalake_range(
         counts.ledgers += 1;
         counts.transactions += txs as u64;
         counts.add(&events);
+        if verify {
+            counts.verified_transactions += verify_ledger(meta, &passphrase)? as u64;
+        }
         each(&events)
     })?;
     counts.missing_ledgers = missing;
@@ -247,6 +274,16 @@ pub fn read_base64_ledgers(path: &Path) -> Result<Vec<LedgerCloseMeta>> {
 pub fn extract_base64_file(
     path: &Path,
     passphrase: &str,
+    each: impl FnMut(&[TokenTransferEvent]) -> Result<()>,
+) -> Result<RangeCounts> {
+    extract_base64_file_with(path, passphrase, false, each)
+}
+
+/// [`extract_base64_file`], with `verify` as in [`extract_datalake_range_with`].
+pub fn extract_base64_file_with(
+    path: &Path,
+    passphrase: &str,
+    verify: bool,
     mut each: impl FnMut(&[TokenTransferEvent]) -> Result<()>,
 ) -> Result<RangeCounts> {
     let mut extractor = Extractor::new(passphrase);
@@ -258,6 +295,9 @@ pub fn extract_base64_file(
         counts.ledgers += 1;
         counts.transactions += txs as u64;
         counts.add(&events);
+        if verify {
+            counts.verified_transactions += verify_ledger(&meta, passphrase)? as u64;
+        }
         each(&events)?;
     }
     Ok(counts)
@@ -271,10 +311,12 @@ pub enum EventsArgs {
         start: u32,
         end: u32,
         passphrase: Option<String>,
+        verify: bool,
     },
     Base64File {
         file: PathBuf,
         passphrase: Option<String>,
+        verify: bool,
     },
     Help,
 }
@@ -286,6 +328,7 @@ pub fn parse_events_args(args: &[String]) -> Result<EventsArgs> {
         args.next();
     }
     let (mut dir, mut file, mut start, mut end, mut passphrase) = (None, None, None, None, None);
+    let mut verify = false;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
@@ -293,6 +336,10 @@ pub fn parse_events_args(args: &[String]) -> Result<EventsArgs> {
         };
         if name == "-h" || name == "--help" {
             return Ok(EventsArgs::Help);
+        }
+        if name == "--verify" {
+            verify = true;
+            continue;
         }
         let mut value = || -> Result<String> {
             match inline.clone().or_else(|| args.next().cloned()) {
@@ -326,13 +373,18 @@ pub fn parse_events_args(args: &[String]) -> Result<EventsArgs> {
                 start,
                 end,
                 passphrase,
+                verify,
             })
         }
         (None, Some(file)) => {
             if start.is_some() || end.is_some() {
                 bail!("--start/--end apply to --datalake only (a base64 file is read whole)");
             }
-            Ok(EventsArgs::Base64File { file, passphrase })
+            Ok(EventsArgs::Base64File {
+                file,
+                passphrase,
+                verify,
+            })
         }
         (Some(_), Some(_)) => bail!("give either --datalake or --base64-file, not both\n{USAGE}"),
         (None, None) => bail!("missing --datalake or --base64-file\n{USAGE}"),
@@ -365,10 +417,18 @@ pub fn run_events_command(args: &[String]) -> Result<()> {
             start,
             end,
             passphrase,
-        } => extract_datalake_range(&dir, start, end, passphrase.as_deref(), &mut print),
-        EventsArgs::Base64File { file, passphrase } => extract_base64_file(
+            verify,
+        } => {
+            extract_datalake_range_with(&dir, start, end, passphrase.as_deref(), verify, &mut print)
+        }
+        EventsArgs::Base64File {
+            file,
+            passphrase,
+            verify,
+        } => extract_base64_file_with(
             &file,
             passphrase.as_deref().unwrap_or(MAINNET_PASSPHRASE),
+            verify,
             &mut print,
         ),
     };
@@ -485,14 +545,16 @@ mod tests {
                 dir: "/l".into(),
                 start: 5,
                 end: 7,
-                passphrase: None
+                passphrase: None,
+                verify: false
             }
         );
         assert_eq!(
-            parse_events_args(&args("--base64-file f.txt")).expect("valid"),
+            parse_events_args(&args("--base64-file f.txt --verify")).expect("valid"),
             EventsArgs::Base64File {
                 file: "f.txt".into(),
-                passphrase: None
+                passphrase: None,
+                verify: true
             }
         );
         let with_passphrase = vec![

@@ -513,3 +513,24 @@ fn a_wrong_passphrase_is_an_error_not_silence() {
         .expect_err("wrong network");
     assert!(format!("{err:#}").contains("passphrase"));
 }
+
+#[test]
+fn verification_is_opt_in_and_covers_every_transaction() {
+    let file = ledgers_dir().join("pubnet-ttp-example/ledgers-base64.txt");
+    let plain = extract_base64_file(&file, MAINNET_PASSPHRASE, |_| Ok(())).expect("extract");
+    assert_eq!(plain.verified_transactions, 0);
+    let verified =
+        stellar_ttp::offline::extract_base64_file_with(&file, MAINNET_PASSPHRASE, true, |_| Ok(()))
+            .expect("verified extraction");
+    assert_eq!(verified.verified_transactions, 423);
+    let lake = stellar_ttp::offline::extract_datalake_range_with(
+        &ledgers_dir().join("standalone-p23-sac"),
+        84,
+        88,
+        None,
+        true,
+        |_| Ok(()),
+    )
+    .expect("verified extraction");
+    assert_eq!(lake.verified_transactions, 200);
+}
