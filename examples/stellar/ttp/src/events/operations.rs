@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Result};
-use flowctl_proto::token_transfer::{token_transfer_event::Event, TokenTransferEvent};
+use flowctl_proto::token_transfer::{token_transfer_event::Event, MuxedInfo, TokenTransferEvent};
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
     AccountId, AccountMergeResult, Asset, ClaimAtom, ClaimableBalanceEntry, ClaimableBalanceId,
@@ -21,7 +21,6 @@ use super::address::{
 use super::balances::{change_deltas, event_deltas, BalanceKey};
 use super::changes::Change;
 use super::{burn, clawback, contract, mint, muxed_info_from_memo, transfer, Extractor, LedgerTx};
-use flowctl_proto::token_transfer::MuxedInfo;
 
 /// Events of one successful operation (0-based `i`), as upstream's `EventsFromOperation`.
 pub fn operation_events(
