@@ -189,6 +189,32 @@ fn sac_transfer_events(tx: &stellar_ttp::events::LedgerTx<'_>, i: usize) -> usiz
         .count()
 }
 
+/// Operation events per operation type (`CreateAccount: 5`), from our events and the XDR.
+fn events_by_operation(metas: &[LedgerCloseMeta], passphrase: &str) -> BTreeMap<String, usize> {
+    let network = stellar_ttp::events::network_id(passphrase);
+    let mut x = Extractor::new(passphrase);
+    let mut out = BTreeMap::new();
+    for meta in metas {
+        for tx in ledger_transactions(meta, &network).expect("transactions") {
+            let events = x.transaction_events(&tx).expect("events");
+            for e in &events.operations {
+                let i = e
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.operation_index)
+                    .expect("operation index");
+                let name = tx.operations()[i as usize - 1].body.name().to_string();
+                *out.entry(name).or_insert(0) += 1;
+            }
+        }
+    }
+    out
+}
+
+fn by_op(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
 fn check_folder(
     metas: &[LedgerCloseMeta],
     passphrase: &str,
@@ -287,6 +313,10 @@ fn testnet_997_999_counts() {
         },
         &[("fee", 17), ("transfer", 6)],
     );
+    assert_eq!(
+        events_by_operation(&metas, &passphrase),
+        by_op(&[("AccountMerge", 1), ("CreateAccount", 5)])
+    );
 }
 
 #[test]
@@ -338,6 +368,17 @@ fn pubnet_53312000_counts() {
             v0_claims: 0,
         },
         &[("fee", 164), ("transfer", 132)],
+    );
+    assert_eq!(
+        events_by_operation(&metas, &passphrase),
+        by_op(&[
+            ("ClaimClaimableBalance", 3),
+            ("CreateClaimableBalance", 54),
+            ("ManageBuyOffer", 4),
+            ("PathPaymentStrictReceive", 42),
+            ("PathPaymentStrictSend", 20),
+            ("Payment", 9),
+        ])
     );
     // Payments in transactions with a memo carry it as to_muxed_info (4 of them here).
     let with_memo = events
@@ -409,6 +450,10 @@ fn standalone_p23_sac_counts() {
         },
         &[("fee", 400), ("transfer", 2000)],
     );
+    assert_eq!(
+        events_by_operation(&metas, &passphrase),
+        by_op(&[("InvokeHostFunction", 2000)])
+    );
     // Protocol 23: refunds come after every operation event of the ledger, negative.
     for meta in &metas {
         let seq = LedgerInfo::of(meta).sequence;
@@ -448,6 +493,10 @@ fn standalone_p25_counts() {
         },
         &[("fee", 15_180), ("transfer", 300)],
     );
+    assert_eq!(
+        events_by_operation(&metas, &passphrase),
+        by_op(&[("Payment", 300)])
+    );
 }
 
 #[test]
@@ -475,6 +524,17 @@ fn pubnet_ttp_example_counts() {
             v0_claims: 3,
         },
         &[("fee", 423), ("transfer", 799)],
+    );
+    assert_eq!(
+        events_by_operation(&metas, MAINNET_PASSPHRASE),
+        by_op(&[
+            ("ClaimClaimableBalance", 6),
+            ("CreateClaimableBalance", 102),
+            ("ManageBuyOffer", 84),
+            ("ManageSellOffer", 592),
+            ("PathPaymentStrictSend", 5),
+            ("Payment", 10),
+        ])
     );
     let with_memo = events
         .iter()
