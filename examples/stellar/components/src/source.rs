@@ -221,9 +221,10 @@ fn parse_number<T: std::str::FromStr>(
 /// Cuts a decompressed data lake object (XDR `LedgerCloseMetaBatch`) into one `RawLedger` per
 /// `LedgerCloseMeta`, each holding exactly that ledger's XDR.
 ///
-/// XDR carries no lengths, so with several ledgers in an object each one is decoded to find
-/// where it ends. With one ledger per object (the usual galexie layout) the ledger is simply
-/// the rest of the object after the batch header, and nothing is decoded here.
+/// XDR carries no lengths. With one ledger per object (the usual galexie layout) the ledger is
+/// simply the rest of the object after the batch header. With several, the ledgers are found by
+/// their hash chain ([`split_by_hash_chain`]) and, when the chain does not hold, by decoding each
+/// one ([`split_by_decoding`]), which costs as much as the processor's own decoding.
 pub fn split_batch(mut xdr: Vec<u8>) -> Result<Vec<RawLedger>> {
     const HEADER: usize = 12;
     let (start, end, count) = match (read_u32(&xdr, 0), read_u32(&xdr, 4), read_u32(&xdr, 8)) {
@@ -245,30 +246,136 @@ pub fn split_batch(mut xdr: Vec<u8>) -> Result<Vec<RawLedger>> {
         }]);
     }
     let body = &xdr[HEADER..];
+    let starts = match split_by_hash_chain(body, start, count) {
+        Some(starts) => starts,
+        None => split_by_decoding(body, start, end)?,
+    };
+    let ends = starts.iter().skip(1).copied().chain([body.len()]);
+    Ok(starts
+        .iter()
+        .zip(ends)
+        .zip(start..=end)
+        .map(|((&from, to), sequence)| RawLedger {
+            sequence,
+            ledger_close_meta_xdr: body[from..to].to_vec(),
+        })
+        .collect())
+}
+
+/// Offset of `LedgerHeaderHistoryEntry.hash` in a `LedgerCloseMeta` starting at `at`: after the
+/// union discriminant and, for v1 and v2, the `LedgerCloseMetaExt` (void, or an extension point
+/// and an int64). `None` when the bytes there cannot start a `LedgerCloseMeta`.
+fn header_hash_offset(body: &[u8], at: usize) -> Option<usize> {
+    match read_u32(body, at)? {
+        0 => Some(4),
+        1 | 2 => match read_u32(body, at + 4)? {
+            0 => Some(8),
+            1 if read_u32(body, at + 8)? == 0 => Some(20),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `ledgerSeq` of the `LedgerHeader` whose `LedgerHeaderHistoryEntry.hash` is at `hash_at`,
+/// reading only the fields before it: `ledgerVersion`, `previousLedgerHash`, the `StellarValue`
+/// (tx set hash, close time, upgrades, basic or signed), `txSetResultHash`, `bucketListHash`.
+fn header_sequence(body: &[u8], hash_at: usize) -> Option<u32> {
+    let padded = |len: usize| len.div_ceil(4) * 4;
+    let mut at = hash_at + 32 + 4 + 32 + 32 + 8;
+    let upgrades = read_u32(body, at)? as usize;
+    at += 4;
+    for _ in 0..upgrades {
+        let len = read_u32(body, at)? as usize;
+        if len > 128 {
+            return None;
+        }
+        at += 4 + padded(len);
+    }
+    match read_u32(body, at)? {
+        0 => at += 4,
+        1 => {
+            // NodeID (key type + 32 bytes), then the signature (opaque<64>).
+            at += 4 + 4 + 32;
+            let len = read_u32(body, at)? as usize;
+            if len > 64 {
+                return None;
+            }
+            at += 4 + padded(len);
+        }
+        _ => return None,
+    }
+    read_u32(body, at + 32 + 32)
+}
+
+/// Where each of the `LedgerCloseMeta`s of ledgers `start..start + count` in `body` starts,
+/// found without decoding them: ledger N+1's header begins with `ledgerVersion` and
+/// `previousLedgerHash`, which is ledger N's hash, so the next ledger starts at a fixed distance
+/// before a later place where that hash appears again. A candidate must also have the same
+/// `LedgerCloseMeta` version and the next sequence number in its header (the hash appears once
+/// more in each ledger's transaction set). `None` when the chain cannot be followed (the caller
+/// then decodes). A wrong cut could not go unnoticed anyway: the processor decodes every ledger
+/// exactly, to its last byte, and checks its sequence number.
+pub fn split_by_hash_chain(body: &[u8], start: u32, count: usize) -> Option<Vec<usize>> {
+    const HASH: usize = 32;
+    // ledgerVersion + previousLedgerHash, the start of every LedgerHeader.
+    const PREVIOUS_HASH_AT: usize = HASH + 4;
+    let version = read_u32(body, 0)?;
+    let mut at = 0usize;
+    let mut sequence = start;
+    let hash_offset = header_hash_offset(body, at)?;
+    if header_sequence(body, at + hash_offset)? != sequence {
+        return None;
+    }
+    let mut starts = Vec::with_capacity(count);
+    starts.push(at);
+    while starts.len() < count {
+        let hash_at = at + header_hash_offset(body, at)?;
+        let hash = body.get(hash_at..hash_at + HASH)?;
+        let search_from = hash_at + PREVIOUS_HASH_AT + HASH;
+        let rest = body.get(search_from..)?;
+        let next_sequence = sequence.checked_add(1)?;
+        let next = memchr::memmem::find_iter(rest, hash).find_map(|found| {
+            // The next ledger's own hash sits just before its ledgerVersion.
+            let next_hash_at = (search_from + found).checked_sub(PREVIOUS_HASH_AT)?;
+            [4, 8, 20].into_iter().find_map(|offset| {
+                let candidate = next_hash_at.checked_sub(offset)?;
+                let fits = candidate > at
+                    && read_u32(body, candidate) == Some(version)
+                    && header_hash_offset(body, candidate) == Some(offset)
+                    && header_sequence(body, next_hash_at) == Some(next_sequence);
+                fits.then_some(candidate)
+            })
+        })?;
+        starts.push(next);
+        at = next;
+        sequence = next_sequence;
+    }
+    Some(starts)
+}
+
+/// Where each `LedgerCloseMeta` of the batch `start..=end` starts, by decoding them one after
+/// the other; also checks the sequence numbers and that nothing trails.
+pub fn split_by_decoding(body: &[u8], start: u32, end: u32) -> Result<Vec<usize>> {
     let mut reader = Limited::new(Cursor::new(body), Limits::none());
-    let mut ledgers = Vec::with_capacity(count);
-    let mut from = 0usize;
+    let mut starts = Vec::new();
     for expected in start..=end {
+        starts.push(reader.inner.position() as usize);
         let meta = LedgerCloseMeta::read_xdr(&mut reader)
             .with_context(|| format!("decoding ledger {expected} of batch {start}-{end}"))?;
         let sequence = ledger_sequence(&meta);
         if sequence != expected {
             bail!("batch {start}-{end} holds ledger {sequence} where {expected} belongs");
         }
-        let to = reader.inner.position() as usize;
-        ledgers.push(RawLedger {
-            sequence,
-            ledger_close_meta_xdr: body[from..to].to_vec(),
-        });
-        from = to;
     }
-    if from != body.len() {
+    let used = reader.inner.position() as usize;
+    if used != body.len() {
         bail!(
             "batch {start}-{end} has {} trailing bytes",
-            body.len() - from
+            body.len() - used
         );
     }
-    Ok(ledgers)
+    Ok(starts)
 }
 
 fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
@@ -789,7 +896,12 @@ mod tests {
             end_sequence: 999,
             ledger_close_metas: metas.clone().try_into().unwrap(),
         };
-        let ledgers = split_batch(batch.to_xdr(Limits::none()).unwrap()).unwrap();
+        let xdr = batch.to_xdr(Limits::none()).unwrap();
+        // Real consecutive ledgers: the hash chain finds the cuts without decoding, and they are
+        // the cuts decoding finds.
+        let by_chain = split_by_hash_chain(&xdr[12..], 997, 3).expect("the chain holds");
+        assert_eq!(by_chain, split_by_decoding(&xdr[12..], 997, 999).unwrap());
+        let ledgers = split_batch(xdr).unwrap();
         assert_eq!(ledgers.len(), 3);
         for (ledger, meta) in ledgers.iter().zip(&metas) {
             assert_eq!(ledger.sequence, ledger_sequence(meta));
@@ -814,6 +926,63 @@ mod tests {
             "{err:#}"
         );
         assert!(split_batch(vec![0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn the_hash_chain_cuts_protocol_25_ledgers_like_decoding() {
+        use stellar_xdr::{LedgerCloseMetaBatch, WriteXdr};
+        let lake = DataLake::new(
+            real_lake("standalone-p25-10048-10077"),
+            Layout {
+                ledgers_per_file: 1,
+                files_per_partition: 64000,
+            },
+        )
+        .unwrap();
+        let metas: Vec<LedgerCloseMeta> = (10048..=10055)
+            .map(|seq| lake.read_batch(seq).unwrap().unwrap().ledger_close_metas[0].clone())
+            .collect();
+        assert!(matches!(metas[0], LedgerCloseMeta::V2(_)));
+        let batch = LedgerCloseMetaBatch {
+            start_sequence: 10048,
+            end_sequence: 10055,
+            ledger_close_metas: metas.try_into().unwrap(),
+        };
+        let xdr = batch.to_xdr(Limits::none()).unwrap();
+        let by_chain = split_by_hash_chain(&xdr[12..], 10048, 8).expect("the chain holds");
+        assert_eq!(
+            by_chain,
+            split_by_decoding(&xdr[12..], 10048, 10055).unwrap()
+        );
+        // A batch claiming other sequence numbers is not cut by the chain.
+        assert_eq!(split_by_hash_chain(&xdr[12..], 10047, 8), None);
+    }
+
+    #[test]
+    fn a_broken_hash_chain_falls_back_to_decoding() {
+        use stellar_xdr::{LedgerCloseMetaBatch, WriteXdr};
+        let lake = testnet();
+        let mut metas: Vec<LedgerCloseMeta> = (997..=999)
+            .map(|seq| lake.read_batch(seq).unwrap().unwrap().ledger_close_metas[0].clone())
+            .collect();
+        let LedgerCloseMeta::V1(v1) = &mut metas[1] else {
+            panic!("testnet 998 is LedgerCloseMeta v1");
+        };
+        v1.ledger_header.header.previous_ledger_hash.0 = [7; 32];
+        let batch = LedgerCloseMetaBatch {
+            start_sequence: 997,
+            end_sequence: 999,
+            ledger_close_metas: metas.clone().try_into().unwrap(),
+        };
+        let xdr = batch.to_xdr(Limits::none()).unwrap();
+        assert_eq!(split_by_hash_chain(&xdr[12..], 997, 3), None);
+        let ledgers = split_batch(xdr).unwrap();
+        for (ledger, meta) in ledgers.iter().zip(&metas) {
+            assert_eq!(
+                ledger.ledger_close_meta_xdr,
+                meta.to_xdr(Limits::none()).unwrap()
+            );
+        }
     }
 
     fn copy_ledger(from: &DataLake, to: &DataLake, seq: u32) {
