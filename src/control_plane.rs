@@ -483,6 +483,23 @@ impl flowctl_proto::flowctl::control_plane_server::ControlPlane for ControlPlane
     }
 }
 
+/// A listening socket on `bind`, which need not be a local address yet: with Podman the
+/// bridge interface that carries the gateway address exists only while a container is attached
+/// (IP_FREEBIND). A port in use is still an error.
+fn listen(bind: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(bind), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if bind.is_ipv4() {
+        socket.set_freebind_v4(true)?;
+    } else {
+        socket.set_freebind_v6(true)?;
+    }
+    socket.bind(&bind.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// A running control plane. Dropping it shuts the server down.
 pub struct ControlPlane {
     local_addr: SocketAddr,
@@ -504,8 +521,8 @@ impl ControlPlane {
     /// Binds `bind` (port 0 picks a free port) and serves on a background runtime. Binding
     /// happens before this returns, so a taken port is an error here, not later.
     pub fn start(bind: SocketAddr, config: ControlPlaneConfig) -> Result<ControlPlane> {
-        let listener = TcpListener::bind(bind)
-            .with_context(|| format!("control plane: cannot listen on {bind}"))?;
+        let listener =
+            listen(bind).with_context(|| format!("control plane: cannot listen on {bind}"))?;
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
 
@@ -1012,6 +1029,18 @@ mod tests {
         let addr = plane.local_addr();
         plane.shutdown();
         TcpListener::bind(addr).expect("port is free again after shutdown");
+    }
+
+    #[test]
+    fn it_can_listen_on_an_address_that_is_not_up_yet() {
+        // 198.51.100.0/24 is TEST-NET-2, documentation only: on no interface, like a Podman
+        // gateway before the first container joins its bridge.
+        let plane = ControlPlane::start(
+            SocketAddr::from(([198, 51, 100, 77], 0)),
+            ControlPlaneConfig::new(Duration::from_secs(1), vec![]),
+        )
+        .unwrap();
+        assert_eq!(plane.local_addr().ip().to_string(), "198.51.100.77");
     }
 
     #[test]
