@@ -738,6 +738,62 @@ mod tests {
     }
 
     #[test]
+    fn checks_come_from_the_grpc_fields_of_the_plan() {
+        let yaml = "
+apiVersion: flowctl/v1
+kind: Pipeline
+metadata: {name: p}
+spec:
+  sources:
+    - id: src
+      image: i
+      grpc: {port: 50052, service: raw_ledger_service.RawLedgerService, verify: {start_ledger: 7}}
+  processors:
+    - id: proc
+      image: i
+      inputs: [src]
+      grpc: {port: 50051, service: token_transfer_service.EventService, verify: {start_ledger: 7, end_ledger: 9}}
+    - id: unverified
+      image: i
+      inputs: [src]
+      grpc: {port: 50051, service: token_transfer_service.EventService}
+  sinks:
+    - id: sink
+      image: i
+      inputs: [proc]
+";
+        let file = crate::spec::parse(yaml, "test").unwrap();
+        let plan = RunPlan::build(
+            &file,
+            std::path::Path::new("."),
+            &crate::plan::Naming::default(),
+        )
+        .unwrap();
+        let host_ports = BTreeMap::from([
+            ("src".to_string(), vec![(50052, 40001)]),
+            ("proc".to_string(), vec![(50051, 40002)]),
+            ("unverified".to_string(), vec![(50051, 40003)]),
+        ]);
+        let (checks, notes) = checks_for(&plan, &host_ports);
+        assert_eq!(checks.len(), 2, "{checks:?}");
+        assert_eq!(checks[0].component, "src");
+        assert_eq!(checks[0].consumers, ["proc", "unverified"]);
+        assert_eq!(checks[0].address, SocketAddr::from(([127, 0, 0, 1], 40001)));
+        assert_eq!(checks[0].service, GrpcService::RawLedgers);
+        assert_eq!(checks[0].start_ledger, 7);
+        assert_eq!(checks[1].component, "proc");
+        assert_eq!(checks[1].consumers, ["sink"]);
+        assert_eq!(checks[1].event_range(), (7, 9));
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].starts_with("unverified: not verified (set grpc.verify.start_ledger"));
+
+        // A component whose port was not recorded (not started) is noted, not checked.
+        let (checks, notes) = checks_for(&plan, &BTreeMap::new());
+        assert!(checks.is_empty());
+        assert_eq!(notes.len(), 3, "{notes:?}");
+    }
+
+    #[test]
     fn service_names_round_trip() {
         for service in GrpcService::ALL {
             assert_eq!(GrpcService::from_name(service.name()), Some(service));
