@@ -30,7 +30,7 @@ use flowctl_proto::token_transfer_service::GetEventsRequest;
 use stellar_ttp::events::Extractor;
 use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -287,13 +287,16 @@ impl EventService for EventProcessor {
             raw_senders.push(raw_tx);
             batch_receivers.push(batch_rx);
         }
+        let mut stream = EventStream::new(batch_receivers, self.metrics.clone(), client, range);
+        let (alive, client_gone) = oneshot::channel();
+        stream.alive = Some(alive);
         tokio::spawn(pull_ledgers(
             upstream,
             range,
             raw_senders,
+            client_gone,
             self.metrics.clone(),
         ));
-        let stream = EventStream::new(batch_receivers, self.metrics.clone(), client, range);
         Ok(Response::new(UntilShutdown::new(
             stream,
             self.shutdown.clone(),
@@ -303,11 +306,13 @@ impl EventService for EventProcessor {
 
 /// Deals the source's ledgers of `range` to the workers in turn (ledger `i` of the call to worker
 /// `i % n`, errors too, so the response can collect them in order); returns right after the last
-/// ledger of a bounded range, which drops (cancels) the source stream.
+/// ledger of a bounded range, which drops (cancels) the source stream, or as soon as
+/// `client_gone` fires (the response was dropped), even while waiting for a live ledger.
 async fn pull_ledgers(
     mut upstream: Streaming<RawLedger>,
     range: LedgerRange,
     workers: Vec<mpsc::Sender<Result<RawLedger, Status>>>,
+    mut client_gone: oneshot::Receiver<()>,
     metrics: Metrics,
 ) {
     let mut turn = 0;
@@ -315,7 +320,7 @@ async fn pull_ledgers(
         let worker = &workers[turn];
         let item = tokio::select! {
             item = upstream.message() => item,
-            // The client went away: stop pulling instead of waiting for the next ledger.
+            _ = &mut client_gone => return,
             _ = worker.closed() => return,
         };
         let ledger = match item {
@@ -481,6 +486,8 @@ pub struct EventStream {
     range: LedgerRange,
     progress: Progress,
     done: bool,
+    /// Dropped with the stream, which tells the task pulling from the source to stop.
+    alive: Option<oneshot::Sender<()>>,
 }
 
 impl EventStream {
@@ -500,6 +507,7 @@ impl EventStream {
             range,
             progress: Progress::default(),
             done: false,
+            alive: None,
         }
     }
 

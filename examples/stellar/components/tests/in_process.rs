@@ -281,3 +281,36 @@ async fn live_mode_follows_a_growing_lake_until_shutdown() {
     assert_eq!(ledgers.into_iter().collect::<Vec<_>>(), [997, 998, 999]);
     assert_eq!(tally.last_ledger, Some(999));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_a_live_call_cancels_the_source_stream() {
+    let lake = GrowingLake::new("testnet-997-999", "leave");
+    lake.add(997);
+    let pipeline = start_pipeline(lake.to.root()).await;
+    let mut client = EventServiceClient::connect(format!("http://{}", pipeline.processor))
+        .await
+        .unwrap();
+    let mut stream = client
+        .get_ttp_events(GetEventsRequest {
+            start_ledger: 997,
+            end_ledger: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.meta.unwrap().ledger_sequence, 997);
+    // The processor is now waiting for ledger 998, which does not exist yet. Leave.
+    drop(stream);
+    drop(client);
+    // A processor that kept its source stream open would receive 998 once it appears; the source
+    // counts every ledger it sends.
+    while pipeline.processor_metrics.get("total_processed") < 1.0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    lake.add(998);
+    // Ample time for a source still streaming (it polls every 20 ms) to send 998.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pipeline.source_metrics.get("success_count"), 1.0);
+}
