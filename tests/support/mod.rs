@@ -1,0 +1,328 @@
+//! Helpers for integration tests against the real container engine: a unique pipeline per
+//! test, a running `flowctl` process to watch and signal, and a guard that removes everything
+//! labelled with the test's pipeline even when the test fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The image the test pipelines run.
+pub const TEST_IMAGE: &str = "flowctl/test-component:dev";
+/// Upper bound for anything a test waits for; reaching it fails the test (it is not a
+/// measurement).
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// The container CLI the tests use (the same variable flowctl reads).
+pub fn docker_bin() -> String {
+    std::env::var("FLOWCTL_DOCKER_BIN").unwrap_or_else(|_| "docker".into())
+}
+
+/// Runs the container CLI for test set-up and checks; returns stdout.
+pub fn docker(args: &[&str]) -> String {
+    let output = Command::new(docker_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} {args:?}: {e}", docker_bin()));
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed: {}",
+        docker_bin(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Fails with instructions when the test image is missing.
+pub fn require_test_image() {
+    let present = Command::new(docker_bin())
+        .args(["image", "inspect", "--format", "{{.Id}}", TEST_IMAGE])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        present,
+        "the image {TEST_IMAGE} is missing: run scripts/build-images.sh (or \
+         `cargo build --release -p flowctl-test-component && FLOWCTL_SKIP_CARGO_BUILD=1 \
+         scripts/build-images.sh`) before the integration tests"
+    );
+}
+
+/// One test's pipeline: a unique name (used as `metadata.name` and `--project`), its file in
+/// a scratch folder, and cleanup by the pipeline label on drop.
+pub struct Scratch {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    /// `test` should be short; a counter and the pid make the name unique.
+    pub fn new(test: &str) -> Scratch {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        require_test_image();
+        let name = format!(
+            "ft-{test}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { name, dir }
+    }
+
+    /// Writes a pipeline whose `metadata.name` is this scratch's name; `spec` is the YAML
+    /// under `spec:` (indented by two spaces).
+    pub fn pipeline(&self, spec: &str) -> PathBuf {
+        let text = format!(
+            "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata:\n  name: {}\nspec:\n{spec}",
+            self.name
+        );
+        let path = self.dir.join("pipeline.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// `flowctl run PIPELINE --project NAME --no-color --control-plane-port 0 EXTRA...`.
+    pub fn run(&self, pipeline: &Path, extra: &[&str], env: &[(&str, &str)]) -> Flowctl {
+        let mut args = vec![
+            "run".to_string(),
+            pipeline.display().to_string(),
+            "--project".into(),
+            self.name.clone(),
+            "--no-color".into(),
+            "--control-plane-port".into(),
+            "0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Flowctl::spawn(&args, env)
+    }
+
+    /// Containers and networks labelled with this pipeline.
+    pub fn leftovers(&self) -> Vec<String> {
+        let filter = format!("label=io.flowctl.pipeline={}", self.name);
+        let mut left: Vec<String> =
+            docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
+                .lines()
+                .map(|l| format!("container {l}"))
+                .collect();
+        left.extend(
+            docker(&[
+                "network",
+                "ls",
+                "--filter",
+                &filter,
+                "--format",
+                "{{.Name}}",
+            ])
+            .lines()
+            .map(|l| format!("network {l}")),
+        );
+        left
+    }
+
+    /// The container name of component `id`.
+    pub fn container(&self, id: &str) -> String {
+        format!("{}-{id}", self.name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let filter = format!("label=io.flowctl.pipeline={}", self.name);
+        let bin = docker_bin();
+        let ids = Command::new(&bin)
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new(&bin).args(["rm", "-f", id]).output();
+        }
+        let networks = Command::new(&bin)
+            .args(["network", "ls", "-q", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in networks.split_whitespace() {
+            let _ = Command::new(&bin).args(["network", "rm", id]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `flowctl`, its output collected line by line.
+pub struct Flowctl {
+    pub pid: u32,
+    stderr: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+    lines: Receiver<String>,
+    exit: Receiver<ExitStatus>,
+    status: Option<ExitStatus>,
+}
+
+impl Flowctl {
+    /// Starts `flowctl ARGS` with extra environment.
+    pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Flowctl {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowctl"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start flowctl");
+        let pid = child.id();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (line_tx, lines) = mpsc::channel();
+        let err_stream = child.stderr.take().unwrap();
+        let out_stream = child.stdout.take().unwrap();
+        collect(err_stream, stderr.clone(), Some(line_tx));
+        collect(out_stream, stdout.clone(), None);
+        let (exit_tx, exit) = mpsc::channel();
+        thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = exit_tx.send(status);
+            }
+        });
+        Flowctl {
+            pid,
+            stderr,
+            stdout,
+            lines,
+            exit,
+            status: None,
+        }
+    }
+
+    /// Waits for a stderr line containing `text`; panics with the output so far if flowctl
+    /// exits or [`PATIENCE`] passes first.
+    pub fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.wait();
+                    panic!(
+                        "flowctl exited ({status}) before printing {text:?}\n{}",
+                        self.output()
+                    )
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("no line {text:?} from flowctl\n{}", self.output())
+                }
+            }
+        }
+    }
+
+    /// Sends `signal` (a `kill -s` name such as INT, TERM, HUP, KILL) to flowctl.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.pid.to_string()])
+            .status()
+            .expect("cannot run kill");
+        assert!(status.success(), "kill -s {signal} {} failed", self.pid);
+    }
+
+    /// Waits for flowctl to exit (at most [`PATIENCE`]).
+    pub fn wait(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        match self.exit.recv_timeout(PATIENCE) {
+            Ok(status) => {
+                self.status = Some(status);
+                // Let the readers drain what flowctl wrote last.
+                while self.lines.recv_timeout(Duration::from_secs(5)).is_ok() {}
+                status
+            }
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-s", "KILL", &self.pid.to_string()])
+                    .status();
+                panic!("flowctl did not exit\n{}", self.output())
+            }
+        }
+    }
+
+    /// Everything flowctl wrote to stderr.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Everything flowctl wrote to stdout (the components' logs).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// Both, for failure messages.
+    pub fn output(&self) -> String {
+        format!(
+            "--- stderr ---\n{}\n--- stdout ---\n{}",
+            self.stderr(),
+            self.stdout()
+        )
+    }
+}
+
+impl Drop for Flowctl {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave flowctl running; its own cleanup runs on
+        // SIGTERM, and the Scratch guard removes whatever is left.
+        if self.status.is_none() && self.exit.try_recv().is_err() {
+            let _ = Command::new("kill")
+                .args(["-s", "TERM", &self.pid.to_string()])
+                .status();
+            let _ = self.exit.recv_timeout(PATIENCE);
+        }
+    }
+}
+
+fn collect(
+    stream: impl Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    lines: Option<mpsc::Sender<String>>,
+) {
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line.clone());
+            if let Some(tx) = &lines {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+/// Runs `flowctl ARGS` to completion; returns (status, stdout, stderr).
+pub fn flowctl(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_flowctl"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run flowctl");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The position of the first line containing `text` in `output`.
+pub fn line_index(output: &str, text: &str) -> usize {
+    output
+        .lines()
+        .position(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("no line {text:?} in:\n{output}"))
+}
