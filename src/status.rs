@@ -433,7 +433,10 @@ pub fn show(engine: &Engine, project: Option<&str>) -> Result<String> {
         runs.entry(run).or_default().push(container);
     }
     let mut out = String::new();
-    for (run, mut containers) in runs {
+    for (index, (run, mut containers)) in runs.into_iter().enumerate() {
+        if index > 0 {
+            out.push('\n');
+        }
         containers.sort_by(|a, b| a.name.cmp(&b.name));
         let label = |key: &str| {
             containers
