@@ -78,9 +78,21 @@ fn a_component_whose_heartbeats_stop_is_reported_unhealthy() {
         TEST_STOP_HEARTBEAT_AFTER_MS: \"1000\"
 ",
     );
-    let mut run = scratch.run(&pipeline, &["--heartbeat-interval", "300ms"], &[]);
+    let mut run = scratch.run(
+        &pipeline,
+        &[
+            "--heartbeat-interval",
+            "300ms",
+            "--status-interval",
+            "500ms",
+        ],
+        &[],
+    );
     let notice = run.wait_for("quiet is unhealthy: no heartbeat for ");
     assert!(notice.contains("warning"), "{notice}");
+    // The periodic table shows it too.
+    let row = run.wait_for("unhealthy (silent ");
+    assert!(row.contains(" quiet "), "{row}");
 
     // `flowctl status` sees it too: ListServices says is_healthy = false.
     let status = poll_status(&scratch.name, |out| {
