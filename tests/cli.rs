@@ -1,0 +1,149 @@
+//! The command line without a container engine: `flowctl validate` on good and bad files, and
+//! clear errors when the container CLI is missing or its daemon is unreachable.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use flowctl::plan::{self, Naming};
+use support::flowctl;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file in tests/pipelines/invalid/ states the errors it must produce in
+/// `# expect: ...` lines; each must appear in the error, and no env value may.
+#[test]
+fn every_invalid_pipeline_fails_with_its_expected_message() {
+    let dir = root().join("tests/pipelines/invalid");
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` line",
+            path.display()
+        );
+        let error = match plan::load(&path, &Naming::default()) {
+            Ok(_) => panic!("{} was accepted", path.display()),
+            Err(e) => format!("{e:#}"),
+        };
+        for expect in expected {
+            assert!(
+                error.contains(expect),
+                "{}: expected {expect:?} in:\n{error}",
+                path.display()
+            );
+        }
+        assert!(
+            !error.contains("secret-line"),
+            "an env value leaked: {error}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 15, "only {checked} files in {}", dir.display());
+}
+
+#[test]
+fn validate_prints_the_start_order_without_touching_the_engine() {
+    for file in [
+        "tests/pipelines/three-stage.yaml",
+        "examples/ttp-pipeline.yaml",
+    ] {
+        let path = root().join(file);
+        if !Path::new(&path).exists() {
+            continue;
+        }
+        let (status, stdout, stderr) = flowctl(
+            &["validate", &path.display().to_string()],
+            // Proves no engine call: this CLI does not exist.
+            &[("FLOWCTL_DOCKER_BIN", "/nonexistent/docker")],
+        );
+        assert!(status.success(), "{file}: {stderr}");
+        assert!(stdout.contains("is valid"), "{stdout}");
+    }
+    let (_, stdout, _) = flowctl(
+        &[
+            "validate",
+            &root()
+                .join("tests/pipelines/three-stage.yaml")
+                .display()
+                .to_string(),
+        ],
+        &[],
+    );
+    assert!(
+        stdout.contains("start order source → processor → sink"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_reports_errors_with_exit_code_1() {
+    let path = root().join("tests/pipelines/invalid/cycle.yaml");
+    let (status, _, stderr) = flowctl(&["validate", &path.display().to_string()], &[]);
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("cycle: a → b → c → a"), "{stderr}");
+}
+
+#[test]
+fn a_missing_container_cli_is_a_clear_error() {
+    let path = root().join("tests/pipelines/three-stage.yaml");
+    let (status, _, stderr) = flowctl(
+        &[
+            "run",
+            &path.display().to_string(),
+            "--docker-bin",
+            "/nonexistent/docker",
+        ],
+        &[],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the container engine is not available")
+            && stderr.contains("the container CLI was not found"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unreachable_daemon_is_a_clear_error_before_anything_is_created() {
+    let dir = std::env::temp_dir().join(format!("flowctl-cli-fake-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("docker");
+    let calls = dir.join("calls");
+    fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\necho 'Cannot connect to the Docker daemon at \
+             unix:///var/run/docker.sock. Is the docker daemon running?' >&2\nexit 1\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let path = root().join("tests/pipelines/three-stage.yaml");
+    let (status, _, stderr) = flowctl(
+        &["run", &path.display().to_string()],
+        &[("FLOWCTL_DOCKER_BIN", fake.to_str().unwrap())],
+    );
+    let recorded = fs::read_to_string(&calls).unwrap_or_default();
+    fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("docker version` failed with exit code 1")
+            && stderr.contains("Is the docker daemon running?"),
+        "{stderr}"
+    );
+    // Nothing but the availability check was attempted.
+    assert_eq!(recorded.trim(), "version");
+}
