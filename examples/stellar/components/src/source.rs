@@ -52,6 +52,8 @@ pub const IDENTITY: Identity = Identity {
 pub const DEFAULT_LISTEN: &str = ":50052";
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_READ_AHEAD: usize = 16;
+/// How many objects past a missing one the source looks at to tell a gap from the live edge.
+const GAP_LOOKAHEAD_FILES: u32 = 64;
 /// How often a stream logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -437,6 +439,18 @@ impl ReadAhead {
                          (live mode)",
                         self.poll_interval
                     );
+                    // A missing object followed by an existing one is a gap, which live mode
+                    // cannot fill by waiting; say so rather than look stuck.
+                    let step = self.lake.layout().ledgers_per_file;
+                    let later = (1..=GAP_LOOKAHEAD_FILES)
+                        .filter_map(|files| next.checked_add(files * step))
+                        .find(|later| self.lake.find_file(*later).is_some());
+                    if let Some(later) = later {
+                        log::warn!(
+                            "{client}: ledger {next} is missing although ledger {later} exists: a \
+                             gap in the data lake? still waiting for it"
+                        );
+                    }
                 }
                 if tx.is_closed() {
                     log::info!("{client}: stream closed by the client at ledger {next}");
