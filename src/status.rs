@@ -461,8 +461,9 @@ pub fn show(engine: &Engine, project: Option<&str>) -> Result<String> {
                 Err(e) => {
                     let _ = writeln!(
                         out,
-                        "): control plane {address} does not answer ({e:#}); if its flowctl \
-                         has ended, `flowctl gc` removes what is left"
+                        "): control plane {address} does not answer ({}); if its flowctl \
+                         has ended, `flowctl gc` removes what is left",
+                        e.root_cause()
                     );
                     Vec::new()
                 }
@@ -535,7 +536,7 @@ pub fn list_services(address: SocketAddr, timeout: Duration) -> Result<Vec<Servi
             .timeout(timeout)
             .connect()
             .await
-            .with_context(|| format!("control plane at {address} does not answer"))?;
+            .with_context(|| format!("cannot connect to the control plane at {address}"))?;
         let list = ControlPlaneClient::new(channel)
             .list_services(())
             .await

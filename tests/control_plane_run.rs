@@ -301,3 +301,25 @@ fn the_example_components_register_and_their_streams_are_verified() {
     assert_eq!(run.wait().code(), Some(130), "{}", run.output());
     assert!(scratch.leftovers().is_empty(), "{:?}", scratch.leftovers());
 }
+
+#[test]
+fn status_of_a_run_whose_flowctl_died_says_its_control_plane_does_not_answer() {
+    let scratch = Scratch::new("cp-dead");
+    let pipeline = scratch.pipeline(REGISTERING);
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    run.wait_for("is up:");
+    run.signal("KILL");
+    run.wait();
+    // The containers outlive a SIGKILLed flowctl; their labels still name the run.
+    let (exit, stdout, stderr) = flowctl(&["status", "--project", &scratch.name], &[]);
+    assert!(exit.success(), "{stderr}");
+    assert!(stdout.contains("does not answer"), "{stdout}");
+    assert!(stdout.contains("flowctl gc"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("src ") && l.contains(&scratch.container("src"))),
+        "{stdout}"
+    );
+    // Scratch's drop removes the leftovers by label.
+}
