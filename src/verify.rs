@@ -312,10 +312,25 @@ fn error(check: &StreamCheck, failure: Failure) -> VerifyError {
 
 async fn verify(check: &StreamCheck, timeout: Duration) -> Result<StreamReport, Failure> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let channel = connect(check.address, deadline, timeout).await?;
-    match check.service {
-        GrpcService::RawLedgers => raw_ledgers(check, channel, deadline, timeout).await,
-        GrpcService::TokenTransferEvents => events(check, channel, deadline, timeout).await,
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let channel = connect(check.address, deadline, timeout).await?;
+        let result = match check.service {
+            GrpcService::RawLedgers => raw_ledgers(check, channel, deadline, timeout).await,
+            GrpcService::TokenTransferEvents => events(check, channel, deadline, timeout).await,
+        };
+        // UNAVAILABLE before the first message means "not serving yet" (e.g. the processor
+        // has not reached its source); anything else is the answer.
+        match result {
+            Err(Failure::Status(status))
+                if status.code() == tonic::Code::Unavailable
+                    && tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -606,6 +621,77 @@ mod tests {
         Served {
             address,
             _runtime: runtime,
+        }
+    }
+
+    /// Answers UNAVAILABLE to its first `failures` calls, then streams.
+    struct Flaky {
+        failures: usize,
+        calls: std::sync::atomic::AtomicUsize,
+    }
+
+    #[tonic::async_trait]
+    impl RawLedgerService for Flaky {
+        type StreamRawLedgersStream = BoxStream<RawLedger>;
+        async fn stream_raw_ledgers(
+            &self,
+            request: Request<StreamLedgersRequest>,
+        ) -> Result<Response<Self::StreamRawLedgersStream>, Status> {
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if call < self.failures {
+                return Err(Status::unavailable("source not reachable yet"));
+            }
+            let ledger = RawLedger {
+                sequence: request.into_inner().start_ledger,
+                ledger_close_meta_xdr: vec![1],
+            };
+            Ok(Response::new(Box::pin(tokio_stream::iter([Ok(ledger)]))))
+        }
+    }
+
+    fn serve_flaky(failures: usize) -> Served {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let flaky = Flaky {
+            failures,
+            calls: Default::default(),
+        };
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(RawLedgerServiceServer::new(flaky))
+                .serve_with_incoming(TcpIncoming::from(listener)),
+        );
+        Served {
+            address,
+            _runtime: runtime,
+        }
+    }
+
+    #[test]
+    fn unavailable_is_retried_until_the_stream_serves() {
+        let served = serve_flaky(2);
+        let report = verify_one(check(served.address, GrpcService::RawLedgers), GENEROUS).unwrap();
+        assert_eq!(report.first_ledger, 1000);
+    }
+
+    #[test]
+    fn unavailable_until_the_timeout_is_reported_as_such() {
+        let served = serve_flaky(usize::MAX);
+        let err = verify_one(
+            check(served.address, GrpcService::RawLedgers),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        match &err.failure {
+            Failure::Status(status) => assert_eq!(status.code(), Code::Unavailable, "{err}"),
+            other => panic!("expected UNAVAILABLE, got {other:?}"),
         }
     }
 
