@@ -51,8 +51,9 @@ pub struct StatusRow {
     pub service: Option<ServiceSnapshot>,
 }
 
-/// Heartbeat metrics shown as "ledgers": the count processed and the last one seen.
-const LEDGERS_PROCESSED: &str = "total_processed";
+/// Heartbeat metrics shown as "processed": the count (ledgers for the source and the processor,
+/// events for the consumer, as upstream counts them) and the last ledger seen.
+const TOTAL_PROCESSED: &str = "total_processed";
 const LAST_LEDGER_KEYS: &[&str] = &["last_successful_sequence", "last_processed_ledger"];
 /// Events: what a processor emits, what a consumer receives.
 const EVENTS_EMITTED: &str = "total_events_emitted";
@@ -88,16 +89,16 @@ impl StatusRow {
         self.service.as_ref()?.metrics.get(key).copied()
     }
 
-    fn ledgers(&self) -> String {
-        let processed = self.metric(LEDGERS_PROCESSED);
+    fn processed(&self) -> String {
+        let processed = self.metric(TOTAL_PROCESSED);
         let last = LAST_LEDGER_KEYS
             .iter()
             .find_map(|key| self.metric(key))
             .filter(|last| *last > 0.0);
         match (processed, last) {
-            (Some(n), Some(last)) => format!("{} (last {})", count(n), count(last)),
+            (Some(n), Some(last)) => format!("{} (ledger {})", count(n), count(last)),
             (Some(n), None) => count(n),
-            (None, Some(last)) => format!("last {}", count(last)),
+            (None, Some(last)) => format!("ledger {}", count(last)),
             (None, None) => "-".to_string(),
         }
     }
@@ -136,7 +137,7 @@ const HEADERS: [&str; 9] = [
     "HEALTH",
     "REGISTERED",
     "HEARTBEAT",
-    "LEDGERS",
+    "PROCESSED",
     "EVENTS",
 ];
 
@@ -157,7 +158,7 @@ pub fn render(rows: &[StatusRow]) -> String {
                 row.health(),
                 row.registered(),
                 row.heartbeat(),
-                row.ledgers(),
+                row.processed(),
                 row.events(),
             ]
         })
@@ -617,7 +618,7 @@ mod tests {
         }
         assert!(lines[1].contains("yes (ttp-processor-2)"), "{table}");
         assert!(lines[1].contains("3s ago"), "{table}");
-        assert!(lines[1].contains("12 (last 1011)"), "{table}");
+        assert!(lines[1].contains("12 (ledger 1011)"), "{table}");
         assert!(lines[1].contains("340 out"), "{table}");
         assert!(lines[2].contains("unhealthy (silent 1m35s)"), "{table}");
         assert!(lines[2].contains("9 in"), "{table}");
