@@ -314,3 +314,30 @@ async fn a_client_leaving_a_live_call_cancels_the_source_stream() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(pipeline.source_metrics.get("success_count"), 1.0);
 }
+
+/// Every real data lake folder, through the three services, gives exactly what the offline
+/// extraction (`ttp-processor events`) gives for the same range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_real_folder_matches_the_offline_extraction() {
+    for (folder, start, end) in [
+        ("testnet-997-999", 997, 999),
+        ("pubnet-53312000", 53312000, 53312000),
+        ("standalone-p23-sac", 84, 85),
+        ("standalone-p25-10048-10077", 10048, 10077),
+    ] {
+        let lake = real_lake(folder);
+        let mut offline = String::new();
+        stellar_ttp::offline::extract_datalake_range(&lake, start, end, None, |events| {
+            for event in events {
+                stellar_ttp::json::write_event_json(event, &mut offline);
+                offline.push('\n');
+            }
+            Ok(())
+        })
+        .unwrap();
+        let pipeline = start_pipeline(&lake).await;
+        let (out, tally) = consume(&pipeline, start, end).await;
+        assert!(tally.events > 0, "{folder}");
+        assert_eq!(String::from_utf8(out).unwrap(), offline, "{folder}");
+    }
+}
