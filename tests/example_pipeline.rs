@@ -260,15 +260,68 @@ fn standalone_p25_bounded_range_ends_without_a_later_ledger() {
     assert_eq!(leftovers(&project), Vec::<String>::new());
 }
 
-/// Live mode (end 0): while it runs, `docker logs` of each component shows real activity; a
-/// SIGINT to flowctl stops everything and leaves nothing.
+/// Copies ledger `sequence` of the real testnet lake into the lake at `to` (same layout), as an
+/// exporter publishes an object: written aside, then renamed into place.
+fn publish_testnet_ledger(to: &Path, sequence: u32) {
+    let name = format!("{:08X}--{sequence}.xdr.zstd", u32::MAX - sequence);
+    let from = repo()
+        .join("examples/ledgers/testnet-997-999/FFFFFFFF--0-63999")
+        .join(&name);
+    let folder = to.join("FFFFFFFF--0-63999");
+    fs::create_dir_all(&folder).unwrap();
+    let partial = folder.join(format!("{name}.partial"));
+    fs::copy(from, &partial).unwrap();
+    fs::rename(partial, folder.join(name)).unwrap();
+}
+
+/// Waits for a line of flowctl's output that satisfies `wanted`, with an upper bound.
+fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    child: &mut Child,
+    what: &str,
+    wanted: impl Fn(&str) -> bool,
+) {
+    let began = Instant::now();
+    loop {
+        match rx.recv_timeout(RUN_LIMIT.saturating_sub(began.elapsed())) {
+            Ok(line) if wanted(&line) => return,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("flowctl never printed {what}");
+            }
+        }
+    }
+}
+
+/// Live mode (end 0) on a lake that grows while the pipeline runs: the source streams each new
+/// ledger as its file appears; `docker logs` of each component shows that activity; a SIGINT to
+/// flowctl stops everything and leaves nothing.
 #[test]
-fn live_run_shows_activity_in_docker_logs_and_stops_on_sigint() {
+fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
     require_images();
     let variant = Variant::new(
         "live",
         &[("args: [\"997\", \"998\"]", "args: [\"997\", \"0\"]")],
     );
+    // A copy of the testnet lake holding only 997 for now, mounted instead of the real one.
+    let lake = variant.dir.join("lake");
+    fs::create_dir_all(&lake).unwrap();
+    fs::copy(
+        repo().join("examples/ledgers/testnet-997-999/.config.json"),
+        lake.join(".config.json"),
+    )
+    .unwrap();
+    publish_testnet_ledger(&lake, 997);
+    let real = format!(
+        "host_path: {}/testnet-997-999",
+        repo().join("examples/ledgers").display()
+    );
+    let text = fs::read_to_string(&variant.file).unwrap();
+    assert!(text.contains(&real));
+    let mounted = format!("host_path: {}", lake.display());
+    fs::write(&variant.file, text.replace(&real, &mounted)).unwrap();
+
     let project = project("live");
     let _cleanup = Cleanup(project.clone());
     let mut child = flowctl_run(&variant.file, &project)
@@ -287,33 +340,31 @@ fn live_run_shows_activity_in_docker_logs_and_stops_on_sigint() {
         }
         all
     });
-    // Wait for the consumer to print an event of ledger 999, the lake's last.
-    let began = Instant::now();
-    loop {
-        let line = rx
-            .recv_timeout(RUN_LIMIT.saturating_sub(began.elapsed()))
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("no event of ledger 999 from the live pipeline")
-            });
-        if line.starts_with("consumer-app") && line.contains("\"ledger_sequence\": 999") {
-            break;
+    let event_of = |ledger: u32| {
+        move |line: &str| {
+            line.starts_with("consumer-app")
+                && line.contains(&format!("\"ledger_sequence\": {ledger},"))
         }
-    }
+    };
+    wait_line(&rx, &mut child, "an event of ledger 997", event_of(997));
+    // 998 and 999 appear while the pipeline runs; their events must follow.
+    publish_testnet_ledger(&lake, 998);
+    wait_line(&rx, &mut child, "an event of ledger 998", event_of(998));
+    publish_testnet_ledger(&lake, 999);
+    wait_line(&rx, &mut child, "an event of ledger 999", event_of(999));
     let logs = |component: &str| {
         let out = docker(&["logs", &format!("{project}-{component}")]);
         assert!(out.status.success(), "docker logs {component}");
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
     };
     let source = logs("stellar-live-source-datalake");
-    assert!(
-        source.contains("sent ledgers 997-999"),
-        "source logs:\n{source}"
-    );
-    assert!(
-        source.contains("ledger 1000 is not in the data lake yet"),
-        "source logs:\n{source}"
-    );
+    for expected in [
+        "ledger 998 is not in the data lake yet",
+        "ledger 998 appeared in the data lake",
+        "ledger 999 appeared in the data lake",
+    ] {
+        assert!(source.contains(expected), "source logs:\n{source}");
+    }
     let processor = logs("ttp-processor");
     assert!(
         processor.contains("token transfer events for ledgers 997- (live)"),
