@@ -15,5 +15,7 @@ pub mod owner;
 pub mod plan;
 pub mod run;
 pub mod spec;
+pub mod standalone;
 pub mod status;
+pub mod translate;
 pub mod verify;

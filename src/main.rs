@@ -15,7 +15,9 @@ use flowctl::owner::Liveness;
 use flowctl::plan::{self, Naming};
 use flowctl::run::{self, RunOptions, RunOutcome};
 use flowctl::spec::parse_duration;
+use flowctl::standalone::{self, Expectation, StandaloneOptions};
 use flowctl::status;
+use flowctl::translate::{self, Target, TranslateOptions, DEFAULT_CONTROL_PLANE_IMAGE};
 
 /// Exit code after a stop by SIGINT, SIGTERM or SIGHUP (128 + SIGINT, as shells report).
 const EXIT_INTERRUPTED: u8 = 130;
@@ -48,6 +50,10 @@ enum Command {
         #[arg(long, env = "FLOWCTL_PROJECT", value_name = "NAME")]
         project: Option<String>,
     },
+    /// Write the pipeline as a Docker Compose file or Kubernetes manifests.
+    Translate(TranslateArgs),
+    /// Serve the control plane alone, for a pipeline run by Compose or Kubernetes.
+    ControlPlane(ControlPlaneArgs),
     /// Remove containers and networks left by flowctl runs that are no longer alive.
     Gc {
         /// Also remove the resources of runs that are still alive.
@@ -57,6 +63,43 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Args)]
+struct TranslateArgs {
+    /// The pipeline file.
+    pipeline: PathBuf,
+    /// `compose` or `kubernetes`.
+    #[arg(long, value_name = "TARGET")]
+    to: Target,
+    /// Output file; for kubernetes a folder (one file per component) unless it ends in .yaml.
+    /// Without it, stdout (refused on a terminal: the output holds env values).
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    naming: NamingArgs,
+    /// Image that runs `flowctl control-plane` in the translated pipeline.
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_CONTROL_PLANE_IMAGE)]
+    control_plane_image: String,
+    /// Leave the control plane out; components get ENABLE_FLOWCTL=false.
+    #[arg(long)]
+    no_control_plane: bool,
+    /// Heartbeat interval given to components (FLOWCTL_HEARTBEAT_INTERVAL).
+    #[arg(long, default_value = "10s", value_parser = heartbeat_interval)]
+    heartbeat_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+struct ControlPlaneArgs {
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
+    listen: std::net::SocketAddr,
+    /// Heartbeat interval the components use; silence for 3 intervals is unhealthy.
+    #[arg(long, default_value = "10s", value_parser = heartbeat_interval)]
+    heartbeat_interval: Duration,
+    /// A pipeline component to expect, as ID=ROLE (source, processor or sink); repeatable.
+    #[arg(long, value_name = "ID=ROLE")]
+    expect: Vec<Expectation>,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +202,30 @@ fn main() -> ExitCode {
                     Ok(ExitCode::SUCCESS)
                 })
         }
+        Command::Translate(args) => translate::translate_file(
+            &args.pipeline,
+            &args.naming.into(),
+            args.to,
+            &TranslateOptions {
+                control_plane_image: (!args.no_control_plane).then_some(args.control_plane_image),
+                heartbeat_interval: args.heartbeat_interval,
+                ..TranslateOptions::default()
+            },
+            args.output.as_deref(),
+            std::io::stdout().is_terminal(),
+        )
+        .map(|written| {
+            for path in written {
+                eprintln!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }),
+        Command::ControlPlane(args) => standalone::serve_until_signal(&StandaloneOptions {
+            listen: args.listen,
+            heartbeat_interval: args.heartbeat_interval,
+            expected: args.expect,
+        })
+        .map(|()| ExitCode::SUCCESS),
         Command::Gc { all, dry_run } => gc(&cli.docker_bin, GcOptions { all, dry_run }),
     };
     match result {
