@@ -656,19 +656,30 @@ fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<
 
     let mut host_ports = Vec::new();
     for port in &component.ports {
-        let host_port = context
-            .engine
-            .published_port(
-                &component.container_name,
-                port.container_port,
-                &port.protocol,
-            )
-            .with_context(|| {
-                format!(
-                    "component `{id}`: cannot read the host port of {}/{}",
-                    port.container_port, port.protocol
-                )
-            })?;
+        let lookup = context.engine.published_port(
+            &component.container_name,
+            port.container_port,
+            &port.protocol,
+        );
+        let host_port = match lookup {
+            Ok(host_port) => host_port,
+            // A container that already exited has no published ports: report its exit.
+            Err(error) => match exited_early(context, component) {
+                Some(Ok(())) => {
+                    context.console.info(format!(
+                        "{id} finished its work (exit code 0) during start-up"
+                    ));
+                    return Ok(());
+                }
+                Some(Err(exit)) => return Err(exit),
+                None => {
+                    return Err(anyhow::Error::new(error).context(format!(
+                        "component `{id}`: cannot read the host port of {}/{}",
+                        port.container_port, port.protocol
+                    )))
+                }
+            },
+        };
         host_ports.push((port.container_port, host_port));
     }
     context
@@ -688,7 +699,7 @@ fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<
         probe: probe.as_ref(),
         control: context.control,
     };
-    wait_ready(context, &check)?;
+    let finished = wait_ready(context, &check)? == Readiness::Finished;
 
     let ports = host_ports
         .iter()
@@ -696,6 +707,7 @@ fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<
         .collect::<Vec<_>>()
         .join(", ");
     let how = match (probe.is_some(), component.register) {
+        _ if finished => "finished its work (exit code 0) during start-up",
         (true, true) => "healthy and registered",
         (true, false) => "healthy",
         (false, true) => "running and registered",
@@ -741,10 +753,42 @@ impl ReadinessCheck<'_> {
     }
 }
 
+/// `None` while `component`'s container runs; once it has stopped, `Ok` for exit code 0 (a
+/// bounded component already done) or its exit error.
+fn exited_early(context: &StartContext, component: &ComponentPlan) -> Option<Result<()>> {
+    let info = context
+        .engine
+        .inspect_container(&component.container_name)
+        .ok()
+        .flatten()?;
+    if info.state.running {
+        return None;
+    }
+    let exit = Exit {
+        component: component.id.clone(),
+        code: Some(info.state.exit_code),
+        error: None,
+    };
+    Some(if exit.code == Some(0) {
+        Ok(())
+    } else {
+        Err(exit_error(context, component, &exit, "while starting"))
+    })
+}
+
+/// How a component's start-up ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    Ready,
+    /// It exited 0 before it was seen ready: a bounded component that was quicker than the
+    /// first probe. Not a failure; supervision records it as finished.
+    Finished,
+}
+
 /// Polls readiness with back-off until ready, the component's timeout, its container's exit or
 /// a signal, whichever comes first. Waiting happens on the run's events, so an exit or a
 /// signal ends the wait at once.
-fn wait_ready(context: &StartContext, check: &ReadinessCheck) -> Result<()> {
+fn wait_ready(context: &StartContext, check: &ReadinessCheck) -> Result<Readiness> {
     let component = check.component;
     let id = &component.id;
     let deadline = Instant::now() + component.health_timeout;
@@ -755,10 +799,13 @@ fn wait_ready(context: &StartContext, check: &ReadinessCheck) -> Result<()> {
             return Err(Interrupted.into());
         }
         if let Some(exit) = state.exit_of(id) {
+            if exit.code == Some(0) {
+                return Ok(Readiness::Finished);
+            }
             return Err(exit_error(context, component, exit, "while starting"));
         }
         let why_not = match check.check() {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(Readiness::Ready),
             Err(why) => why,
         };
         let now = Instant::now();
@@ -858,4 +905,95 @@ fn supervise(context: &StartContext) -> Result<RunOutcome> {
 /// Whether `error` means the run was interrupted (the caller reports it as such).
 pub fn is_interrupted(error: &anyhow::Error) -> bool {
     error.downcast_ref::<Interrupted>().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn plan(components: &str) -> RunPlan {
+        let text = format!(
+            "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {{name: demo}}\nspec:\n{components}"
+        );
+        let file = crate::spec::parse(&text, "t.yaml").unwrap();
+        let naming = Naming {
+            project: Some("p".into()),
+            ..Naming::default()
+        };
+        RunPlan::build(&file, Path::new("."), &naming).unwrap()
+    }
+
+    #[test]
+    fn teardown_stops_sinks_first_one_level_at_a_time_with_the_longest_grace() {
+        let plan = plan(
+            "
+  sources:
+    - {id: a, image: img, stop_grace_period: 3s}
+    - {id: b, image: img, stop_grace_period: 20s}
+  processors:
+    - {id: mid, image: img, inputs: [a, b]}
+  sinks:
+    - {id: sink, image: img, inputs: [mid], stop_grace_period: 1s}
+",
+        );
+        let order = stop_order(&plan);
+        let groups: Vec<(Vec<&str>, u64)> = order
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.containers.iter().map(String::as_str).collect(),
+                    g.grace.as_secs(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                (vec!["p-sink"], 1),
+                (vec!["p-mid"], 10),
+                (vec!["p-a", "p-b"], 20)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_taken_name_says_whose_it_is_and_what_to_do() {
+        let stranger = describe_owner(&BTreeMap::new());
+        assert!(stranger.contains("flowctl did not create"), "{stranger}");
+
+        let live = labels::run_labels("demo", None, "r1", &RunOwner::current());
+        let text = describe_owner(&live);
+        assert!(
+            text.contains("a running flowctl") && text.contains("--project"),
+            "{text}"
+        );
+
+        let dead_owner = RunOwner {
+            start_ticks: RunOwner::current().start_ticks + 1,
+            ..RunOwner::current()
+        };
+        let dead = labels::run_labels("demo", None, "r0", &dead_owner);
+        let text = describe_owner(&dead);
+        assert!(
+            text.contains("leftover") && text.contains("flowctl gc") && text.contains("r0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn env_files_are_private_and_removed() {
+        let env = BTreeMap::from([("TOKEN".to_string(), "s3cret=x".to_string())]);
+        let file = EnvFile::write(&new_run_id(), "unit", &env).unwrap();
+        let path = file.path.clone();
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "TOKEN=s3cret=x\n");
+        drop(file);
+        assert!(!path.exists());
+    }
 }

@@ -119,6 +119,28 @@ fn bounded_pipeline_starts_in_order_finds_inputs_by_id_and_leaves_nothing() {
 }
 
 #[test]
+fn a_sink_that_finishes_before_its_first_probe_completes_the_run() {
+    let scratch = Scratch::new("quick");
+    let pipeline = scratch.pipeline(
+        "
+  sinks:
+    - id: sink
+      image: flowctl/test-component:dev
+      health_port: 8088
+      env: {TEST_EXIT_AFTER_MS: 0}
+",
+    );
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    assert_eq!(run.wait().code(), Some(0), "{}", run.output());
+    assert!(
+        run.stderr().contains("every sink finished"),
+        "{}",
+        run.output()
+    );
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+#[test]
 fn published_ports_reach_components_and_sigint_leaves_nothing() {
     let scratch = Scratch::new("ports");
     // A pinned port: one that is free right now.
