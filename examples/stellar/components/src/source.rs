@@ -388,11 +388,29 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
 /// Reads, decompresses and splits one data lake object.
 pub fn read_object(path: &Path) -> Result<Vec<RawLedger>> {
     let compressed = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut xdr = Vec::with_capacity(compressed.len() * 6);
-    zstd::stream::read::Decoder::new(compressed.as_slice())
-        .and_then(|mut decoder| decoder.read_to_end(&mut xdr))
+    let xdr = decompress(&compressed)
         .with_context(|| format!("zstd-decompressing {}", path.display()))?;
     split_batch(xdr).with_context(|| format!("splitting {}", path.display()))
+}
+
+/// Decompresses a zstd object. Galexie's frames do not record their size, so a one-shot
+/// decompression into a generous buffer (only the pages written are ever touched) is tried
+/// first, being about twice as fast as streaming; streaming handles whatever does not fit.
+fn decompress(compressed: &[u8]) -> std::io::Result<Vec<u8>> {
+    const MIN_GUESS: usize = 1 << 20;
+    const MAX_GUESS: usize = 256 << 20;
+    let guess = compressed
+        .len()
+        .saturating_mul(64)
+        .clamp(MIN_GUESS, MAX_GUESS);
+    if let Ok(mut xdr) = zstd::bulk::decompress(compressed, guess) {
+        // Queued ledgers should not each hold a mostly empty guess (a large realloc is a remap).
+        xdr.shrink_to_fit();
+        return Ok(xdr);
+    }
+    let mut xdr = Vec::with_capacity(compressed.len().saturating_mul(8));
+    zstd::stream::read::Decoder::new(compressed)?.read_to_end(&mut xdr)?;
+    Ok(xdr)
 }
 
 /// What a stream's reader thread hands to the gRPC response, in order.
@@ -1094,6 +1112,18 @@ mod tests {
         assert_eq!(recv(&mut rx).sequence, 10049);
         drop(rx);
         thread.join().unwrap();
+    }
+
+    #[test]
+    fn decompression_falls_back_to_streaming_when_the_guess_is_too_small() {
+        // Zeros compress far beyond the 64x guess.
+        let data = vec![0u8; 8 << 20];
+        let compressed = zstd::encode_all(data.as_slice(), 3).unwrap();
+        assert!(compressed.len() * 64 < data.len());
+        assert_eq!(decompress(&compressed).unwrap(), data);
+        let small = zstd::encode_all(&b"ledger"[..], 3).unwrap();
+        assert_eq!(decompress(&small).unwrap(), b"ledger");
+        assert!(decompress(b"not zstd").is_err());
     }
 
     #[test]
