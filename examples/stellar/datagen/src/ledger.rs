@@ -8,28 +8,28 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use stellar_xdr::{
-    AccountMergeResult, ClaimAtom, ClaimOfferAtom, ClawbackOp, ClawbackResult, ContractDataDurability,
-    ContractEvent, ContractEventBody, ContractEventType, ContractEventV0, ContractId,
-    CreateAccountOp, CreateAccountResult, DecoratedSignature, ExtensionPoint,
-    GeneralizedTransactionSet, Hash, HostFunction, Int128Parts, InvokeContractArgs,
+    AccountMergeResult, ClaimAtom, ClaimOfferAtom, ClawbackOp, ClawbackResult,
+    ContractDataDurability, ContractEvent, ContractEventBody, ContractEventType, ContractEventV0,
+    ContractId, CreateAccountOp, CreateAccountResult, DecoratedSignature, DependentTxCluster,
+    ExtensionPoint, GeneralizedTransactionSet, Hash, HostFunction, Int128Parts, InvokeContractArgs,
     InvokeHostFunctionOp, InvokeHostFunctionResult, LedgerCloseMeta, LedgerCloseMetaExt,
     LedgerCloseMetaV2, LedgerEntryChange, LedgerEntryChanges, LedgerFootprint, LedgerHeader,
     LedgerHeaderExt, LedgerHeaderHistoryEntry, LedgerHeaderHistoryEntryExt, LedgerKey,
     LedgerKeyAccount, LedgerKeyContractData, Limits, Memo, MuxedAccount, MuxedAccountMed25519,
     Operation, OperationBody, OperationMetaV2, OperationResult, OperationResultTr,
     ParallelTxExecutionStage, ParallelTxsComponent, PathPaymentStrictReceiveOp,
-    PathPaymentStrictReceiveResult, PathPaymentStrictReceiveResultSuccess,
-    PathPaymentStrictSendOp, PathPaymentStrictSendResult, PathPaymentStrictSendResultSuccess,
-    PaymentOp, PaymentResult, Preconditions, ScAddress, ScString, ScSymbol, ScVal, SequenceNumber,
-    Signature, SignatureHint, SimplePaymentResult, SorobanAuthorizationEntry,
-    SorobanAuthorizedFunction, SorobanAuthorizedInvocation, SorobanCredentials, SorobanResources,
-    SorobanTransactionData, SorobanTransactionDataExt, SorobanTransactionMetaExt,
-    SorobanTransactionMetaExtV1, SorobanTransactionMetaV2, StellarValue, StellarValueExt,
-    TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionEvent,
-    TransactionEventStage, TransactionExt, TransactionMeta, TransactionMetaV4, TransactionPhase,
-    TransactionResult, TransactionResultExt, TransactionResultMetaV1, TransactionResultPair,
-    TransactionResultResult, TransactionResultSet, TransactionSetV1, TransactionV1Envelope,
-    TxSetComponent, TxSetComponentTxsMaybeDiscountedFee, Uint256, WriteXdr, DependentTxCluster,
+    PathPaymentStrictReceiveResult, PathPaymentStrictReceiveResultSuccess, PathPaymentStrictSendOp,
+    PathPaymentStrictSendResult, PathPaymentStrictSendResultSuccess, PaymentOp, PaymentResult,
+    Preconditions, ScAddress, ScString, ScSymbol, ScVal, SequenceNumber, Signature, SignatureHint,
+    SimplePaymentResult, SorobanAuthorizationEntry, SorobanAuthorizedFunction,
+    SorobanAuthorizedInvocation, SorobanCredentials, SorobanResources, SorobanTransactionData,
+    SorobanTransactionDataExt, SorobanTransactionMetaExt, SorobanTransactionMetaExtV1,
+    SorobanTransactionMetaV2, StellarValue, StellarValueExt, TimeBounds, TimePoint, Transaction,
+    TransactionEnvelope, TransactionEvent, TransactionEventStage, TransactionExt, TransactionMeta,
+    TransactionMetaV4, TransactionPhase, TransactionResult, TransactionResultExt,
+    TransactionResultMetaV1, TransactionResultPair, TransactionResultResult, TransactionResultSet,
+    TransactionSetV1, TransactionV1Envelope, TxSetComponent, TxSetComponentTxsMaybeDiscountedFee,
+    Uint256, WriteXdr,
 };
 
 use crate::expected::{Event, EventAsset, Kind, MuxedInfo};
@@ -165,11 +165,8 @@ pub fn build_ledger(
     // Post-apply fee processing: Soroban refunds, whose events come after all others (P23+).
     let mut tx_processing = Vec::with_capacity(built.len());
     let mut results = Vec::with_capacity(built.len());
-    for (i, ((tx, fees), (op_results, success, mut meta))) in built
-        .iter()
-        .zip(fee_changes)
-        .zip(applied)
-        .enumerate()
+    for (i, ((tx, fees), (op_results, success, mut meta))) in
+        built.iter().zip(fee_changes).zip(applied).enumerate()
     {
         let src = tx.plan.source;
         let refund = tx.plan.soroban.map_or(0, |s| s.refund);
@@ -491,32 +488,32 @@ fn apply_deltas(world: &mut World, deltas: &Deltas, ledger: u32) -> Vec<LedgerEn
     changes
 }
 
-/// An address as an event sees it: the `G…` account and the mux id it was paid at, if any.
-struct Party<'a> {
-    acct: usize,
-    mux: Option<u64>,
+/// The operation an expected event belongs to.
+struct OpSite<'a> {
+    tx: &'a TxContext,
+    op_index: u32,
+    memo: &'a MemoPlan,
     world: &'a World,
 }
 
 /// Upstream's `mintOrBurnOrTransferEvent`: a movement from an asset's issuer is a mint, to it a
 /// burn, between two other parties (or issuer to itself) a transfer. Mints and transfers to an
-/// account carry the mux id, else the transaction memo, when `with_mux`.
+/// account carry the destination's mux id, else the transaction memo, when `with_mux`.
 fn movement(
-    ctx: &TxContext,
-    op_index: u32,
-    from: Party<'_>,
-    to: Party<'_>,
+    site: &OpSite<'_>,
+    from: usize,
+    to: usize,
+    to_mux: Option<u64>,
     tok: Tok,
     amount: i64,
     with_mux: bool,
-    memo: &MemoPlan,
 ) -> Event {
-    let world = from.world;
-    let from_issuer = world.is_issuer(from.acct, tok);
-    let to_issuer = world.is_issuer(to.acct, tok);
-    let from_g = world.accounts[from.acct].strkey.clone();
-    let to_g = world.accounts[to.acct].strkey.clone();
-    let mux = || match (to.mux, memo) {
+    let (world, memo, ctx, op_index) = (site.world, site.memo, site.tx, site.op_index);
+    let from_issuer = world.is_issuer(from, tok);
+    let to_issuer = world.is_issuer(to, tok);
+    let from_g = world.accounts[from].strkey.clone();
+    let to_g = world.accounts[to].strkey.clone();
+    let mux = || match (to_mux, memo) {
         (Some(id), _) => Some(MuxedInfo::Id(id)),
         (None, MemoPlan::Text(t)) => Some(MuxedInfo::Text(t.clone())),
         (None, MemoPlan::Id(id)) => Some(MuxedInfo::Id(*id)),
@@ -570,96 +567,65 @@ fn apply_op(
 ) -> Result<(OperationResult, Vec<LedgerEntryChange>, Vec<ContractEvent>)> {
     let deltas = op_deltas(world, src, op);
     let result = success_result(world, src, op);
-    let party = |acct: usize, mux: Option<u64>| (acct, mux);
     // Expected events are computed against the world before the operation (issuer checks do
     // not depend on balances).
     let mut expected: Vec<Event> = Vec::new();
     let mut contract_events = Vec::new();
     {
         let w: &World = world;
-        let p = |(acct, mux): (usize, Option<u64>)| Party {
-            acct,
-            mux,
+        let site = OpSite {
+            tx: ctx,
+            op_index,
+            memo: &plan.memo,
             world: w,
         };
-        let memo = &plan.memo;
         match op {
             OpPlan::Payment {
                 dst,
                 mux,
                 tok,
                 amount,
-            } => expected.push(movement(
-                ctx,
-                op_index,
-                p(party(src, None)),
-                p(party(*dst, *mux)),
-                *tok,
-                *amount,
-                true,
-                memo,
-            )),
-            OpPlan::CreateAccount { new, amount } => expected.push(movement(
-                ctx,
-                op_index,
-                p(party(src, None)),
-                p(party(*new, None)),
-                Tok::Native,
-                *amount,
-                true,
-                memo,
-            )),
-            OpPlan::PathPayment {
-                dst, mux, hops, ..
-            } => {
+            } => expected.push(movement(&site, src, *dst, *mux, *tok, *amount, true)),
+            OpPlan::CreateAccount { new, amount } => {
+                expected.push(movement(&site, src, *new, None, Tok::Native, *amount, true))
+            }
+            OpPlan::PathPayment { dst, mux, hops, .. } => {
                 for h in hops {
                     expected.push(movement(
-                        ctx,
-                        op_index,
-                        p(party(h.seller, None)),
-                        p(party(src, None)),
+                        &site,
+                        h.seller,
+                        src,
+                        None,
                         h.sold,
                         h.sold_amount,
                         false,
-                        memo,
                     ));
                     expected.push(movement(
-                        ctx,
-                        op_index,
-                        p(party(src, None)),
-                        p(party(h.seller, None)),
+                        &site,
+                        src,
+                        h.seller,
+                        None,
                         h.bought,
                         h.bought_amount,
                         false,
-                        memo,
                     ));
                 }
                 if let Some(last) = hops.last() {
                     expected.push(movement(
-                        ctx,
-                        op_index,
-                        p(party(src, None)),
-                        p(party(*dst, *mux)),
+                        &site,
+                        src,
+                        *dst,
+                        *mux,
                         last.sold,
                         last.sold_amount,
                         true,
-                        memo,
                     ));
                 }
             }
             OpPlan::Merge { dst } => {
                 let all = w.accounts[src].balance;
                 if all > 0 {
-                    expected.push(movement(
-                        ctx,
-                        op_index,
-                        p(party(src, None)),
-                        p(party(*dst, None)),
-                        Tok::Native,
-                        all,
-                        true,
-                        memo,
-                    ));
+                    expected.push(movement(&site, src, *dst, None, Tok::Native, all, true));
                 }
             }
             OpPlan::Clawback {
@@ -686,9 +652,8 @@ fn apply_op(
             OpPlan::Sac { call, tok, amount } => {
                 // CAP-67 (P23) SAC events: transfer [from, to, asset], mint [to, asset],
                 // burn [from, asset]; the data is the i128 amount.
-                let addr = |a: usize| {
-                    ScVal::Address(ScAddress::Account(account_id(&w.accounts[a].key)))
-                };
+                let addr =
+                    |a: usize| ScVal::Address(ScAddress::Account(account_id(&w.accounts[a].key)));
                 let name = ScVal::String(ScString(w.sep11(*tok).try_into()?));
                 let (topics, kind) = match *call {
                     SacCall::Transfer { from, to } => (
@@ -905,10 +870,12 @@ fn envelope(
                 asset: world.asset(*tok),
                 amount: *amount,
             }),
-            OpPlan::CreateAccount { new, amount } => OperationBody::CreateAccount(CreateAccountOp {
-                destination: account_id(&world.accounts[*new].key),
-                starting_balance: *amount,
-            }),
+            OpPlan::CreateAccount { new, amount } => {
+                OperationBody::CreateAccount(CreateAccountOp {
+                    destination: account_id(&world.accounts[*new].key),
+                    starting_balance: *amount,
+                })
+            }
             OpPlan::PathPayment {
                 strict_send,
                 dst,
@@ -1010,7 +977,9 @@ fn sac_invocation(
         lo: amount as u64,
     });
     let (name, args, touched) = match call {
-        SacCall::Transfer { from, to } => ("transfer", vec![addr(from), addr(to), i128], vec![from, to]),
+        SacCall::Transfer { from, to } => {
+            ("transfer", vec![addr(from), addr(to), i128], vec![from, to])
+        }
         SacCall::Mint { to } => ("mint", vec![addr(to), i128], vec![to]),
         SacCall::Burn { from } => ("burn", vec![addr(from), i128], vec![from]),
     };

@@ -133,7 +133,12 @@ pub fn generate(config: &Config) -> Result<Summary> {
         None => None,
     };
 
-    let mut generator = Generator::new(config.profile, config.seed, &config.passphrase, config.start)?;
+    let mut generator = Generator::new(
+        config.profile,
+        config.seed,
+        &config.passphrase,
+        config.start,
+    )?;
     let mut summary = Summary {
         stats: Stats::default(),
         files: 0,

@@ -406,7 +406,11 @@ fn native_payment(rng: &mut SplitMix64, world: &World) -> (usize, Vec<OpPlan>) {
 
 /// A path payment across one or two offers of market makers (sometimes the destination asset's
 /// issuer sells it directly, which the events show as a mint).
-fn path_payment(rng: &mut SplitMix64, world: &mut World, strict_send: bool) -> (usize, Vec<OpPlan>) {
+fn path_payment(
+    rng: &mut SplitMix64,
+    world: &mut World,
+    strict_send: bool,
+) -> (usize, Vec<OpPlan>) {
     let src = user(rng, world);
     let send = held_token(rng, world, src);
     let dest = if send == Tok::Native || rng.chance(300) {
@@ -434,9 +438,7 @@ fn path_payment(rng: &mut SplitMix64, world: &mut World, strict_send: bool) -> (
         let sold_amount = (bought_amount as i128 * rng.range(500, 2_000) as i128 / 1_000)
             .clamp(1, i128::from(i64::MAX / 4)) as i64;
         let seller = match sold {
-            Tok::Issued(a) if bought == Tok::Native && rng.chance(200) => {
-                world.assets[a].issuer
-            }
+            Tok::Issued(a) if bought == Tok::Native && rng.chance(200) => world.assets[a].issuer,
             _ => world.makers[rng.index(world.makers.len())],
         };
         world.next_offer_id += 1;

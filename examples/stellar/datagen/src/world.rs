@@ -75,8 +75,22 @@ pub struct Population {
 
 /// Asset codes handed out in order (4-character ones become `CreditAlphanum4`).
 const CODES: [&str; 16] = [
-    "USDC", "EURC", "AQUA", "yXLM", "BTC", "ETH", "SHX", "VELO", "BENJI", "ARST", "NGNC", "ZUSD",
-    "GOLDTOKEN", "XRP", "MOBI", "BRLT",
+    "USDC",
+    "EURC",
+    "AQUA",
+    "yXLM",
+    "BTC",
+    "ETH",
+    "SHX",
+    "VELO",
+    "BENJI",
+    "ARST",
+    "NGNC",
+    "ZUSD",
+    "GOLDTOKEN",
+    "XRP",
+    "MOBI",
+    "BRLT",
 ];
 
 /// The network state the generator advances ledger by ledger.
