@@ -411,3 +411,87 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
     }
     assert_eq!(leftovers(&project), Vec::<String>::new());
 }
+
+/// A generated data lake (examples/stellar/datagen, `datalake-gen`): a few hundred ledgers, 64 per
+/// file, through the three containers; the consumer prints exactly the events the generator
+/// computed on its own, in order.
+#[test]
+fn generated_lake_through_three_containers_matches_the_generators_events() {
+    require_images();
+    let generator = repo().join("target/x86_64-unknown-linux-gnu/release/datalake-gen");
+    assert!(
+        generator.is_file(),
+        "{} is missing: build it with scripts/build-images.sh",
+        generator.display()
+    );
+    let real = format!(
+        "host_path: {}/testnet-997-999",
+        repo().join("examples/ledgers").display()
+    );
+    let variant = Variant::new(
+        "generated",
+        &[
+            (
+                "\"Test SDF Network ; September 2015\"",
+                "\"Standalone Network ; February 2017\"",
+            ),
+            ("LEDGERS_PER_FILE: \"1\"", "LEDGERS_PER_FILE: \"64\""),
+            (
+                "FILES_PER_PARTITION: \"64000\"",
+                "FILES_PER_PARTITION: \"10\"",
+            ),
+            ("start_ledger: 997", "start_ledger: 6400"),
+            ("end_ledger: 998", "end_ledger: 6401"),
+            ("args: [\"997\", \"998\"]", "args: [\"6400\", \"6719\"]"),
+        ],
+    );
+    let lake = variant.dir.join("lake");
+    let expected_file = variant.dir.join("expected.jsonl");
+    let generated = Command::new(&generator)
+        .args([
+            "--start",
+            "6400",
+            "--ledgers",
+            "320",
+            "--ledgers-per-file",
+            "64",
+        ])
+        .args(["--files-per-partition", "10", "--out"])
+        .arg(&lake)
+        .arg("--expected")
+        .arg(&expected_file)
+        .output()
+        .unwrap();
+    assert!(generated.status.success(), "{}", stderr_of(&generated));
+    let text = fs::read_to_string(&variant.file).unwrap();
+    assert!(text.contains(&real));
+    let mounted = format!("host_path: {}", lake.display());
+    fs::write(&variant.file, text.replace(&real, &mounted)).unwrap();
+
+    let project = project("generated");
+    let _cleanup = Cleanup(project.clone());
+    let child = flowctl_run(&variant.file, &project)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stdout, stderr) = wait_bounded(child);
+    assert!(status.success(), "flowctl run failed: {status}\n{stderr}");
+    let expected = fs::read_to_string(&expected_file).unwrap();
+    let received = events(&stdout);
+    assert!(received.len() > 1000, "{} events", received.len());
+    assert!(
+        received == expected.lines().collect::<Vec<_>>(),
+        "consumer output ({} events) differs from the generator's ({} events)",
+        received.len(),
+        expected.lines().count()
+    );
+    let summary = summary(&stdout);
+    assert_eq!(summary["outcome"], "completed");
+    assert_eq!(summary["events"], expected.lines().count());
+    assert_eq!(leftovers(&project), Vec::<String>::new());
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

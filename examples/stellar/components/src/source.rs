@@ -250,7 +250,10 @@ pub fn split_batch(mut xdr: Vec<u8>) -> Result<Vec<RawLedger>> {
     let body = &xdr[HEADER..];
     let starts = match split_by_hash_chain(body, start, count) {
         Some(starts) => starts,
-        None => split_by_decoding(body, start, end)?,
+        None => {
+            log::debug!("batch {start}-{end}: no hash chain to follow, cutting by decoding");
+            split_by_decoding(body, start, end)?
+        }
     };
     let ends = starts.iter().skip(1).copied().chain([body.len()]);
     Ok(starts
