@@ -13,6 +13,7 @@ pub mod labels;
 pub mod logs;
 pub mod owner;
 pub mod plan;
+pub mod reaper;
 pub mod run;
 pub mod spec;
 pub mod standalone;

@@ -13,6 +13,7 @@ use flowctl::engine::{Engine, DEFAULT_DOCKER_BIN};
 use flowctl::logs::use_color;
 use flowctl::owner::Liveness;
 use flowctl::plan::{self, Naming};
+use flowctl::reaper;
 use flowctl::run::{self, RunOptions, RunOutcome};
 use flowctl::spec::parse_duration;
 use flowctl::standalone::{self, Expectation, StandaloneOptions};
@@ -62,6 +63,12 @@ enum Command {
         /// Only list what would be removed.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Internal: the reaper `flowctl run` starts (see src/reaper.rs).
+    #[command(name = "__reap", hide = true)]
+    Reap {
+        #[arg(long)]
+        run_id: String,
     },
 }
 
@@ -227,6 +234,10 @@ fn main() -> ExitCode {
         })
         .map(|()| ExitCode::SUCCESS),
         Command::Gc { all, dry_run } => gc(&cli.docker_bin, GcOptions { all, dry_run }),
+        Command::Reap { run_id } => Ok(match reaper::watch(cli.docker_bin, &run_id) {
+            true => ExitCode::SUCCESS,
+            false => ExitCode::FAILURE,
+        }),
     };
     match result {
         Ok(code) => code,

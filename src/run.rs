@@ -23,6 +23,7 @@ use crate::labels;
 use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
 use crate::owner::{Liveness, RunOwner};
 use crate::plan::{self, ComponentPlan, Naming, Role, RunPlan};
+use crate::reaper::Reaper;
 use crate::spec::format_duration;
 use crate::status::{self, HostPorts, Notices, StatusView};
 use crate::verify;
@@ -89,6 +90,19 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome> {
         return Ok(RunOutcome::Interrupted);
     }
 
+    // Removes the run if flowctl is killed before it can (see reaper.rs).
+    let reaper = match Reaper::spawn(&options.docker_bin, &run_id) {
+        Ok(reaper) => {
+            console.info(format!("reaper pid {} watches run {run_id}", reaper.pid()));
+            Some(reaper)
+        }
+        Err(e) => {
+            console.warn(format!(
+                "cannot start the reaper ({e}): if flowctl is killed, `flowctl gc` removes what it leaves"
+            ));
+            None
+        }
+    };
     let owner = RunOwner::current();
     let labels = labels::run_labels(&plan.pipeline, plan.project.as_deref(), &run_id, &owner);
     // Registered before the first create, like cross's container deleter: dropping it (also
@@ -99,6 +113,7 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome> {
         order: stop_order(&plan),
         console,
         done: false,
+        reaper,
     };
 
     let started = Instant::now();
@@ -172,6 +187,8 @@ struct CleanupGuard {
     order: StopOrder,
     console: Console,
     done: bool,
+    /// Dismissed once teardown removed everything; otherwise it sweeps when dropped.
+    reaper: Option<Reaper>,
 }
 
 impl CleanupGuard {
@@ -184,6 +201,9 @@ impl CleanupGuard {
         self.console.info("stopping and removing containers...");
         let removal = cleanup::remove_run(&self.engine, &self.run_id, &self.order);
         if removal.is_complete() {
+            if let Some(reaper) = self.reaper.take() {
+                reaper.dismiss();
+            }
             self.console.info(format!(
                 "removed {} container(s) and {} network(s) in {} ms",
                 removal.containers.len(),

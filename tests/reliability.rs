@@ -1,0 +1,236 @@
+//! Issue 6 against the real engine: `kill -9` of `flowctl run` leaves nothing (the reaper),
+//! `flowctl gc` still cleans up when the reaper was killed too, a failing component and the
+//! terminal's signals leave nothing. Every test here also runs under Podman (see
+//! [`podman_passes_the_same_scenarios`]).
+
+mod support;
+
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{docker_bin, flowctl, Flowctl, Scratch};
+
+const LONG_RUNNING: &str = "
+  sources:
+    - id: source
+      image: flowctl/test-component:dev
+      health_port: 8088
+  sinks:
+    - id: sink
+      image: flowctl/test-component:dev
+      inputs: [source]
+      health_port: 8088
+";
+
+/// How long the reaper may take, as a failure bound (issue 6 asks for about 15 s; the engine
+/// stopping containers under load can take longer). Not a measurement.
+const REAP_BOUND: Duration = Duration::from_secs(30);
+/// Set in the Podman re-run so it does not recurse.
+const RERUN_ENV: &str = "FLOWCTL_RELIABILITY_RERUN";
+
+/// The pid flowctl reported for its reaper.
+fn reaper_pid(run: &mut Flowctl) -> u32 {
+    let line = run.wait_for("reaper pid ");
+    line.split("reaper pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`, `None` when the process is gone.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(n - 3).map(String::from)
+}
+
+/// Whether `pid` is still a running process (a zombie waiting to be reaped is not).
+fn is_running(pid: u32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// Polls `done` until it holds or `bound` passes; returns how long it took, or panics with
+/// `what`.
+fn poll(bound: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < bound, "{}", what());
+        thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+fn kill9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-s", "KILL", &pid.to_string()])
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill -9 {pid} failed");
+}
+
+#[test]
+fn a_killed_run_is_removed_by_its_reaper_which_then_exits() {
+    let scratch = Scratch::new("reap");
+    let pipeline = scratch.pipeline(LONG_RUNNING);
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    let reaper = reaper_pid(&mut run);
+    run.wait_for("is up");
+    assert_eq!(scratch.leftovers().len(), 3, "{}", run.output());
+    // In a session of its own, so a terminal's Ctrl+C or hang-up never reaches it.
+    let session = |pid: u32| stat_field(pid, 6);
+    assert_ne!(
+        session(reaper),
+        session(run.pid),
+        "the reaper shares a session"
+    );
+    assert_eq!(
+        session(reaper),
+        Some(reaper.to_string()),
+        "not a session leader"
+    );
+
+    run.signal("KILL");
+    assert_eq!(run.wait().signal(), Some(9));
+    let took = poll(
+        REAP_BOUND,
+        || format!("still left: {:?}", scratch.leftovers()),
+        || scratch.leftovers().is_empty(),
+    );
+    poll(
+        REAP_BOUND,
+        || format!("the reaper (pid {reaper}) is still running"),
+        || !is_running(reaper),
+    );
+    eprintln!("reaper removed the killed run in {} ms", took.as_millis());
+}
+
+#[test]
+fn gc_cleans_up_when_the_reaper_was_killed_too() {
+    let scratch = Scratch::new("reapgc");
+    let pipeline = scratch.pipeline(LONG_RUNNING);
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    let reaper = reaper_pid(&mut run);
+    run.wait_for("is up");
+    kill9(reaper);
+    run.signal("KILL");
+    assert_eq!(run.wait().signal(), Some(9));
+    poll(
+        REAP_BOUND,
+        || "the killed reaper is still running".into(),
+        || !is_running(reaper),
+    );
+    assert_eq!(
+        scratch.leftovers().len(),
+        3,
+        "nothing should have removed the run"
+    );
+
+    let (status, stdout, stderr) = flowctl(&["gc"], &[]);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&scratch.name), "{stdout}");
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn a_clean_stop_dismisses_the_reaper() {
+    let scratch = Scratch::new("reapdismiss");
+    let pipeline = scratch.pipeline(LONG_RUNNING);
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    let reaper = reaper_pid(&mut run);
+    run.wait_for("is up");
+    run.signal("TERM");
+    assert_eq!(run.wait().code(), Some(130), "{}", run.output());
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+    // flowctl waited for its dismissed reaper before exiting.
+    assert!(!is_running(reaper), "the reaper outlived a clean stop");
+}
+
+#[test]
+fn interrupt_and_hang_up_leave_nothing() {
+    for signal in ["INT", "HUP"] {
+        let scratch = Scratch::new(&format!("rsig{}", signal.to_lowercase()));
+        let pipeline = scratch.pipeline(LONG_RUNNING);
+        let mut run = scratch.run(&pipeline, &[], &[]);
+        run.wait_for("is up");
+        run.signal(signal);
+        assert_eq!(
+            run.wait().code(),
+            Some(130),
+            "SIG{signal}: {}",
+            run.output()
+        );
+        assert_eq!(scratch.leftovers(), Vec::<String>::new(), "SIG{signal}");
+    }
+}
+
+#[test]
+fn a_component_failing_mid_run_is_named_with_its_exit_code_and_leaves_nothing() {
+    let scratch = Scratch::new("rfail");
+    let pipeline = scratch.pipeline(
+        "
+  sources:
+    - id: source
+      image: flowctl/test-component:dev
+      health_port: 8088
+      env: {TEST_FAIL_AFTER_MS: 1500, TEST_EXIT_CODE: 9}
+  sinks:
+    - id: sink
+      image: flowctl/test-component:dev
+      inputs: [source]
+      health_port: 8088
+",
+    );
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    let status = run.wait();
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(1), "{}", run.output());
+    assert!(
+        stderr.contains("component `source` exited with code 9"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("last log lines"), "{stderr}");
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+/// Runs every other test of this file again with `FLOWCTL_DOCKER_BIN=podman`, unless this run
+/// already uses Podman. Without Podman installed it says so loudly and passes.
+#[test]
+fn podman_passes_the_same_scenarios() {
+    if std::env::var_os(RERUN_ENV).is_some() || docker_bin().contains("podman") {
+        return;
+    }
+    let present = Command::new("podman")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        eprintln!(
+            "\n!!! SKIPPED: podman is not installed; the reliability scenarios ran under Docker \
+             only (.ci/install-podman.sh installs it) !!!\n"
+        );
+        return;
+    }
+    let output = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--skip",
+            "podman_passes_the_same_scenarios",
+            "--test-threads",
+            "2",
+        ])
+        .env("FLOWCTL_DOCKER_BIN", "podman")
+        .env(RERUN_ENV, "1")
+        .output()
+        .expect("cannot re-run the tests under podman");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "under podman:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The re-run must have run the scenarios, not filtered them all away.
+    assert!(stdout.contains("test result: ok. 5 passed"), "{stdout}");
+}
