@@ -11,25 +11,28 @@ use stellar_xdr::{
     AccountMergeResult, ClaimAtom, ClaimOfferAtom, ClawbackOp, ClawbackResult,
     ContractDataDurability, ContractEvent, ContractEventBody, ContractEventType, ContractEventV0,
     ContractId, CreateAccountOp, CreateAccountResult, DecoratedSignature, DependentTxCluster,
-    ExtensionPoint, GeneralizedTransactionSet, Hash, HostFunction, Int128Parts, InvokeContractArgs,
-    InvokeHostFunctionOp, InvokeHostFunctionResult, LedgerCloseMeta, LedgerCloseMetaExt,
-    LedgerCloseMetaV2, LedgerEntryChange, LedgerEntryChanges, LedgerFootprint, LedgerHeader,
-    LedgerHeaderExt, LedgerHeaderHistoryEntry, LedgerHeaderHistoryEntryExt, LedgerKey,
-    LedgerKeyAccount, LedgerKeyContractData, Limits, Memo, MuxedAccount, MuxedAccountMed25519,
+    ExtensionPoint, FeeBumpTransaction, FeeBumpTransactionEnvelope, FeeBumpTransactionExt,
+    FeeBumpTransactionInnerTx, GeneralizedTransactionSet, Hash, HostFunction,
+    InnerTransactionResult, InnerTransactionResultExt, InnerTransactionResultPair,
+    InnerTransactionResultResult, Int128Parts, InvokeContractArgs, InvokeHostFunctionOp,
+    InvokeHostFunctionResult, LedgerCloseMeta, LedgerCloseMetaExt, LedgerCloseMetaV2,
+    LedgerEntryChange, LedgerEntryChanges, LedgerFootprint, LedgerHeader, LedgerHeaderExt,
+    LedgerHeaderHistoryEntry, LedgerHeaderHistoryEntryExt, LedgerKey, LedgerKeyAccount,
+    LedgerKeyContractData, Limits, Memo, MuxedAccount, MuxedAccountMed25519, MuxedEd25519Account,
     Operation, OperationBody, OperationMetaV2, OperationResult, OperationResultTr,
     ParallelTxExecutionStage, ParallelTxsComponent, PathPaymentStrictReceiveOp,
     PathPaymentStrictReceiveResult, PathPaymentStrictReceiveResultSuccess, PathPaymentStrictSendOp,
     PathPaymentStrictSendResult, PathPaymentStrictSendResultSuccess, PaymentOp, PaymentResult,
-    Preconditions, ScAddress, ScString, ScSymbol, ScVal, SequenceNumber, Signature, SignatureHint,
-    SimplePaymentResult, SorobanAuthorizationEntry, SorobanAuthorizedFunction,
-    SorobanAuthorizedInvocation, SorobanCredentials, SorobanResources, SorobanTransactionData,
-    SorobanTransactionDataExt, SorobanTransactionMetaExt, SorobanTransactionMetaExtV1,
-    SorobanTransactionMetaV2, StellarValue, StellarValueExt, TimeBounds, TimePoint, Transaction,
-    TransactionEnvelope, TransactionEvent, TransactionEventStage, TransactionExt, TransactionMeta,
-    TransactionMetaV4, TransactionPhase, TransactionResult, TransactionResultExt,
-    TransactionResultMetaV1, TransactionResultPair, TransactionResultResult, TransactionResultSet,
-    TransactionSetV1, TransactionV1Envelope, TxSetComponent, TxSetComponentTxsMaybeDiscountedFee,
-    Uint256, WriteXdr,
+    Preconditions, ScAddress, ScMap, ScMapEntry, ScString, ScSymbol, ScVal, SequenceNumber,
+    Signature, SignatureHint, SimplePaymentResult, SorobanAuthorizationEntry,
+    SorobanAuthorizedFunction, SorobanAuthorizedInvocation, SorobanCredentials, SorobanResources,
+    SorobanTransactionData, SorobanTransactionDataExt, SorobanTransactionMetaExt,
+    SorobanTransactionMetaExtV1, SorobanTransactionMetaV2, StellarValue, StellarValueExt,
+    TimeBounds, TimePoint, Transaction, TransactionEnvelope, TransactionEvent,
+    TransactionEventStage, TransactionExt, TransactionMeta, TransactionMetaV4, TransactionPhase,
+    TransactionResult, TransactionResultExt, TransactionResultMetaV1, TransactionResultPair,
+    TransactionResultResult, TransactionResultSet, TransactionSetV1, TransactionV1Envelope,
+    TxSetComponent, TxSetComponentTxsMaybeDiscountedFee, Uint256, WriteXdr,
 };
 
 use crate::expected::{Event, EventAsset, Kind, MuxedInfo};
@@ -51,6 +54,8 @@ pub struct Stats {
     pub failed: u64,
     pub soroban: u64,
     pub refunds: u64,
+    /// Transactions whose fee another account paid through a fee-bump envelope.
+    pub fee_bumps: u64,
     /// Successful operations by kind.
     pub ops: BTreeMap<&'static str, u64>,
     /// Expected events by kind.
@@ -87,6 +92,8 @@ struct Built {
     plan: TxPlan,
     envelope: TransactionEnvelope,
     hash: [u8; 32],
+    /// Hash of the inner transaction of a fee bump.
+    inner_hash: Option<[u8; 32]>,
     /// Fee taken in fee processing (before any refund).
     fee: i64,
 }
@@ -110,14 +117,28 @@ pub fn build_ledger(
         let hash = envelope
             .hash(world.network_id)
             .context("hashing a transaction")?;
+        let bump = i64::from(plan.fee_source.is_some());
         let fee = match plan.soroban {
-            Some(s) => s.resource_fee + BASE_FEE,
-            None => plan.ops.len() as i64 * classic_fee_per_op,
+            // A fee bump counts as one more operation for the inclusion fee.
+            Some(s) => s.resource_fee + BASE_FEE * (1 + bump),
+            None => (plan.ops.len() as i64 + bump) * classic_fee_per_op,
+        };
+        let inner_hash = match &envelope {
+            TransactionEnvelope::TxFeeBump(e) => {
+                let FeeBumpTransactionInnerTx::Tx(inner) = &e.tx.inner_tx;
+                Some(
+                    inner
+                        .hash(world.network_id)
+                        .context("hashing a transaction")?,
+                )
+            }
+            _ => None,
         };
         built.push(Built {
             plan,
             envelope,
             hash,
+            inner_hash,
             fee,
         });
     }
@@ -126,7 +147,8 @@ pub fn build_ledger(
     let mut fee_changes = Vec::with_capacity(built.len());
     let mut events = Vec::new();
     for (i, tx) in built.iter().enumerate() {
-        let src = tx.plan.source;
+        // The fee-bump payer when there is one, else the source.
+        let src = tx.plan.fee_source.unwrap_or(tx.plan.source);
         let before = world.account_entry(src);
         world.accounts[src].balance -= tx.fee;
         world.accounts[src].last_modified = seq;
@@ -168,7 +190,7 @@ pub fn build_ledger(
     for (i, ((tx, fees), (op_results, success, mut meta))) in
         built.iter().zip(fee_changes).zip(applied).enumerate()
     {
-        let src = tx.plan.source;
+        let src = tx.plan.fee_source.unwrap_or(tx.plan.source);
         let refund = tx.plan.soroban.map_or(0, |s| s.refund);
         let mut post = Vec::new();
         let fee_event = |amount: i64, stage: TransactionEventStage| TransactionEvent {
@@ -213,10 +235,28 @@ pub fn build_ledger(
             transaction_hash: Hash(tx.hash),
             result: TransactionResult {
                 fee_charged: charged,
-                result: if success {
-                    TransactionResultResult::TxSuccess(op_results.try_into()?)
-                } else {
-                    TransactionResultResult::TxFailed(op_results.try_into()?)
+                result: match (&tx.inner_hash, success) {
+                    (None, true) => TransactionResultResult::TxSuccess(op_results.try_into()?),
+                    (None, false) => TransactionResultResult::TxFailed(op_results.try_into()?),
+                    (Some(inner), _) => {
+                        let inner = InnerTransactionResultPair {
+                            transaction_hash: Hash(*inner),
+                            result: InnerTransactionResult {
+                                fee_charged: 0,
+                                result: if success {
+                                    InnerTransactionResultResult::TxSuccess(op_results.try_into()?)
+                                } else {
+                                    InnerTransactionResultResult::TxFailed(op_results.try_into()?)
+                                },
+                                ext: InnerTransactionResultExt::V0,
+                            },
+                        };
+                        if success {
+                            TransactionResultResult::TxFeeBumpInnerSuccess(inner)
+                        } else {
+                            TransactionResultResult::TxFeeBumpInnerFailed(inner)
+                        }
+                    }
                 },
                 ext: TransactionResultExt::V0,
             },
@@ -321,6 +361,9 @@ fn apply_tx(
     if plan.soroban.is_some() {
         stats.soroban += 1;
     }
+    if plan.fee_source.is_some() {
+        stats.fee_bumps += 1;
+    }
     let before = world.account_entry(src);
     world.accounts[src].seq = plan.seq;
     world.accounts[src].last_modified = ctx.seq;
@@ -420,7 +463,7 @@ fn op_deltas(world: &World, src: usize, op: &OpPlan) -> Deltas {
             amount,
         } => vec![(*from, Tok::Issued(*asset), -amount)],
         OpPlan::Sac { call, tok, amount } => match *call {
-            SacCall::Transfer { from, to } => vec![(from, *tok, -amount), (to, *tok, *amount)],
+            SacCall::Transfer { from, to, .. } => vec![(from, *tok, -amount), (to, *tok, *amount)],
             SacCall::Mint { to } => vec![(to, *tok, *amount)],
             SacCall::Burn { from } => vec![(from, *tok, -amount)],
         },
@@ -655,14 +698,18 @@ fn apply_op(
                 let addr =
                     |a: usize| ScVal::Address(ScAddress::Account(account_id(&w.accounts[a].key)));
                 let name = ScVal::String(ScString(w.sep11(*tok).try_into()?));
+                let mut to_mux = None;
                 let (topics, kind) = match *call {
-                    SacCall::Transfer { from, to } => (
-                        vec![symbol("transfer"), addr(from), addr(to), name],
-                        Kind::Transfer {
-                            from: w.accounts[from].strkey.clone(),
-                            to: w.accounts[to].strkey.clone(),
-                        },
-                    ),
+                    SacCall::Transfer { from, to, mux } => {
+                        to_mux = mux;
+                        (
+                            vec![symbol("transfer"), addr(from), addr(to), name],
+                            Kind::Transfer {
+                                from: w.accounts[from].strkey.clone(),
+                                to: w.accounts[to].strkey.clone(),
+                            },
+                        )
+                    }
                     SacCall::Mint { to } => (
                         vec![symbol("mint"), addr(to), name],
                         Kind::Mint {
@@ -676,7 +723,9 @@ fn apply_op(
                         },
                     ),
                 };
-                contract_events.push(sac_event(&w.sac(*tok), topics, *amount));
+                // Paid to an `M…` address, the topic keeps the `G…` account and the data becomes
+                // the map {amount, to_muxed_id} (CAP-67); upstream reads the id from there.
+                contract_events.push(sac_event_muxed(&w.sac(*tok), topics, *amount, to_mux));
                 expected.push(Event {
                     ledger: ctx.seq,
                     closed_at: ctx.close_time,
@@ -684,12 +733,31 @@ fn apply_op(
                     tx_index: ctx.tx_index,
                     op_index: Some(op_index + 1),
                     contract: w.sac_strkey(*tok).to_string(),
-                    muxed: None,
+                    muxed: to_mux.map(MuxedInfo::Id),
                     kind,
                     asset: w.event_asset(*tok),
                     amount: *amount,
                 });
             }
+        }
+    }
+    // Classic operations also carry their CAP-67 events in protocol 23 (stellar-core with
+    // EMIT_CLASSIC_EVENTS). Upstream's default processor derives classic events from the
+    // operation and its result and must ignore these; path payments carry none here.
+    if matches!(
+        op,
+        OpPlan::Payment { .. }
+            | OpPlan::CreateAccount { .. }
+            | OpPlan::Merge { .. }
+            | OpPlan::Clawback { .. }
+    ) {
+        for e in &expected {
+            let tok = match op {
+                OpPlan::Payment { tok, .. } => *tok,
+                OpPlan::Clawback { asset, .. } => Tok::Issued(*asset),
+                _ => Tok::Native,
+            };
+            contract_events.push(unified_event(world, e, tok)?);
         }
     }
     let mut changes = apply_deltas(world, &deltas, ctx.seq);
@@ -819,6 +887,70 @@ fn claim_atom(world: &World, h: &Hop) -> ClaimAtom {
     })
 }
 
+/// The CAP-67 event a classic operation emits for a movement (the same parties and amount as the
+/// token transfer event, the mux id or memo in the data map).
+fn unified_event(world: &World, e: &Event, tok: Tok) -> Result<ContractEvent> {
+    let addr = |g: &str| -> Result<ScVal> {
+        let id: stellar_xdr::AccountId = g.parse().context("parsing a generated G address")?;
+        Ok(ScVal::Address(ScAddress::Account(id)))
+    };
+    let name = ScVal::String(ScString(world.sep11(tok).try_into()?));
+    let topics = match &e.kind {
+        Kind::Transfer { from, to } => vec![symbol("transfer"), addr(from)?, addr(to)?, name],
+        Kind::Mint { to } => vec![symbol("mint"), addr(to)?, name],
+        Kind::Burn { from } => vec![symbol("burn"), addr(from)?, name],
+        Kind::Clawback { from } => vec![symbol("clawback"), addr(from)?, name],
+        Kind::Fee { from } => vec![symbol("fee"), addr(from)?],
+    };
+    let mut event = sac_event(&world.sac(tok), topics, e.amount);
+    let to_muxed_id = match &e.muxed {
+        Some(MuxedInfo::Id(id)) => Some(ScVal::U64(*id)),
+        Some(MuxedInfo::Text(t)) => Some(ScVal::String(ScString(t.as_str().try_into()?))),
+        None => None,
+    };
+    if let Some(val) = to_muxed_id {
+        let ContractEventBody::V0(body) = &mut event.body;
+        let entries = vec![
+            ScMapEntry {
+                key: symbol("amount"),
+                val: body.data.clone(),
+            },
+            ScMapEntry {
+                key: symbol("to_muxed_id"),
+                val,
+            },
+        ];
+        body.data = ScVal::Map(Some(ScMap(entries.try_into()?)));
+    }
+    Ok(event)
+}
+
+/// A contract event of a Stellar Asset Contract whose data is the amount, or the map
+/// `{amount, to_muxed_id}` when the destination was a muxed address.
+fn sac_event_muxed(
+    contract: &[u8; 32],
+    topics: Vec<ScVal>,
+    amount: i64,
+    to_mux: Option<u64>,
+) -> ContractEvent {
+    let mut event = sac_event(contract, topics, amount);
+    if let Some(id) = to_mux {
+        let ContractEventBody::V0(body) = &mut event.body;
+        let entries = vec![
+            ScMapEntry {
+                key: symbol("amount"),
+                val: body.data.clone(),
+            },
+            ScMapEntry {
+                key: symbol("to_muxed_id"),
+                val: ScVal::U64(id),
+            },
+        ];
+        body.data = ScVal::Map(entries.try_into().ok().map(ScMap));
+    }
+    event
+}
+
 /// A contract event of a Stellar Asset Contract with an i128 amount.
 fn sac_event(contract: &[u8; 32], topics: Vec<ScVal>, amount: i64) -> ContractEvent {
     ContractEvent {
@@ -941,9 +1073,9 @@ fn envelope(
     let key = world.accounts[src].key;
     let mut hint = [0u8; 4];
     hint.copy_from_slice(&key[28..]);
-    Ok(TransactionEnvelope::Tx(TransactionV1Envelope {
+    let inner = TransactionV1Envelope {
         tx: Transaction {
-            source_account: MuxedAccount::Ed25519(Uint256(key)),
+            source_account: muxed(world, src, plan.source_mux),
             fee: plan.max_fee,
             seq_num: SequenceNumber(plan.seq),
             cond: Preconditions::Time(TimeBounds {
@@ -953,6 +1085,24 @@ fn envelope(
             memo,
             operations: operations.try_into()?,
             ext,
+        },
+        signatures: vec![DecoratedSignature {
+            hint: SignatureHint(hint),
+            signature: Signature(rng.bytes64().to_vec().try_into()?),
+        }]
+        .try_into()?,
+    };
+    let Some(payer) = plan.fee_source else {
+        return Ok(TransactionEnvelope::Tx(inner));
+    };
+    let payer_key = world.accounts[payer].key;
+    hint.copy_from_slice(&payer_key[28..]);
+    Ok(TransactionEnvelope::TxFeeBump(FeeBumpTransactionEnvelope {
+        tx: FeeBumpTransaction {
+            fee_source: MuxedAccount::Ed25519(Uint256(payer_key)),
+            fee: i64::from(plan.max_fee) * 2 + 1_000,
+            inner_tx: FeeBumpTransactionInnerTx::Tx(inner),
+            ext: FeeBumpTransactionExt::V0,
         },
         signatures: vec![DecoratedSignature {
             hint: SignatureHint(hint),
@@ -977,8 +1127,15 @@ fn sac_invocation(
         lo: amount as u64,
     });
     let (name, args, touched) = match call {
-        SacCall::Transfer { from, to } => {
-            ("transfer", vec![addr(from), addr(to), i128], vec![from, to])
+        SacCall::Transfer { from, to, mux } => {
+            let to_addr = match mux {
+                Some(id) => ScVal::Address(ScAddress::MuxedAccount(MuxedEd25519Account {
+                    id,
+                    ed25519: Uint256(world.accounts[to].key),
+                })),
+                None => addr(to),
+            };
+            ("transfer", vec![addr(from), to_addr, i128], vec![from, to])
         }
         SacCall::Mint { to } => ("mint", vec![addr(to), i128], vec![to]),
         SacCall::Burn { from } => ("burn", vec![addr(from), i128], vec![from]),

@@ -79,7 +79,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     eprintln!(
         "datalake-gen: {} ledgers ({}-{}) in {} files, {} bytes, {:.2}s\n  transactions: {} \
-         ({} failed, {} soroban, {} refunds)\n  operations: {}\n  expected events: {}",
+         ({} failed, {} soroban, {} refunds, {} fee bumps)\n  operations: {}\n  expected events: {}",
         s.ledgers,
         config.start,
         config.start + config.ledgers - 1,
@@ -90,6 +90,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         s.failed,
         s.soroban,
         s.refunds,
+        s.fee_bumps,
         per_kind(&s.ops),
         per_kind(&s.events),
     );

@@ -19,9 +19,18 @@ pub struct Hop {
 /// A Stellar Asset Contract function call.
 #[derive(Debug, Clone, Copy)]
 pub enum SacCall {
-    Transfer { from: usize, to: usize },
-    Mint { to: usize },
-    Burn { from: usize },
+    /// `mux`: pay the `M…` address with this id (CAP-67 puts it in the event's data map).
+    Transfer {
+        from: usize,
+        to: usize,
+        mux: Option<u64>,
+    },
+    Mint {
+        to: usize,
+    },
+    Burn {
+        from: usize,
+    },
 }
 
 /// One operation; its source is always the transaction's source.
@@ -108,6 +117,10 @@ pub struct SorobanFee {
 #[derive(Debug, Clone)]
 pub struct TxPlan {
     pub source: usize,
+    /// The envelope names the source as this `M…` address.
+    pub source_mux: Option<u64>,
+    /// Another account pays the fee through a fee-bump envelope.
+    pub fee_source: Option<usize>,
     pub seq: i64,
     /// Maximum fee the envelope bids.
     pub max_fee: u32,
@@ -379,8 +392,12 @@ pub fn classic_tx(rng: &mut SplitMix64, world: &mut World, ledger: u32) -> TxPla
     };
     let seq = take_seq(world, source);
     let max_fee = ops.len() as u32 * rng.range(200, 2_000) as u32;
+    let source_mux = rng.chance(40).then(|| rng.below(1 << 40));
+    let fee_source = rng.chance(50).then(|| other_user(rng, world, source));
     TxPlan {
         source,
+        source_mux,
+        fee_source,
         seq,
         max_fee,
         memo,
@@ -481,7 +498,8 @@ pub fn soroban_tx(rng: &mut SplitMix64, world: &mut World) -> TxPlan {
             Tok::Native
         };
         let amount = some_of(rng, world, from, tok);
-        (from, SacCall::Transfer { from, to }, tok, amount)
+        let mux = rng.chance(100).then(|| rng.below(1 << 40));
+        (from, SacCall::Transfer { from, to, mux }, tok, amount)
     } else if roll < 80 {
         let a = rng.index(world.assets.len());
         let issuer = world.assets[a].issuer;
@@ -496,7 +514,16 @@ pub fn soroban_tx(rng: &mut SplitMix64, world: &mut World) -> TxPlan {
                 let from = user(rng, world);
                 let to = other_user(rng, world, from);
                 let amount = some_of(rng, world, from, Tok::Native);
-                (from, SacCall::Transfer { from, to }, Tok::Native, amount)
+                (
+                    from,
+                    SacCall::Transfer {
+                        from,
+                        to,
+                        mux: None,
+                    },
+                    Tok::Native,
+                    amount,
+                )
             }
         }
     } else {
@@ -509,7 +536,16 @@ pub fn soroban_tx(rng: &mut SplitMix64, world: &mut World) -> TxPlan {
             Tok::Native => {
                 let to = other_user(rng, world, from);
                 let amount = some_of(rng, world, from, Tok::Native);
-                (from, SacCall::Transfer { from, to }, Tok::Native, amount)
+                (
+                    from,
+                    SacCall::Transfer {
+                        from,
+                        to,
+                        mux: None,
+                    },
+                    Tok::Native,
+                    amount,
+                )
             }
         }
     };
@@ -521,8 +557,12 @@ pub fn soroban_tx(rng: &mut SplitMix64, world: &mut World) -> TxPlan {
         rng.range(1, resource_fee / 2)
     };
     let seq = take_seq(world, source);
+    // Fee-bumped Soroban transactions are common (wallets sponsoring fees).
+    let fee_source = rng.chance(150).then(|| other_user(rng, world, source));
     TxPlan {
         source,
+        source_mux: None,
+        fee_source,
         seq,
         max_fee: (resource_fee + rng.range(100, 5_000)) as u32,
         memo: MemoPlan::None,

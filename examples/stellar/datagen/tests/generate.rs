@@ -276,6 +276,46 @@ fn balance_before_after(changes: &[LedgerEntryChange], account: &str) -> (i64, i
     (before, after)
 }
 
+/// The account paying each transaction's fee (by transaction hash), read from the envelopes.
+fn fee_payers(v: &stellar_xdr::LedgerCloseMetaV2) -> BTreeMap<[u8; 32], String> {
+    let network_id: [u8; 32] = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(STANDALONE_PASSPHRASE.as_bytes()).into()
+    };
+    let stellar_xdr::GeneralizedTransactionSet::V1(set) = &v.tx_set;
+    let mut out = BTreeMap::new();
+    for phase in set.phases.iter() {
+        let envelopes: Vec<&TransactionEnvelope> = match phase {
+            TransactionPhase::V0(components) => components
+                .iter()
+                .flat_map(|TxSetComponent::TxsetCompTxsMaybeDiscountedFee(c)| c.txs.iter())
+                .collect(),
+            TransactionPhase::V1(p) => p
+                .execution_stages
+                .iter()
+                .flat_map(|stage| stage.0.iter().flat_map(|cluster| cluster.0.iter()))
+                .collect(),
+        };
+        for e in envelopes {
+            let payer = match e {
+                TransactionEnvelope::Tx(t) => t.tx.source_account.clone(),
+                TransactionEnvelope::TxFeeBump(b) => b.tx.fee_source.clone(),
+                TransactionEnvelope::TxV0(_) => panic!("no V0 envelopes at protocol 23"),
+            };
+            let g = match payer {
+                stellar_xdr::MuxedAccount::Ed25519(k) => {
+                    stellar_xdr::AccountId(stellar_xdr::PublicKey::PublicKeyTypeEd25519(k))
+                }
+                stellar_xdr::MuxedAccount::MuxedEd25519(m) => {
+                    stellar_xdr::AccountId(stellar_xdr::PublicKey::PublicKeyTypeEd25519(m.ed25519))
+                }
+            };
+            out.insert(e.hash(network_id).unwrap(), g.to_string());
+        }
+    }
+    out
+}
+
 #[test]
 fn expected_events_agree_with_the_ledgers_they_describe() {
     let (_dir, ledgers, events, summary) = sample("consistency", 9);
@@ -296,7 +336,11 @@ fn expected_events_agree_with_the_ledgers_they_describe() {
         counts.get("clawback").copied().unwrap_or(0),
         ops.get("clawback").copied().unwrap_or(0)
     );
-    assert!(summary.stats.failed > 0 && summary.stats.soroban > 0 && summary.stats.refunds > 0);
+    let st = &summary.stats;
+    assert!(
+        st.failed > 0 && st.soroban > 0 && st.refunds > 0 && st.fee_bumps > 0,
+        "{st:?}"
+    );
     for kind in [
         "payment",
         "create_account",
@@ -329,6 +373,7 @@ fn expected_events_agree_with_the_ledgers_they_describe() {
             .copied()
             .filter(|e| e["fee"]["amount"].as_str().unwrap().starts_with('-'))
             .collect();
+        let v_fee_payers = fee_payers(v);
         // One fee event per transaction, first, in apply order.
         assert_eq!(charges.len(), v.tx_processing.len());
         for (i, (event, tx)) in here.iter().zip(v.tx_processing.iter()).enumerate() {
@@ -338,8 +383,11 @@ fn expected_events_agree_with_the_ledgers_they_describe() {
                 event["meta"]["tx_hash"],
                 stellar_datagen::expected::hex(&tx.result.transaction_hash.0)
             );
-            // The fee is what the fee account lost in fee processing...
+            // The fee comes from the fee-bump payer when there is one...
             let from = event["fee"]["from"].as_str().unwrap();
+            let tx_set_payer = v_fee_payers[&tx.result.transaction_hash.0].clone();
+            assert_eq!(from, tx_set_payer);
+            // ...and is what that account lost in fee processing...
             let (before, after) = balance_before_after(&tx.fee_processing, from);
             assert_eq!(event["fee"]["amount"], (before - after).to_string());
             // ...and, without a refund, what the result says was charged.
