@@ -49,6 +49,13 @@ pub fn remove_run(engine: &Engine, run_id: &str, order: &StopOrder) -> Removal {
         }
     }
     let filter = [labels::run_filter(run_id)];
+    if order.groups.is_empty() {
+        // Forced: kill first. Podman's `rm --force` of a container that another `podman stop`
+        // is waiting on drops the record but leaves the process running (seen with 4.3).
+        if let Ok(ids) = engine.list_containers(&filter) {
+            let _ = engine.kill(&ids);
+        }
+    }
     remove_containers(engine, &filter, &mut removal);
     match engine.list_networks(&filter) {
         Ok(networks) => {

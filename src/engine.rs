@@ -574,6 +574,20 @@ impl Engine {
         self.ignore_missing(self.command(&args).run_checked(), containers)
     }
 
+    /// Sends SIGKILL to `containers`. Best effort: containers that are gone or already
+    /// stopped are not an error.
+    pub fn kill(&self, containers: &[String]) -> Result<(), EngineError> {
+        if containers.is_empty() {
+            return Ok(());
+        }
+        let mut args = vec!["kill".to_string(), "--signal".into(), "KILL".into()];
+        args.extend(containers.iter().cloned());
+        match self.command(&args).run_checked() {
+            Err(e) if e.spawn_error.is_some() => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Removes `containers` (killing them if running) with their anonymous volumes. Containers
     /// that no longer exist are not an error (Podman exits non-zero for them).
     pub fn remove_containers(&self, containers: &[String]) -> Result<(), EngineError> {
@@ -880,6 +894,16 @@ mod tests {
         assert_eq!(calls[0], ["rm", "--force", "--volumes", "gone"]);
         assert_eq!(calls[1], ["stop", "--time", "1", "gone"]);
         assert_eq!(calls[2], ["network", "rm", "gone-net"]);
+    }
+
+    #[test]
+    fn kill_is_best_effort() {
+        let fake = FakeCli::new(
+            "kill",
+            "echo 'Error: container is not running' >&2; exit 125",
+        );
+        fake.engine().kill(&["stopped".into()]).unwrap();
+        assert_eq!(fake.calls()[0], ["kill", "--signal", "KILL", "stopped"]);
     }
 
     #[test]
