@@ -170,10 +170,9 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
     if !depends_on.is_empty() {
         put("depends_on", Value::Mapping(depends_on));
     }
-    put(
-        "stop_grace_period",
-        s(format_duration(component.stop_grace)),
-    );
+    // Docker's stop timeout is whole seconds (a fraction fails `docker-compose up`): round up.
+    let grace = component.stop_grace.as_secs() + u64::from(component.stop_grace.subsec_nanos() > 0);
+    put("stop_grace_period", s(format!("{grace}s")));
     Value::Mapping(service)
 }
 

@@ -285,16 +285,41 @@ pub const ROLE_LABEL: &str = "io.flowctl.role";
 pub(crate) fn render(header: &[String], value: &Value) -> Result<String> {
     let mut text = String::new();
     for line in header {
-        if line.is_empty() {
-            text.push_str("#\n");
-        } else {
-            text.push_str("# ");
-            text.push_str(line);
+        for wrapped in wrap(line, HEADER_WIDTH) {
+            text.push('#');
+            if !wrapped.is_empty() {
+                text.push(' ');
+                text.push_str(&wrapped);
+            }
             text.push('\n');
         }
     }
     text.push_str(&serde_yaml::to_string(value).context("cannot render YAML")?);
     Ok(text)
+}
+
+/// Header comment lines are wrapped to this many characters (after `# `).
+const HEADER_WIDTH: usize = 96;
+
+/// Word-wraps `line`; continuation lines keep its indentation plus two spaces.
+fn wrap(line: &str, width: usize) -> Vec<String> {
+    let indent = line.len() - line.trim_start().len();
+    let mut lines = vec![String::new()];
+    for word in line.split_whitespace() {
+        let current = lines.last_mut().expect("lines is never empty");
+        if current.is_empty() {
+            current.push_str(&line[..indent]);
+        } else if current.chars().count() + 1 + word.chars().count() > width {
+            lines.push(" ".repeat(indent + 2));
+        } else {
+            current.push(' ');
+        }
+        lines
+            .last_mut()
+            .expect("lines is never empty")
+            .push_str(word);
+    }
+    lines
 }
 
 /// A YAML string.
@@ -322,7 +347,7 @@ pub(crate) fn map<K: Into<String>>(entries: impl IntoIterator<Item = (K, Value)>
     )
 }
 
-/// Whether the pipeline has a sink, i.e. whether it ends by itself when its sinks do.
+/// The pipeline's sinks: a translated pipeline, like `flowctl run`, is done when they end.
 pub(crate) fn sinks(plan: &RunPlan) -> Vec<&ComponentPlan> {
     plan.components
         .iter()
@@ -340,6 +365,13 @@ mod tests {
         assert_eq!(image_name("registry:5000/org/x"), "x");
         assert_eq!(image_name("busybox"), "busybox");
         assert_eq!(image_name("a/b:1@sha256:abc"), "b");
+    }
+
+    #[test]
+    fn header_lines_wrap_with_indentation() {
+        assert_eq!(wrap("", 10), [""]);
+        assert_eq!(wrap("aaa bbb ccc", 7), ["aaa bbb", "  ccc"]);
+        assert_eq!(wrap("  x: yyyy zzzz", 9), ["  x: yyyy", "    zzzz"]);
     }
 
     #[test]

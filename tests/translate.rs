@@ -1,0 +1,623 @@
+//! `flowctl translate`: golden files for both targets, the Kubernetes manifests validated
+//! offline against the Kubernetes schemas (`kubernetes-validate`), and the Compose file run for
+//! real with the Compose tool on this machine (the example pipeline's events must arrive).
+//!
+//! Golden files: `tests/golden/<pipeline>.{compose,kubernetes}.yaml`, with the repository's
+//! absolute path written as `/REPO`. Regenerate with
+//! `FLOWCTL_UPDATE_GOLDEN=1 cargo test --release --test translate`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use flowctl::plan::{self, Naming};
+use flowctl::translate::{self, join_documents, Target, TranslateOptions};
+
+/// Upper bound for a Compose run; reaching it fails the test (it is not a measurement).
+const PATIENCE: Duration = Duration::from_secs(180);
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .expect("the repository folder exists")
+}
+
+fn flowctl() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flowctl"))
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}{}x{nanos:08x}", std::process::id())
+}
+
+/// A scratch folder removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("cannot create a scratch folder");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The translation of a pipeline of the repository, as one text, with the repository's path
+/// replaced by `/REPO` so the golden files do not depend on where it is checked out.
+fn translated(pipeline: &str, naming: &Naming, target: Target) -> String {
+    let path = repo().join(pipeline);
+    let plan = plan::load(&path, naming).unwrap_or_else(|e| panic!("{pipeline}: {e:#}"));
+    let options = TranslateOptions {
+        source_name: Path::new(pipeline)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        ..TranslateOptions::default()
+    };
+    let files = translate::translate(&plan, target, &options)
+        .unwrap_or_else(|e| panic!("{pipeline} → {target}: {e:#}"));
+    join_documents(&files).replace(&repo().display().to_string(), "/REPO")
+}
+
+fn check_golden(pipeline: &str, naming: &Naming, target: Target) {
+    let actual = translated(pipeline, naming, target);
+    let stem = Path::new(pipeline)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let golden = repo().join(format!("tests/golden/{stem}.{target}.yaml"));
+    if std::env::var_os("FLOWCTL_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &actual).expect("cannot write the golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
+        panic!(
+            "cannot read {}: {e} (FLOWCTL_UPDATE_GOLDEN=1 writes it)",
+            golden.display()
+        )
+    });
+    if actual != expected {
+        let line = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, e)| a != e)
+            .unwrap_or_else(|| actual.lines().count().min(expected.lines().count()));
+        panic!(
+            "{} differs from the translation of {pipeline} at line {}:\n  golden: {:?}\n  actual: \
+             {:?}\n(if the change is intended: FLOWCTL_UPDATE_GOLDEN=1 cargo test --release \
+             --test translate)",
+            golden.display(),
+            line + 1,
+            expected.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}
+
+fn demo_project() -> Naming {
+    Naming {
+        project: Some("demo".into()),
+        ..Naming::default()
+    }
+}
+
+#[test]
+fn example_pipeline_matches_golden_files() {
+    check_golden(
+        "examples/ttp-pipeline.yaml",
+        &Naming::default(),
+        Target::Compose,
+    );
+    check_golden(
+        "examples/ttp-pipeline.yaml",
+        &Naming::default(),
+        Target::Kubernetes,
+    );
+}
+
+#[test]
+fn test_pipeline_matches_golden_files() {
+    check_golden(
+        "tests/golden/test-pipeline.yaml",
+        &demo_project(),
+        Target::Compose,
+    );
+    check_golden(
+        "tests/golden/test-pipeline.yaml",
+        &demo_project(),
+        Target::Kubernetes,
+    );
+}
+
+#[test]
+fn compose_output_maps_flowctl_semantics() {
+    let text = translated(
+        "tests/golden/test-pipeline.yaml",
+        &demo_project(),
+        Target::Compose,
+    );
+    let file: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
+    let services = &file["services"];
+    let source = &services["source"];
+    assert_eq!(source["container_name"], "demo-source");
+    assert_eq!(source["networks"]["demo-bridge"]["aliases"][0], "source");
+    assert_eq!(
+        source["healthcheck"]["test"],
+        serde_yaml::from_str::<serde_yaml::Value>("[CMD, /flowctl-test-component, healthcheck]")
+            .unwrap()
+    );
+    assert_eq!(source["ports"][0], "127.0.0.1:19100:9100/tcp");
+    assert_eq!(source["ports"][1], "127.0.0.1::8088/tcp");
+    assert_eq!(source["volumes"][0]["source"], "/REPO/tests/golden/data");
+    assert_eq!(source["volumes"][0]["read_only"], true);
+    assert_eq!(source["volumes"][1]["read_only"], false);
+    assert_eq!(source["environment"]["FLOWCTL_COMPONENT_ID"], "source");
+    assert_eq!(
+        source["environment"]["FLOWCTL_ENDPOINT"],
+        "flowctl-control-plane:8080"
+    );
+    assert_eq!(source["labels"]["io.flowctl.component"], "source");
+    assert!(source["labels"].get("io.flowctl.managed").is_none());
+    // An input with a health check must be healthy; one without only started.
+    let audit = &services["audit"];
+    assert_eq!(
+        audit["depends_on"]["processor"]["condition"],
+        "service_healthy"
+    );
+    assert!(services["sink"].get("healthcheck").is_none());
+    assert_eq!(services["processor"]["stop_grace_period"], "3s");
+    assert_eq!(
+        services["flowctl-control-plane"]["image"],
+        "flowctl/flowctl:dev"
+    );
+}
+
+#[test]
+fn kubernetes_output_refuses_ids_that_are_not_dns_labels() {
+    let path = repo().join("tests/golden/test-pipeline.yaml");
+    let mut plan = plan::load(&path, &Naming::default()).expect("fixture is valid");
+    plan.components[1].id = "Processor_1".into();
+    let error = translate::translate(&plan, Target::Kubernetes, &TranslateOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("component `Processor_1`: id: Kubernetes needs a Service name"),
+        "{error}"
+    );
+}
+
+#[test]
+fn cli_writes_a_folder_or_a_file_and_never_prints_env_values() {
+    let scratch = TempDir::new("flowctl-translate-cli-");
+    let folder = scratch.0.join("manifests");
+    let output = flowctl()
+        .args([
+            "translate",
+            "--to",
+            "kubernetes",
+            "tests/golden/test-pipeline.yaml",
+            "-o",
+        ])
+        .arg(&folder)
+        .current_dir(repo())
+        .output()
+        .expect("flowctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let mut names: Vec<String> = std::fs::read_dir(&folder)
+        .expect("the folder was written")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "00-volumes.yaml",
+            "01-flowctl-control-plane.yaml",
+            "02-source.yaml",
+            "03-processor.yaml",
+            "04-sink.yaml",
+            "05-audit.yaml"
+        ]
+    );
+    assert!(!stderr.contains("not-a-real-secret"), "{stderr}");
+
+    let file = scratch.0.join("pipeline.compose.yaml");
+    let output = flowctl()
+        .args([
+            "translate",
+            "--to",
+            "compose",
+            "tests/golden/test-pipeline.yaml",
+        ])
+        .arg("--no-control-plane")
+        .arg("-o")
+        .arg(&file)
+        .current_dir(repo())
+        .output()
+        .expect("flowctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("not-a-real-secret"), "{stderr}");
+    let text = std::fs::read_to_string(&file).expect("the file was written");
+    assert!(text.contains("API_TOKEN: not-a-real-secret"));
+    assert!(text.contains("ENABLE_FLOWCTL: 'false'"));
+    assert!(!text.contains("flowctl-control-plane:"));
+
+    // Invalid pipelines fail before anything is written, naming the component and field.
+    let bad = scratch.0.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {name: x}\nspec:\n  sources:\n    \
+         - {id: s, image: img, inputs: [nope]}\n",
+    )
+    .expect("write");
+    let output = flowctl()
+        .args(["translate", "--to", "compose"])
+        .arg(&bad)
+        .arg("-o")
+        .arg(scratch.0.join("never.yaml"))
+        .output()
+        .expect("flowctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("component `s`: inputs: unknown component `nope`"),
+        "{stderr}"
+    );
+    assert!(!scratch.0.join("never.yaml").exists());
+}
+
+/// The offline Kubernetes schema validator, or `None` (with a loud message) when it is not
+/// installed: `pip install kubernetes-validate`.
+fn kubernetes_validate() -> Option<PathBuf> {
+    let found = Command::new("kubernetes-validate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        return Some(PathBuf::from("kubernetes-validate"));
+    }
+    eprintln!(
+        "\n==============================================================================\n\
+         SKIPPED: Kubernetes schema validation: `kubernetes-validate` is not installed.\n\
+         Install it with `pip install kubernetes-validate` (.ci/run does).\n\
+         ==============================================================================\n"
+    );
+    None
+}
+
+fn validate(validator: &Path, files: &[PathBuf]) -> Output {
+    Command::new(validator)
+        .args(["--strict", "--no-warn"])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate runs")
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
+    let Some(validator) = kubernetes_validate() else {
+        return;
+    };
+    let scratch = TempDir::new("flowctl-translate-k8s-");
+    for pipeline in [
+        "examples/ttp-pipeline.yaml",
+        "tests/golden/test-pipeline.yaml",
+    ] {
+        let folder = scratch
+            .0
+            .join(Path::new(pipeline).file_stem().expect("stem"));
+        let output = flowctl()
+            .args(["translate", "--to", "kubernetes", pipeline, "-o"])
+            .arg(&folder)
+            .current_dir(repo())
+            .output()
+            .expect("flowctl runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
+            .expect("written")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        let output = validate(&validator, &files);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{pipeline}: manifests do not validate:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // Every resource was checked: one "passed" line per document.
+        let documents: usize = files
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(f).expect("read");
+                text.matches("\napiVersion: ").count() + usize::from(text.starts_with("apiVersion"))
+            })
+            .sum();
+        assert_eq!(
+            stdout.matches(" passed for resource ").count(),
+            documents,
+            "{stdout}"
+        );
+    }
+
+    // The validator is strict enough to catch a mistake (so this test can fail).
+    let broken = scratch.0.join("broken.yaml");
+    let good = std::fs::read_to_string(scratch.0.join("ttp-pipeline/03-ttp-processor.yaml"))
+        .expect("read");
+    std::fs::write(
+        &broken,
+        good.replacen("  replicas: 1\n", "  replicas: 1\n  replica: 1\n", 1),
+    )
+    .expect("write");
+    let output = validate(&validator, &[broken]);
+    assert!(
+        !output.status.success(),
+        "an unknown field passed validation: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+/// The Compose tool: `docker-compose` (v1, as installed here) or the `docker compose` plugin.
+fn compose_command() -> Command {
+    if let Ok(program) = std::env::var("FLOWCTL_COMPOSE_BIN") {
+        return Command::new(program);
+    }
+    let v1 = Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if v1 {
+        return Command::new("docker-compose");
+    }
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        v2,
+        "no Compose tool: install docker-compose (or the docker compose plugin), or set \
+         FLOWCTL_COMPOSE_BIN"
+    );
+    let mut command = Command::new("docker");
+    command.arg("compose");
+    command
+}
+
+fn require_images(images: &[&str]) {
+    for image in images {
+        let present = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            present,
+            "the image {image} is missing: run scripts/build-images.sh before the tests"
+        );
+    }
+}
+
+/// A Compose project under test: `down -v` on drop, whatever happened.
+struct ComposeProject {
+    name: String,
+    file: PathBuf,
+    scratch: TempDir,
+}
+
+impl ComposeProject {
+    /// Translates `pipeline` with `--project <unique>` (so container names never clash) into
+    /// a scratch folder.
+    fn translate(pipeline: &str, extra: &[&str]) -> ComposeProject {
+        let name = unique("fct");
+        let scratch = TempDir::new("flowctl-translate-compose-");
+        let file = scratch.0.join("compose.yaml");
+        let output = flowctl()
+            .args(["translate", "--to", "compose", pipeline, "--project", &name])
+            .args(extra)
+            .arg("-o")
+            .arg(&file)
+            .current_dir(repo())
+            .output()
+            .expect("flowctl runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        ComposeProject {
+            name,
+            file,
+            scratch,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = compose_command();
+        command.arg("-f").arg(&self.file).args(["-p", &self.name]);
+        command.current_dir(&self.scratch.0);
+        command
+    }
+
+    /// `up --exit-code-from SINK`; returns the exit code and the combined output.
+    fn up(&self, sink: &str) -> (Option<i32>, String) {
+        let log = self.scratch.0.join("up.log");
+        let log_file = std::fs::File::create(&log).expect("create log");
+        let child = self
+            .command()
+            .args(["up", "--no-color", "--exit-code-from", sink])
+            .stdout(Stdio::from(log_file.try_clone().expect("clone")))
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("the Compose tool runs");
+        let code = wait_with_patience(child);
+        (code, std::fs::read_to_string(&log).unwrap_or_default())
+    }
+
+    fn containers_left(&self) -> String {
+        let output = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=com.docker.compose.project={}", self.name))
+            .output()
+            .expect("docker runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn networks_left(&self) -> String {
+        let output = Command::new("docker")
+            .args(["network", "ls", "-q", "--filter"])
+            .arg(format!("label=com.docker.compose.project={}", self.name))
+            .output()
+            .expect("docker runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    fn down(&self) -> Output {
+        self.command()
+            .args(["down", "-v", "--remove-orphans", "-t", "5"])
+            .output()
+            .expect("the Compose tool runs")
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = self.down();
+    }
+}
+
+fn wait_with_patience(mut child: Child) -> Option<i32> {
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.code(),
+            Ok(None) if started.elapsed() > PATIENCE => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the Compose run did not end within {PATIENCE:?}");
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("cannot wait for the Compose tool: {e}"),
+        }
+    }
+}
+
+/// What a (stopped, not yet removed) container wrote to stdout.
+fn container_stdout(container: &str) -> String {
+    let output = Command::new("docker")
+        .args(["logs", container])
+        .stderr(Stdio::null())
+        .output()
+        .expect("docker runs");
+    assert!(output.status.success(), "docker logs {container} failed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn compose_output_runs_the_example_pipeline_end_to_end() {
+    require_images(&[
+        "flowctl/stellar-live-source-datalake:dev",
+        "flowctl/ttp-processor:dev",
+        "flowctl/consumer-app:dev",
+        "flowctl/flowctl:dev",
+    ]);
+    let project = ComposeProject::translate("examples/ttp-pipeline.yaml", &[]);
+    let (code, log) = project.up("consumer-app");
+    assert_eq!(code, Some(0), "docker-compose up failed:\n{log}");
+
+    // The consumer's stdout from the engine, not from `up`: Compose v1's log multiplexer
+    // splits long lines at read boundaries.
+    let consumer = container_stdout(&format!("{}-consumer-app", project.name));
+    let events: Vec<&str> = consumer.lines().collect();
+    let expected = std::fs::read_to_string(
+        repo().join("examples/ledgers/testnet-997-999/expected-events-997-998.jsonl"),
+    )
+    .expect("expected events");
+    let expected: Vec<&str> = expected.lines().collect();
+    assert_eq!(
+        events, expected,
+        "the consumer's events differ from the expected ones; full log:\n{log}"
+    );
+
+    // Registration works the same way as under `flowctl run`.
+    let control_plane = container_stdout(&format!("{}-flowctl-control-plane", project.name));
+    let control_plane: Vec<&str> = control_plane.lines().collect();
+    for id in [
+        "stellar-live-source-datalake",
+        "ttp-processor",
+        "consumer-app",
+    ] {
+        assert!(
+            control_plane
+                .iter()
+                .any(|l| l.starts_with(&format!("{id} registered with the control plane"))),
+            "{id} did not register:\n{}",
+            control_plane.join("\n")
+        );
+    }
+
+    let down = project.down();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(project.containers_left(), "", "containers left behind");
+    assert_eq!(project.networks_left(), "", "networks left behind");
+}
+
+#[test]
+fn compose_output_starts_in_health_order_and_resolves_ids() {
+    require_images(&["flowctl/test-component:dev"]);
+    let project =
+        ComposeProject::translate("tests/golden/test-pipeline.yaml", &["--no-control-plane"]);
+    // `sink` only gets healthy dependencies if Compose honoured the health checks, and exits 0
+    // only if `processor:8088` answered by its id (TEST_CONNECT; setup failures exit 3).
+    let (code, log) = project.up("sink");
+    assert_eq!(code, Some(0), "docker-compose up failed:\n{log}");
+    // Creation order as Compose reports it: v1 prints `Creating NAME ...`, v2 `Container NAME
+    // Created`; Compose creates a dependent only once its inputs are healthy.
+    let order: Vec<&str> = log
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            l.strip_prefix("Creating ").or_else(|| {
+                l.strip_prefix("Container ")
+                    .filter(|r| r.ends_with("Created"))
+            })
+        })
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with(&project.name))
+        .collect();
+    let position = |id: &str| {
+        let name = format!("{}-{id}", project.name);
+        order
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("{name} was not created:\n{log}"))
+    };
+    assert!(position("source") < position("processor"), "{log}");
+    assert!(position("processor") < position("sink"), "{log}");
+
+    let down = project.down();
+    assert!(
+        down.status.success(),
+        "{}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert_eq!(project.containers_left(), "", "containers left behind");
+    assert_eq!(project.networks_left(), "", "networks left behind");
+}
