@@ -83,6 +83,7 @@ impl Profile {
 pub struct Config {
     pub out: PathBuf,
     pub start: u32,
+    /// Ledgers to write; rounded up to whole files.
     pub ledgers: u32,
     pub profile: Profile,
     pub seed: u64,
@@ -94,6 +95,9 @@ pub struct Config {
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
+    /// First and last ledger written (`--ledgers` is rounded up to whole files).
+    pub first: u32,
+    pub last: u32,
     pub stats: Stats,
     pub files: u64,
     pub compressed_bytes: u64,
@@ -118,9 +122,13 @@ pub fn generate(config: &Config) -> Result<Summary> {
             layout.ledgers_per_file
         );
     }
+    // galexie only writes whole files, and a reader may treat a missing ledger inside an
+    // existing file as an error rather than the live edge: round up to whole files.
+    let per_file = layout.ledgers_per_file;
+    let count = config.ledgers.div_ceil(per_file).saturating_mul(per_file);
     let end = config
         .start
-        .checked_add(config.ledgers - 1)
+        .checked_add(count - 1)
         .context("--start + --ledgers overflows a ledger sequence")?;
     fs::create_dir_all(&config.out)
         .with_context(|| format!("creating {}", config.out.display()))?;
@@ -140,6 +148,8 @@ pub fn generate(config: &Config) -> Result<Summary> {
         config.start,
     )?;
     let mut summary = Summary {
+        first: config.start,
+        last: end,
         stats: Stats::default(),
         files: 0,
         compressed_bytes: 0,

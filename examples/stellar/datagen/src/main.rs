@@ -19,7 +19,7 @@ struct Args {
     /// First ledger sequence (a multiple of --ledgers-per-file).
     #[arg(long)]
     start: u32,
-    /// Number of ledgers.
+    /// Number of ledgers (rounded up to whole files, as galexie writes them).
     #[arg(long)]
     ledgers: u32,
     /// `small` (a few dozen transactions per ledger) or `mainnet-like` (several hundred).
@@ -81,8 +81,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         "datalake-gen: {} ledgers ({}-{}) in {} files, {} bytes, {:.2}s\n  transactions: {} \
          ({} failed, {} soroban, {} refunds, {} fee bumps)\n  operations: {}\n  expected events: {}",
         s.ledgers,
-        config.start,
-        config.start + config.ledgers - 1,
+        summary.first,
+        summary.last,
         summary.files,
         summary.compressed_bytes,
         started.elapsed().as_secs_f64(),
