@@ -621,3 +621,46 @@ fn compose_output_starts_in_health_order_and_resolves_ids() {
     assert_eq!(project.containers_left(), "", "containers left behind");
     assert_eq!(project.networks_left(), "", "networks left behind");
 }
+
+#[test]
+fn control_plane_serves_alone_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = flowctl()
+        .args([
+            "control-plane",
+            "--listen",
+            "127.0.0.1:0",
+            "--expect",
+            "src=source",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("flowctl runs");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read");
+    assert!(
+        first.starts_with("flowctl control plane listening on 127.0.0.1:")
+            && first.contains("expecting src=source"),
+        "{first}"
+    );
+    // It really serves: the port accepts connections.
+    let address = first
+        .split_whitespace()
+        .nth(5)
+        .expect("an address")
+        .to_string();
+    std::net::TcpStream::connect(&address).expect("the control plane accepts connections");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let code = wait_with_patience(child);
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).expect("read");
+    assert_eq!(code, Some(0), "{rest}");
+    assert!(rest.contains("flowctl control plane stopped"), "{rest}");
+}
