@@ -488,7 +488,8 @@ bench_datapath() {
     row "$name" "$p" "$f" "$(ratio "$p" "$f")"
   done
   echo "   events per run: pipeline $(awk -F'\t' '$1 == "pipeline" { printf "%s ", $4 }' "$work/dp.tsv")| floor $(awk -F'\t' '$1 == "floor" { printf "%s ", $4 }' "$work/dp.tsv")"
-  echo "   (pipeline: consumer request to last event, containers already up; floor: process start to exit, JSON to /dev/null)"
+  echo "   (pipeline: consumer request to last event, containers already up, processor with one decoding"
+  echo "   thread per core; floor: one thread, process start to exit, JSON to /dev/null)"
 }
 
 # --- 4. flowctl's own cost -------------------------------------------------------------------
@@ -680,6 +681,7 @@ bench_soak() {
 
 echo "flowctl benchmarks"
 machine_info
+started=$(date +%s)
 case $section in
   all)
     bench_lifecycle
@@ -695,4 +697,4 @@ case $section in
 esac
 left=$("$DOCKER" ps -aq --filter label=io.flowctl.managed --filter "name=^$tag" | wc -l)
 echo
-echo "leftover containers of this run: $left"
+echo "leftover containers of this run: $left; took $(($(date +%s) - started)) s"
