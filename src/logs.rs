@@ -61,6 +61,7 @@ pub struct LogMux {
 
 #[derive(Debug)]
 struct Follower {
+    id: String,
     child: Child,
     readers: Vec<JoinHandle<()>>,
 }
@@ -113,12 +114,34 @@ impl LogMux {
                 Err(e) => log::warn!("cannot follow the logs of {container}: {e}"),
             }
         }
-        self.lock_followers().push(Follower { child, readers });
+        self.lock_followers().push(Follower {
+            id: id.to_string(),
+            child,
+            readers,
+        });
         Ok(())
     }
 
     fn lock_followers(&self) -> std::sync::MutexGuard<'_, Vec<Follower>> {
         self.followers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (at most `limit`) until the log stream of component `id` has ended, which it does
+    /// once its container stopped and everything it wrote was read: after that the engine's
+    /// log is complete (Podman may still be writing the last lines when `wait` returns).
+    pub fn wait_drained(&self, id: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            let running = self
+                .lock_followers()
+                .iter_mut()
+                .filter(|f| f.id == id)
+                .any(|f| matches!(f.child.try_wait(), Ok(None)));
+            if !running {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// After the containers are gone: lets followers print what is left (up to `grace`), then

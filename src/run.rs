@@ -867,6 +867,7 @@ fn exit_error(
         (None, Some(error)) => format!("could not be watched: {error}"),
         (None, None) => "stopped".to_string(),
     };
+    context.logs.wait_drained(id, Duration::from_secs(2));
     let logs = context
         .engine
         .logs_tail(&component.container_name, FAILURE_LOG_LINES)

@@ -55,8 +55,16 @@ fn main() -> ExitCode {
 }
 
 fn fail(message: &str) -> ExitCode {
-    eprintln!("flowctl-test-component: {message}");
+    say_err(&format!("flowctl-test-component: {message}"));
     ExitCode::from(EXIT_SETUP)
+}
+
+/// One line to stderr in a single write: `eprintln!` writes each piece of its format
+/// separately (stderr is unbuffered), and an engine's log driver may then record and replay
+/// the pieces as partial lines interleaved with stdout.
+fn say_err(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
 }
 
 fn var(key: &str) -> Option<String> {
@@ -218,7 +226,7 @@ async fn serve(env: ComponentEnv) -> ExitCode {
                 if code == 0 {
                     println!("{id}: done, exiting 0");
                 } else {
-                    eprintln!("{id}: failing on purpose with exit code {code}");
+                    say_err(&format!("{id}: failing on purpose with exit code {code}"));
                 }
                 return ExitCode::from(code);
             }
