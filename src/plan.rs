@@ -510,10 +510,21 @@ fn resolve(
                 volume.container_path
             ));
         }
+        if volume.container_path.split('/').any(|part| part == "..") {
+            problems.push(format!(
+                "{field}.container_path: `{}` must not contain `..`",
+                volume.container_path
+            ));
+        }
         let host_path = resolve_host_path(base_dir, &volume.host_path);
         if !volume.host_path.is_empty() && !host_path.exists() {
             problems.push(format!(
                 "{field}.host_path: `{}` does not exist",
+                host_path.display()
+            ));
+        } else if let Some(why) = refused_host_path(&host_path) {
+            problems.push(format!(
+                "{field}.host_path: `{}` {why}",
                 host_path.display()
             ));
         }
@@ -635,6 +646,27 @@ fn resolve_host_path(base_dir: &Path, host_path: &str) -> PathBuf {
             .map(|cwd| cwd.join(&joined))
             .unwrap_or(joined)
     })
+}
+
+/// Host paths no component may mount, whatever the file says: absolute and `..` paths are
+/// allowed (data lives where it lives), but not the whole host, the kernel's and devices' file
+/// systems, or a socket (the engine's socket would give the container control of the host).
+fn refused_host_path(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if path == Path::new("/") {
+        return Some("is the host's root folder; mount only the data the component needs");
+    }
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|system| path.starts_with(system))
+    {
+        return Some("is a kernel or device file system, which flowctl does not mount");
+    }
+    let is_socket = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    is_socket.then_some(
+        "is a socket (such as the container engine's), which would give the container control \
+         of a host service",
+    )
 }
 
 fn check_pinned_ports(components: &[ComponentPlan], errors: &mut Vec<String>) {

@@ -337,11 +337,62 @@ pub fn load(path: &Path) -> Result<PipelineFile, SpecError> {
     parse(&text, &origin.to_string())
 }
 
+/// Flow collections (`[`, `{`) nested deeper than this are refused before parsing: serde_yaml
+/// refuses more than 128 levels anyway, but only after its scanner has spent time quadratic in
+/// the depth (seconds for 40 KB of `[`, hours for 1 MiB).
+pub const MAX_FLOW_DEPTH: usize = 128;
+
 /// Parses pipeline text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<PipelineFile, SpecError> {
+    if let Some(line) = flow_too_deep(text) {
+        return Err(SpecError {
+            message: format!(
+                "{origin}: line {line}: `[` or `{{` nested more than {MAX_FLOW_DEPTH} levels deep"
+            ),
+        });
+    }
     serde_yaml::from_str(text).map_err(|e| SpecError {
         message: format!("{origin}: {}", explain(&e, text)),
     })
+}
+
+/// The line where flow collections first nest deeper than [`MAX_FLOW_DEPTH`], skipping quoted
+/// text and comments (a rough scan: it only has to be cheap and never count too many).
+fn flow_too_deep(text: &str) -> Option<usize> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<char> = None;
+    let mut previous = '\n';
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+        }
+        match (quote, c) {
+            (Some('"'), '\\') => {
+                chars.next();
+            }
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '"' | '\'') => quote = Some(c),
+            (None, '#') if previous.is_whitespace() => {
+                if chars.by_ref().any(|n| n == '\n') {
+                    line += 1;
+                }
+                previous = '\n';
+                continue;
+            }
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Some(line);
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            (None, _) => {}
+        }
+        previous = c;
+    }
+    None
 }
 
 /// serde_yaml's message, plus the component id for a `spec.sinks[2]` path and the nearest
@@ -383,6 +434,9 @@ fn name_component(message: &str, text: &str) -> Option<String> {
 fn suggest_key(message: &str) -> Option<String> {
     let start = message.find("unknown field `")? + "unknown field `".len();
     let unknown = &message[start..start + message[start..].find('`')?];
+    if unknown == "<<" {
+        return Some(" (YAML merge keys are not supported: write the fields out)".into());
+    }
     let expected = &message[message.find("expected")?..];
     let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
     nearest(unknown, &candidates).map(|best| format!(" (did you mean `{best}`?)"))
@@ -523,6 +577,24 @@ spec:
         assert!(parse_duration("s").is_err());
         assert_eq!(format_duration(Duration::from_secs(10)), "10s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_parsing() {
+        let deep = format!("a: {}", "[".repeat(40_000));
+        let err = parse(&deep, "d.yaml").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "d.yaml: line 1: `[` or `{` nested more than 128 levels deep"
+        );
+        // Brackets in quotes and comments do not count; 128 levels are left to serde_yaml.
+        let quoted = format!(
+            "a: '{0}'\nb: \"{0}\\\"\" # {0}\nc: {1}1{2}",
+            "[".repeat(200),
+            "[".repeat(128),
+            "]".repeat(128)
+        );
+        assert_eq!(flow_too_deep(&quoted), None);
     }
 
     #[test]
