@@ -352,11 +352,45 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
     wait_line(&rx, &mut child, "an event of ledger 998", event_of(998));
     publish_testnet_ledger(&lake, 999);
     wait_line(&rx, &mut child, "an event of ledger 999", event_of(999));
-    let logs = |component: &str| {
+    let logs_now = |component: &str| {
         let out = docker(&["logs", &format!("{project}-{component}")]);
         assert!(out.status.success(), "docker logs {component}");
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
     };
+    // The engine copies each container's output asynchronously, so a line another container
+    // already acted on may reach `docker logs` a moment later: poll until the expected lines
+    // are there (bounded), then check them.
+    let expected_lines: &[(&str, &[&str])] = &[
+        (
+            "stellar-live-source-datalake",
+            &[
+                "ledger 998 is not in the data lake yet",
+                "ledger 998 appeared in the data lake",
+                "ledger 999 appeared in the data lake",
+            ],
+        ),
+        (
+            "ttp-processor",
+            &["token transfer events for ledgers 997- (live)"],
+        ),
+        (
+            "consumer-app",
+            &[
+                "receiving token transfer events for ledgers 997- (live)",
+                "\"ledger_sequence\": 999",
+            ],
+        ),
+    ];
+    let began = Instant::now();
+    while began.elapsed() < Duration::from_secs(30)
+        && !expected_lines.iter().all(|(component, lines)| {
+            let logs = logs_now(component);
+            lines.iter().all(|line| logs.contains(line))
+        })
+    {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let logs = logs_now;
     let source = logs("stellar-live-source-datalake");
     for expected in [
         "ledger 998 is not in the data lake yet",
