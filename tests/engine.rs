@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use support::{docker, flowctl, line_index, Scratch, TEST_IMAGE};
+use support::{docker, flowctl, line_index, Scratch, Unmanaged};
 
 const LONG_RUNNING: &str = "
   sources:
@@ -350,8 +350,7 @@ fn missing_images_and_taken_names_are_refused_before_anything_is_created() {
 ",
     );
     // A container flowctl did not create holds the source's name.
-    let bystander = scratch.container("source");
-    docker(&["create", "--name", &bystander, TEST_IMAGE]);
+    let bystander = Unmanaged::create(&scratch.container("source"));
     let (status, _, stderr) = flowctl(
         &[
             "run",
@@ -363,10 +362,7 @@ fn missing_images_and_taken_names_are_refused_before_anything_is_created() {
         ],
         &[],
     );
-    let inspect = std::process::Command::new(support::docker_bin())
-        .args(["rm", "-f", &bystander])
-        .output();
-    assert!(inspect.is_ok());
+    let bystander = &bystander.name;
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains(
@@ -405,14 +401,21 @@ fn a_panic_in_flowctl_still_cleans_up() {
 fn gc_removes_a_killed_runs_leftovers_and_nothing_else() {
     let killed = Scratch::new("gckilled");
     let live = Scratch::new("gclive");
-    let bystander = format!("{}-bystander", killed.name);
-    docker(&["create", "--name", &bystander, TEST_IMAGE]);
+    let bystander = Unmanaged::create(&format!("{}-bystander", killed.name));
 
     let mut dead_run = killed.run(&killed.pipeline(LONG_RUNNING), &[], &[]);
     dead_run.wait_for("is up");
     let mut live_run = live.run(&live.pipeline(LONG_RUNNING), &[], &[]);
     live_run.wait_for("is up");
 
+    // Its reaper (which would remove the run by itself) dies first: gc is the fallback.
+    if let Some(reaper) = dead_run.reaper_pid() {
+        let killed_reaper = std::process::Command::new("kill")
+            .args(["-s", "KILL", &reaper.to_string()])
+            .status()
+            .expect("cannot run kill");
+        assert!(killed_reaper.success());
+    }
     dead_run.signal("KILL");
     assert_eq!(dead_run.wait().signal(), Some(9));
     assert_eq!(killed.leftovers().len(), 3, "kill -9 leaves the run behind");
@@ -430,12 +433,7 @@ fn gc_removes_a_killed_runs_leftovers_and_nothing_else() {
         stdout.contains("kept run") && stdout.contains(&live.name),
         "{stdout}"
     );
-    let survivor = docker(&["ps", "-a", "--filter", &format!("name=^{bystander}$"), "-q"]);
-    docker(&["rm", "-f", &bystander]);
-    assert!(
-        !survivor.trim().is_empty(),
-        "gc removed an unlabelled container"
-    );
+    assert!(bystander.exists(), "gc removed an unlabelled container");
 
     // gc is safe to repeat; --dry-run lists a live run only with --all, removing nothing.
     let (status, stdout, _) = flowctl(&["gc", "--all", "--dry-run"], &[]);

@@ -156,6 +156,39 @@ impl Drop for Scratch {
     }
 }
 
+/// A container the test creates without flowctl's labels; removed on drop, even when the test
+/// fails.
+pub struct Unmanaged {
+    pub name: String,
+}
+
+impl Unmanaged {
+    /// `create`s (does not start) a container of the test image named `name`.
+    pub fn create(name: &str) -> Unmanaged {
+        docker(&["create", "--name", name, TEST_IMAGE]);
+        Unmanaged {
+            name: name.to_string(),
+        }
+    }
+
+    /// Whether it still exists.
+    pub fn exists(&self) -> bool {
+        Command::new(docker_bin())
+            .args(["container", "inspect", &self.name])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Unmanaged {
+    fn drop(&mut self) {
+        let _ = Command::new(docker_bin())
+            .args(["rm", "-f", &self.name])
+            .output();
+    }
+}
+
 /// A running `flowctl`, its output collected line by line.
 pub struct Flowctl {
     pub pid: u32,
@@ -264,6 +297,15 @@ impl Flowctl {
     /// Everything flowctl wrote to stdout (the components' logs).
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// The pid of the run's reaper process, if flowctl started one (`reaper pid N ...`).
+    pub fn reaper_pid(&self) -> Option<u32> {
+        self.stderr()
+            .lines()
+            .find_map(|l| l.split("reaper pid ").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|pid| pid.parse().ok())
     }
 
     /// Both, for failure messages.
