@@ -28,6 +28,9 @@ use crate::spec::format_duration;
 use crate::status::{self, HostPorts, Notices, StatusView};
 use crate::verify;
 
+/// How long teardown waits for an exited component's log stream to be relayed completely.
+const LOG_DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// Published ports bind here only (issue 6: nothing reachable from other hosts by default).
 pub const PUBLISH_HOST_IP: &str = "127.0.0.1";
 /// Log lines shown with a failure.
@@ -172,6 +175,12 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome> {
 
     // Components stop heartbeating while they are stopped: that is no news.
     notices.stop();
+    // Relay all that an exited component wrote before its container, and so its log, is
+    // removed: `logs --follow` of a fast writer lags behind, and a sink's last lines are its
+    // results.
+    for exit in &events.snapshot().exits {
+        logs.wait_drained(&exit.component, LOG_DRAIN_LIMIT);
+    }
     guard.teardown();
     logs.finish(Duration::from_secs(2));
     match result {

@@ -446,7 +446,7 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
     assert_eq!(leftovers(&project), Vec::<String>::new());
 }
 
-/// A generated data lake (examples/stellar/datagen, `datalake-gen`): a few hundred ledgers, 64 per
+/// A generated data lake (examples/stellar/datagen, `datalake-gen`): 128 ledgers, 64 per
 /// file, through the three containers; the consumer prints exactly the events the generator
 /// computed on its own, in order.
 #[test]
@@ -476,7 +476,7 @@ fn generated_lake_through_three_containers_matches_the_generators_events() {
             ),
             ("start_ledger: 997", "start_ledger: 6400"),
             ("end_ledger: 998", "end_ledger: 6401"),
-            ("args: [\"997\", \"998\"]", "args: [\"6400\", \"6719\"]"),
+            ("args: [\"997\", \"998\"]", "args: [\"6400\", \"6527\"]"),
         ],
     );
     let lake = variant.dir.join("lake");
@@ -486,7 +486,10 @@ fn generated_lake_through_three_containers_matches_the_generators_events() {
             "--start",
             "6400",
             "--ledgers",
-            "320",
+            // 128 ledgers print about 9,000 events, under the 10 MB at which this machine's
+            // Docker rotates json-file logs: `logs --follow` across a rotation repeats lines
+            // (Docker 20.10), which flowctl can only relay (README, "What flowctl guarantees").
+            "128",
             "--ledgers-per-file",
             "64",
         ])
