@@ -3,6 +3,7 @@
 # the same run (medians of RUNS runs), because shared machines are noisy.
 #
 #   scripts/bench.sh [--quick] [all|lifecycle|scaling|datapath|cost]   (default: all, 5 runs)
+#                    (--quick: 3 runs, 20 s idle window; --once: 1 run, to try the script out)
 #   scripts/bench.sh soak [MINUTES]                                    (default: 10 minutes)
 #
 # Needs the release binaries and the flowctl/*:dev images (scripts/build-images.sh), docker and
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
       fi
       ;;
     -h | --help)
-      sed -n '2,20p' "$0"
+      sed -n '2,21p' "$0"
       exit 0
       ;;
     *)
