@@ -595,6 +595,12 @@ impl Engine {
             return Ok(());
         }
         let mut args = vec!["rm".to_string(), "--force".into(), "--volumes".into()];
+        if self.kind == EngineKind::Podman {
+            // Podman 4.3's `rm --force missing live` exits 0 and removes nothing; `--ignore`
+            // makes it skip the missing one and remove the rest (Docker has no such flag and
+            // removes the rest anyway).
+            args.push("--ignore".into());
+        }
         args.extend(containers.iter().cloned());
         self.ignore_missing(self.command(&args).run_checked(), containers)
     }
