@@ -1028,7 +1028,16 @@ mod tests {
         let plane = start(Duration::from_secs(10));
         let addr = plane.local_addr();
         plane.shutdown();
-        TcpListener::bind(addr).expect("port is free again after shutdown");
+        // Polled: under a parallel test run another test's port-0 bind may briefly hold the
+        // freed port (seen once on a loaded 2-core machine).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = TcpListener::bind(addr) {
+            assert!(
+                Instant::now() < deadline,
+                "port {addr} still taken after shutdown: {e}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]
