@@ -33,6 +33,16 @@ pub struct EngineError {
 }
 
 impl EngineError {
+    /// The CLI could not be started at all (missing binary, no permission, ...).
+    fn spawn_failed(command: String, error: &io::Error) -> EngineError {
+        EngineError {
+            command,
+            code: None,
+            stderr: error.to_string(),
+            spawn_error: Some(error.kind()),
+        }
+    }
+
     /// Whether the CLI said the container, network or image does not exist. Docker says
     /// "No such container", Podman "no such container" or "... not known"/"not found".
     pub fn is_not_found(&self) -> bool {
@@ -100,12 +110,7 @@ impl CommandExt for Command {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .map_err(|e| EngineError {
-                command: self.command_line(),
-                code: None,
-                stderr: e.to_string(),
-                spawn_error: Some(e.kind()),
-            })?;
+            .map_err(|e| EngineError::spawn_failed(self.command_line(), &e))?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).into_owned())
         } else {
@@ -532,12 +537,7 @@ impl Engine {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| EngineError {
-                command: command.command_line(),
-                code: None,
-                stderr: e.to_string(),
-                spawn_error: Some(e.kind()),
-            })
+            .map_err(|e| EngineError::spawn_failed(command.command_line(), &e))
     }
 
     /// The last `lines` lines `container` wrote (stdout and stderr interleaved by the engine).
@@ -547,11 +547,11 @@ impl Engine {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
-            .map_err(|e| EngineError {
-                command: format!("{} logs {container}", self.program.display()),
-                code: None,
-                stderr: e.to_string(),
-                spawn_error: Some(e.kind()),
+            .map_err(|e| {
+                EngineError::spawn_failed(
+                    format!("{} logs {container}", self.program.display()),
+                    &e,
+                )
             })?;
         // `logs` replays the container's stderr on its own stderr: both are the log.
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
