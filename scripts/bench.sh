@@ -481,6 +481,10 @@ bench_datapath() {
   txs=$(grep -o 'transactions: [0-9]*' "$gen_log" | cut -d' ' -f2)
   expected=$(grep 'expected events:' "$gen_log" | grep -o '=[0-9]*' | tr -d = | awk '{ s += $1 } END { print s }')
   write_example_pipeline "$pipeline" "$DP_LAST" "$lake" "$DP_FIRST" "$passphrase"
+  # The same with one decoding thread in the processor, no more parallel than the floor (whose
+  # reader thread decodes while its main thread extracts): what three processes and gRPC cost.
+  local pipeline1="$work/datapath-1.yaml"
+  sed 's/^\( *\)PORT: ":50051"$/&\n\1TTP_WORKERS: "1"/' "$pipeline" >"$pipeline1"
   echo "   lake: datalake-gen --profile mainnet-like, $DP_LEDGERS ledgers $DP_FIRST-$DP_LAST, $(awk -v t="$txs" -v l="$DP_LEDGERS" 'BEGIN { printf "%.0f", t / l }') txs/ledger ($txs), $expected events"
   echo "         $files files of 1 ledger (galexie's mainnet layout), $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') MiB zstd; generated once, not timed"
   : >"$work/dp.tsv"
@@ -504,6 +508,15 @@ bench_datapath() {
     printf 'pipeline\t%s\t%s\t%s\t%s\n' "$(summary_field "$log" ledgers_per_second)" \
       "$(summary_field "$log" events_per_second)" "$(summary_field "$log" events)" \
       "$(summary_field "$log" elapsed_seconds)" >>"$work/dp.tsv"
+
+    log="$work/dp1-$i.log"
+    flowctl_run_logged "$log" 0 --no-verify --project "${tag}d" "$pipeline1" || {
+      tail -20 "$log" >&2
+      return 1
+    }
+    printf 'pipeline1\t%s\t%s\t%s\t%s\n' "$(summary_field "$log" ledgers_per_second)" \
+      "$(summary_field "$log" events_per_second)" "$(summary_field "$log" events)" \
+      "$(summary_field "$log" elapsed_seconds)" >>"$work/dp.tsv"
   done
   local col name p f
   row "median of $RUNS" pipeline floor ratio
@@ -513,9 +526,13 @@ bench_datapath() {
     f=$(awk -F'\t' -v c="${col%%:*}" '$1 == "floor" { print $c }' "$work/dp.tsv" | median)
     row "$name" "$p" "$f" "$(ratio "$p" "$f")"
   done
-  echo "   events per run (expected $expected): pipeline $(awk -F'\t' '$1 == "pipeline" { printf "%s ", $4 }' "$work/dp.tsv")| floor $(awk -F'\t' '$1 == "floor" { printf "%s ", $4 }' "$work/dp.tsv")"
+  p=$(awk -F'\t' '$1 == "pipeline1" { print $2 }' "$work/dp.tsv" | median)
+  f=$(awk -F'\t' '$1 == "floor" { print $2 }' "$work/dp.tsv" | median)
+  row "ledgers/s, processor with 1 decoding thread" "$p" "$f" "$(ratio "$p" "$f")"
+  echo "   events per run (expected $expected): pipeline $(awk -F'\t' '$1 == "pipeline" { printf "%s ", $4 }' "$work/dp.tsv")| 1 thread $(awk -F'\t' '$1 == "pipeline1" { printf "%s ", $4 }' "$work/dp.tsv")| floor $(awk -F'\t' '$1 == "floor" { printf "%s ", $4 }' "$work/dp.tsv")"
   echo "   (pipeline: consumer request to last event, containers already up, processor with one decoding"
-  echo "   thread per core; floor: process start to exit, reading on a second thread, JSON to /dev/null)"
+  echo "   thread per core unless said; floor: process start to exit, reading and XDR-decoding on a"
+  echo "   second thread, JSON to /dev/null; the three are run in turn, RUNS times)"
   rm -rf "$lake"
 }
 
