@@ -48,7 +48,7 @@ while [ $# -gt 0 ]; do
       fi
       ;;
     -h | --help)
-      sed -n '2,21p' "$0"
+      sed -n '2,22p' "$0"
       exit 0
       ;;
     *)
