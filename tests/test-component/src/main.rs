@@ -4,6 +4,9 @@
 //! PID 1 no default signal handling), and is told by its environment how to misbehave:
 //!
 //! - `TEST_FAIL_AFTER_MS=T` (+ `TEST_EXIT_CODE=N`, default 1): exit with code N after T ms.
+//! - `TEST_FAIL_TIMES=N` with `TEST_RUN_COUNTER=FILE`: counts its runs in FILE (on a writable
+//!   volume, so the count survives a restart) and fails as `TEST_FAIL_AFTER_MS` says only in
+//!   the first N runs; later runs behave as if it were unset.
 //! - `TEST_EXIT_AFTER_MS=T`: exit 0 after T ms (a bounded sink).
 //! - `TEST_NEVER_HEALTHY=true`: report `unhealthy` forever.
 //! - `TEST_HEALTHY_AFTER_MS=T`: report `unhealthy` for the first T ms.
@@ -114,8 +117,23 @@ fn behaviour() -> Result<Behaviour, String> {
             .map_err(|_| format!("TEST_EXIT_CODE: {v:?} is not an exit code (0-255)"))?,
         None => 1,
     };
+    let mut fail_after = millis("TEST_FAIL_AFTER_MS")?.map(|d| (d, exit_code));
+    if let Some(times) = var("TEST_FAIL_TIMES") {
+        let times: u32 = times
+            .trim()
+            .parse()
+            .map_err(|_| format!("TEST_FAIL_TIMES: {times:?} is not a count"))?;
+        let counter = var("TEST_RUN_COUNTER").ok_or_else(|| {
+            "TEST_FAIL_TIMES needs TEST_RUN_COUNTER (a file on a writable volume)".to_string()
+        })?;
+        let runs_before = count_run(&counter)?;
+        println!("run {} (fails in the first {times})", runs_before + 1);
+        if runs_before >= times {
+            fail_after = None;
+        }
+    }
     Ok(Behaviour {
-        fail_after: millis("TEST_FAIL_AFTER_MS")?.map(|d| (d, exit_code)),
+        fail_after,
         exit_after: millis("TEST_EXIT_AFTER_MS")?,
         never_healthy: var("TEST_NEVER_HEALTHY").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         ignore_sigterm: var("TEST_IGNORE_SIGTERM").is_some_and(|v| v.eq_ignore_ascii_case("true")),
@@ -125,6 +143,21 @@ fn behaviour() -> Result<Behaviour, String> {
         no_register: var("TEST_NO_REGISTER").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         stop_heartbeat_after: millis("TEST_STOP_HEARTBEAT_AFTER_MS")?,
     })
+}
+
+/// Increments the run count in `path`; returns the count before this run.
+fn count_run(path: &str) -> Result<u32, String> {
+    let before = match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("TEST_RUN_COUNTER: {path} holds {text:?}, not a count"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(format!("TEST_RUN_COUNTER: cannot read {path}: {e}")),
+    };
+    std::fs::write(path, (before + 1).to_string())
+        .map_err(|e| format!("TEST_RUN_COUNTER: cannot write {path}: {e}"))?;
+    Ok(before)
 }
 
 async fn serve(env: ComponentEnv) -> ExitCode {
