@@ -2,6 +2,7 @@
 //! containers and the signal handler record here; start-up and supervision wait here, so a
 //! dying container or a Ctrl+C wakes them at once instead of after a poll interval.
 
+use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
     pub component: String,
+    /// Which container of the component: 0 for the first, n after its n-th restart.
+    pub attempt: u32,
     /// `None` when flowctl lost track of the container (`error` says why).
     pub code: Option<i64>,
     pub error: Option<String>,
@@ -21,14 +24,24 @@ pub struct EventState {
     pub version: u64,
     /// How many times SIGINT, SIGTERM or SIGHUP arrived.
     pub interrupts: u32,
-    /// In the order they happened.
+    /// In the order they happened, of every attempt.
     pub exits: Vec<Exit>,
+    /// Restarts so far per component (absent: never restarted).
+    pub restarts: BTreeMap<String, u32>,
 }
 
 impl EventState {
-    /// The exit of `component`, if it has exited.
+    /// The current attempt of `component`: how often it was restarted.
+    pub fn attempt_of(&self, component: &str) -> u32 {
+        self.restarts.get(component).copied().unwrap_or(0)
+    }
+
+    /// The exit of `component`'s current container, if it has exited.
     pub fn exit_of(&self, component: &str) -> Option<&Exit> {
-        self.exits.iter().find(|e| e.component == component)
+        let attempt = self.attempt_of(component);
+        self.exits
+            .iter()
+            .find(|e| e.component == component && e.attempt == attempt)
     }
 }
 
@@ -58,13 +71,24 @@ impl RunEvents {
         self.update(|s| s.interrupts += 1).interrupts
     }
 
-    /// Records a container exit (only the first per component counts).
+    /// Records a container exit (only the first per component and attempt counts).
     pub fn exited(&self, exit: Exit) {
         self.update(|s| {
-            if s.exit_of(&exit.component).is_none() {
+            let known = s
+                .exits
+                .iter()
+                .any(|e| e.component == exit.component && e.attempt == exit.attempt);
+            if !known {
                 s.exits.push(exit);
             }
         });
+    }
+
+    /// Records that `component` is being restarted; returns its new attempt number. From now
+    /// on [`EventState::exit_of`] reports the new container's exit only.
+    pub fn restarting(&self, component: &str) -> u32 {
+        self.update(|s| *s.restarts.entry(component.to_string()).or_default() += 1)
+            .attempt_of(component)
     }
 
     /// The current state.
@@ -97,6 +121,7 @@ mod tests {
         let handle = thread::spawn(move || {
             writer.exited(Exit {
                 component: "sink".into(),
+                attempt: 0,
                 code: Some(3),
                 error: None,
             })
@@ -107,5 +132,28 @@ mod tests {
         assert_eq!(state.exit_of("sink").and_then(|e| e.code), Some(3));
         assert_eq!(events.interrupt(), 1);
         assert_eq!(events.interrupt(), 2);
+    }
+
+    #[test]
+    fn a_restart_hides_the_old_exit_and_counts_only_the_new_one() {
+        let events = RunEvents::default();
+        let exit = |attempt, code| Exit {
+            component: "source".into(),
+            attempt,
+            code: Some(code),
+            error: None,
+        };
+        events.exited(exit(0, 9));
+        events.exited(exit(0, 1));
+        assert_eq!(events.snapshot().exit_of("source"), Some(&exit(0, 9)));
+        assert_eq!(events.restarting("source"), 1);
+        let state = events.snapshot();
+        assert_eq!(state.exit_of("source"), None);
+        assert_eq!(state.attempt_of("source"), 1);
+        assert_eq!(state.attempt_of("sink"), 0);
+        events.exited(exit(1, 0));
+        let state = events.snapshot();
+        assert_eq!(state.exit_of("source"), Some(&exit(1, 0)));
+        assert_eq!(state.exits.len(), 2);
     }
 }

@@ -14,6 +14,10 @@ use crate::spec::{self, ComponentSpec, PipelineFile};
 pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default SIGTERM-to-SIGKILL grace period.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+/// Restarts allowed by a bare `restart: on-failure`.
+pub const DEFAULT_MAX_RESTARTS: u32 = 3;
+/// The most restarts `on-failure:N` may ask for.
+const MAX_RESTARTS_LIMIT: u32 = 100;
 /// The network's name without `--project`.
 pub const DEFAULT_NETWORK: &str = "flowctl-bridge";
 /// The gRPC services flowctl can verify (`grpc.service`).
@@ -21,6 +25,58 @@ pub const GRPC_SERVICES: &[&str] = &[
     "raw_ledger_service.RawLedgerService",
     "token_transfer_service.EventService",
 ];
+
+/// What flowctl does when a component's container exits non-zero (`restart:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// The run fails (the default).
+    #[default]
+    Never,
+    /// A fresh container from the same spec, at most `max` times in the run.
+    OnFailure { max: u32 },
+}
+
+impl RestartPolicy {
+    /// Parses `no`, `on-failure` or `on-failure:N`; the error is the field's problem.
+    fn parse(text: &str) -> Result<RestartPolicy, String> {
+        let expected = "must be `no`, `on-failure` or `on-failure:N`";
+        match text.split_once(':') {
+            None if text == "no" => Ok(RestartPolicy::Never),
+            None if text == "on-failure" => Ok(RestartPolicy::OnFailure {
+                max: DEFAULT_MAX_RESTARTS,
+            }),
+            None if text == "always" || text == "unless-stopped" => Err(format!(
+                "`{text}` is not supported: a pipeline ends when its sinks finish; {expected}"
+            )),
+            Some(("on-failure", count)) => match count.parse::<u32>() {
+                Ok(max) if (1..=MAX_RESTARTS_LIMIT).contains(&max) => {
+                    Ok(RestartPolicy::OnFailure { max })
+                }
+                _ => Err(format!(
+                    "`{text}`: N must be a whole number from 1 to {MAX_RESTARTS_LIMIT}"
+                )),
+            },
+            _ => Err(format!("`{text}` {expected}")),
+        }
+    }
+
+    /// How many restarts are allowed in a run.
+    pub fn max_restarts(self) -> u32 {
+        match self {
+            RestartPolicy::Never => 0,
+            RestartPolicy::OnFailure { max } => max,
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestartPolicy::Never => f.write_str("no"),
+            RestartPolicy::OnFailure { max } => write!(f, "on-failure:{max}"),
+        }
+    }
+}
 
 /// What a component is in the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +172,7 @@ pub struct ComponentPlan {
     pub volumes: Vec<VolumeMount>,
     pub register: bool,
     pub grpc: Option<GrpcPlan>,
+    pub restart: RestartPolicy,
 }
 
 /// A validated pipeline, ready to run.
@@ -363,10 +420,23 @@ fn resolve(
         problems.push(format!("image: `{image}` is not an image reference"));
     }
     for field in spec.unsupported_fields() {
+        let hint = if field == "restart_policy" {
+            " (`restart: on-failure:N` restarts a failing component)"
+        } else {
+            ""
+        };
         problems.push(format!(
-            "{field}: is an upstream flowctl field this flowctl does not support"
+            "{field}: is an upstream flowctl field this flowctl does not support{hint}"
         ));
     }
+    let restart = match spec.restart.as_deref().map(RestartPolicy::parse) {
+        None => RestartPolicy::Never,
+        Some(Ok(policy)) => policy,
+        Some(Err(problem)) => {
+            problems.push(format!("restart: {problem}"));
+            RestartPolicy::Never
+        }
+    };
     if let Some(replicas) = spec.replicas {
         if replicas != 1 {
             problems.push(format!(
@@ -573,6 +643,7 @@ fn resolve(
         volumes,
         register: spec.register,
         grpc,
+        restart,
     }
 }
 
@@ -843,6 +914,49 @@ mod tests {
             "component `bad id`: ports: hostPort 9000 is also pinned by component `src`",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn restart_policies_parse_and_bad_ones_are_named() {
+        let parsed = plan(&pipeline(
+            "
+  sources:
+    - {id: a, image: img, restart: on-failure:5}
+    - {id: b, image: img, restart: on-failure}
+    - {id: c, image: img, restart: 'no'}
+    - {id: d, image: img}
+",
+        ))
+        .unwrap();
+        let policy = |id| parsed.component(id).unwrap().restart;
+        assert_eq!(policy("a"), RestartPolicy::OnFailure { max: 5 });
+        assert_eq!(policy("b").max_restarts(), DEFAULT_MAX_RESTARTS);
+        assert_eq!(policy("c"), RestartPolicy::Never);
+        assert_eq!(policy("d"), RestartPolicy::Never);
+        assert_eq!(policy("a").to_string(), "on-failure:5");
+
+        let err = plan(&pipeline(
+            "
+  sources:
+    - {id: a, image: img, restart: always}
+    - {id: b, image: img, restart: on-failure:0}
+    - {id: c, image: img, restart: on-failure:lots}
+    - {id: d, image: img, restart: sometimes}
+    - {id: e, image: img, restart_policy: {condition: on-failure}}
+",
+        ))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "component `a`: restart: `always` is not supported",
+            "component `b`: restart: `on-failure:0`: N must be a whole number from 1 to 100",
+            "component `c`: restart: `on-failure:lots`: N must be",
+            "component `d`: restart: `sometimes` must be `no`, `on-failure` or `on-failure:N`",
+            "component `e`: restart_policy: is an upstream flowctl field this flowctl does not \
+             support (`restart: on-failure:N`",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }
     }
 

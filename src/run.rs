@@ -178,8 +178,12 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome> {
     // Relay all that an exited component wrote before its container, and so its log, is
     // removed: `logs --follow` of a fast writer lags behind, and a sink's last lines are its
     // results.
-    for exit in &events.snapshot().exits {
-        logs.wait_drained(&exit.component, LOG_DRAIN_LIMIT);
+    // Only current containers: a restarted component's new container may still be running.
+    let state = events.snapshot();
+    for component in &plan.components {
+        if state.exit_of(&component.id).is_some() {
+            logs.wait_drained(&component.id, LOG_DRAIN_LIMIT);
+        }
     }
     guard.teardown();
     logs.finish(Duration::from_secs(2));
@@ -618,8 +622,54 @@ fn container_spec(
     }
 }
 
-/// Runs one component's container and waits until it is ready.
+/// Runs one component's container and waits until it is ready; a container that exits
+/// non-zero meanwhile is replaced as its `restart` policy allows.
 fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<()> {
+    loop {
+        let attempt = context.events.snapshot().attempt_of(&component.id);
+        let error = match start_container(context, component, attempt) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        match error.downcast_ref::<ExitError>() {
+            Some(exited) if may_restart(context, component) => {
+                restart(context, component, exited)?;
+            }
+            _ => return Err(error),
+        }
+    }
+}
+
+/// Whether `component`'s policy allows another restart in this run.
+fn may_restart(context: &StartContext, component: &ComponentPlan) -> bool {
+    context.events.snapshot().attempt_of(&component.id) < component.restart.max_restarts()
+}
+
+/// Says why and which restart this is, removes the stopped container and moves the
+/// component's events to the next attempt; the caller starts the new container.
+fn restart(context: &StartContext, component: &ComponentPlan, exited: &ExitError) -> Result<()> {
+    let id = &component.id;
+    let attempt = context.events.snapshot().attempt_of(id) + 1;
+    context.console.warn(format!(
+        "component `{id}` {} {}; restarting it (restart {attempt} of {}, restart: {})",
+        exited.what,
+        exited.when,
+        component.restart.max_restarts(),
+        component.restart
+    ));
+    check_interrupted(context)?;
+    // Relay the rest of what the old container wrote before it is removed.
+    context.logs.wait_drained(id, Duration::from_secs(2));
+    context
+        .engine
+        .remove_containers(std::slice::from_ref(&component.container_name))
+        .with_context(|| format!("component `{id}`: cannot remove its stopped container"))?;
+    context.events.restarting(id);
+    Ok(())
+}
+
+/// Runs container number `attempt` of `component` and waits until it is ready.
+fn start_container(context: &StartContext, component: &ComponentPlan, attempt: u32) -> Result<()> {
     check_interrupted(context)?;
     let id = &component.id;
     let started = Instant::now();
@@ -666,11 +716,13 @@ fn start_component(context: &StartContext, component: &ComponentPlan) -> Result<
             let exit = match watcher_engine.wait(&container) {
                 Ok(code) => Exit {
                     component: component_id,
+                    attempt,
                     code: Some(code),
                     error: None,
                 },
                 Err(e) => Exit {
                     component: component_id,
+                    attempt,
                     code: None,
                     error: Some(e.to_string()),
                 },
@@ -795,13 +847,14 @@ fn exited_early(context: &StartContext, component: &ComponentPlan) -> Option<Res
     }
     let exit = Exit {
         component: component.id.clone(),
+        attempt: context.events.snapshot().attempt_of(&component.id),
         code: Some(info.state.exit_code),
         error: None,
     };
     Some(if exit.code == Some(0) {
         Ok(())
     } else {
-        Err(exit_error(context, component, &exit, "while starting"))
+        Err(exit_error(context, component, &exit, "while starting").into())
     })
 }
 
@@ -831,7 +884,7 @@ fn wait_ready(context: &StartContext, check: &ReadinessCheck) -> Result<Readines
             if exit.code == Some(0) {
                 return Ok(Readiness::Finished);
             }
-            return Err(exit_error(context, component, exit, "while starting"));
+            return Err(exit_error(context, component, exit, "while starting").into());
         }
         let why_not = match check.check() {
             Ok(()) => return Ok(Readiness::Ready),
@@ -854,13 +907,40 @@ fn wait_ready(context: &StartContext, check: &ReadinessCheck) -> Result<Readines
     }
 }
 
+/// A component's container stopped with a failure: what happened (its exit code or OOM kill),
+/// when, and its last log lines.
+#[derive(Debug)]
+struct ExitError {
+    id: String,
+    /// E.g. "exited with code 9".
+    what: String,
+    /// E.g. "while running".
+    when: &'static str,
+    logs: String,
+}
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "component `{}` {} {}\nlast log lines:\n{}",
+            self.id,
+            self.what,
+            self.when,
+            last_lines(&self.logs, FAILURE_LOG_LINES, &self.id)
+        )
+    }
+}
+
+impl std::error::Error for ExitError {}
+
 /// The error for a component that stopped: its exit code (or OOM kill) and last log lines.
 fn exit_error(
     context: &StartContext,
     component: &ComponentPlan,
     exit: &Exit,
-    when: &str,
-) -> anyhow::Error {
+    when: &'static str,
+) -> ExitError {
     let id = &component.id;
     let oom = context
         .engine
@@ -881,10 +961,12 @@ fn exit_error(
         .engine
         .logs_tail(&component.container_name, FAILURE_LOG_LINES)
         .unwrap_or_default();
-    anyhow!(
-        "component `{id}` {what} {when}\nlast log lines:\n{}",
-        last_lines(&logs, FAILURE_LOG_LINES, id)
-    )
+    ExitError {
+        id: id.clone(),
+        what,
+        when,
+        logs,
+    }
 }
 
 /// Waits until every sink has exited 0 (or, without sinks, every component), a signal, or a
@@ -907,8 +989,17 @@ fn supervise(context: &StartContext) -> Result<RunOutcome> {
             let Some(component) = plan.component(&exit.component) else {
                 continue;
             };
+            if exit.attempt != state.attempt_of(&component.id) {
+                continue; // a replaced container
+            }
             if exit.code != Some(0) {
-                return Err(exit_error(context, component, exit, "while running"));
+                let error = exit_error(context, component, exit, "while running");
+                if !may_restart(context, component) {
+                    return Err(error.into());
+                }
+                restart(context, component, &error)?;
+                start_component(context, component)?;
+                continue;
             }
             context
                 .console

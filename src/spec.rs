@@ -108,6 +108,10 @@ pub struct ComponentSpec {
     /// A gRPC service flowctl verifies really streams.
     #[serde(default)]
     pub grpc: Option<GrpcSpec>,
+    /// What to do when the container exits non-zero: `no` (default), `on-failure` or
+    /// `on-failure:N` (at most N restarts).
+    #[serde(default)]
+    pub restart: Option<String>,
     /// Upstream fields, accepted for compatibility (informational).
     #[serde(default)]
     pub input_event_types: Vec<String>,

@@ -6,12 +6,14 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{docker_bin, flowctl, Flowctl, Scratch};
+use support::{flowctl, Flowctl, Scratch};
 
 const LONG_RUNNING: &str = "
   sources:
@@ -28,8 +30,6 @@ const LONG_RUNNING: &str = "
 /// How long the reaper may take, as a failure bound (issue 6 asks for about 15 s; the engine
 /// stopping containers under load can take longer). Not a measurement.
 const REAP_BOUND: Duration = Duration::from_secs(30);
-/// Set in the Podman re-run so it does not recurse.
-const RERUN_ENV: &str = "FLOWCTL_RELIABILITY_RERUN";
 
 /// The pid flowctl reported for its reaper.
 fn reaper_pid(run: &mut Flowctl) -> u32 {
@@ -196,41 +196,92 @@ fn a_component_failing_mid_run_is_named_with_its_exit_code_and_leaves_nothing() 
     assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }
 
-/// Runs every other test of this file again with `FLOWCTL_DOCKER_BIN=podman`, unless this run
-/// already uses Podman. Without Podman installed it says so loudly and passes.
+/// A pipeline whose source fails with code 7 a second after it is healthy, in its first
+/// `fail_times` runs (counted in a file on a writable volume, since every restart is a fresh
+/// container), under `restart`.
+fn failing_source(scratch: &Scratch, restart: &str, fail_times: u32) -> PathBuf {
+    let state = scratch.dir.join("state");
+    fs::create_dir_all(&state).unwrap();
+    // The image runs as nobody.
+    fs::set_permissions(&state, fs::Permissions::from_mode(0o777)).unwrap();
+    scratch.pipeline(&format!(
+        "
+  sources:
+    - id: source
+      image: flowctl/test-component:dev
+      health_port: 8088
+      restart: {restart}
+      env:
+        TEST_FAIL_AFTER_MS: 1000
+        TEST_EXIT_CODE: 7
+        TEST_FAIL_TIMES: {fail_times}
+        TEST_RUN_COUNTER: /state/runs
+      volumes:
+        - {{host_path: {}, container_path: /state, readonly: false}}
+  sinks:
+    - id: sink
+      image: flowctl/test-component:dev
+      inputs: [source]
+      health_port: 8088
+",
+        state.display()
+    ))
+}
+
+#[test]
+fn on_failure_restarts_a_failing_component_and_says_so() {
+    let scratch = Scratch::new("rrestart");
+    let pipeline = failing_source(&scratch, "on-failure:2", 2);
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    run.wait_for("is up");
+    run.wait_for(
+        "component `source` exited with code 7 while running; restarting it (restart 1 of 2",
+    );
+    run.wait_for("source healthy");
+    run.wait_for("restarting it (restart 2 of 2, restart: on-failure:2)");
+    run.wait_for("source healthy");
+    // The third container runs on; the rest of the pipeline was never stopped.
+    let counter = scratch.dir.join("state/runs");
+    assert_eq!(fs::read_to_string(&counter).unwrap(), "3");
+    run.signal("TERM");
+    assert_eq!(run.wait().code(), Some(130), "{}", run.output());
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+    assert!(!run.stderr().contains("`sink` exited"), "{}", run.output());
+}
+
+#[test]
+fn a_component_out_of_restarts_fails_the_run_and_leaves_nothing() {
+    let scratch = Scratch::new("rrestartmax");
+    let pipeline = failing_source(&scratch, "on-failure:1", 5);
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    let status = run.wait();
+    let stderr = run.stderr();
+    assert_eq!(status.code(), Some(1), "{}", run.output());
+    assert!(stderr.contains("(restart 1 of 1, "), "{stderr}");
+    assert!(!stderr.contains("restart 2 of"), "{stderr}");
+    assert!(
+        stderr.contains("component `source` exited with code 7"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("failing on purpose"), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(scratch.dir.join("state/runs")).unwrap(),
+        "2"
+    );
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+/// Runs every other test of this file again with `FLOWCTL_DOCKER_BIN=podman`.
 #[test]
 fn podman_passes_the_same_scenarios() {
-    if std::env::var_os(RERUN_ENV).is_some() || docker_bin().contains("podman") {
-        return;
-    }
-    let present = Command::new("podman")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present {
-        eprintln!(
-            "\n!!! SKIPPED: podman is not installed; the reliability scenarios ran under Docker \
-             only (.ci/install-podman.sh installs it) !!!\n"
-        );
-        return;
-    }
-    let output = Command::new(std::env::current_exe().expect("the test binary"))
-        .args([
+    support::rerun_under_podman(
+        "the reliability scenarios",
+        &[
             "--skip",
             "podman_passes_the_same_scenarios",
             "--test-threads",
             "2",
-        ])
-        .env("FLOWCTL_DOCKER_BIN", "podman")
-        .env(RERUN_ENV, "1")
-        .output()
-        .expect("cannot re-run the tests under podman");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "under podman:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
+        7,
     );
-    // The re-run must have run the scenarios, not filtered them all away.
-    assert!(stdout.contains("test result: ok. 5 passed"), "{stdout}");
 }

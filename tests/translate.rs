@@ -175,6 +175,8 @@ fn compose_output_maps_flowctl_semantics() {
     );
     assert!(services["sink"].get("healthcheck").is_none());
     assert_eq!(services["processor"]["stop_grace_period"], "3s");
+    assert_eq!(services["processor"]["restart"], "on-failure:2");
+    assert!(source.get("restart").is_none());
     assert_eq!(
         services["flowctl-control-plane"]["image"],
         "flowctl/flowctl:dev"

@@ -19,7 +19,7 @@ use super::{
     component_env, control_plane_args, flowctl_labels, healthcheck_command, map, n, render, s,
     sinks, strings, OutputFile, TranslateOptions, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE,
 };
-use crate::plan::{ComponentPlan, RunPlan};
+use crate::plan::{ComponentPlan, RestartPolicy, RunPlan};
 use crate::run::PUBLISH_HOST_IP;
 use crate::spec::format_duration;
 
@@ -169,6 +169,10 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
     }
     if !depends_on.is_empty() {
         put("depends_on", Value::Mapping(depends_on));
+    }
+    if component.restart != RestartPolicy::Never {
+        // The same policy, enforced by the engine instead of flowctl.
+        put("restart", s(component.restart.to_string()));
     }
     // Docker's stop timeout is whole seconds (a fraction fails `docker-compose up`): round up.
     let grace = component.stop_grace.as_secs() + u64::from(component.stop_grace.subsec_nanos() > 0);

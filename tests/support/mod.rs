@@ -24,6 +24,46 @@ pub fn docker_bin() -> String {
     std::env::var("FLOWCTL_DOCKER_BIN").unwrap_or_else(|_| "docker".into())
 }
 
+/// Set in a Podman re-run so it does not recurse.
+const PODMAN_RERUN_ENV: &str = "FLOWCTL_PODMAN_RERUN";
+
+/// Runs `tests` of the calling test binary again with `FLOWCTL_DOCKER_BIN=podman` and checks
+/// that `passed` tests passed. Does nothing inside such a re-run or when this run already
+/// uses Podman; without Podman installed it says so loudly and passes (`.ci/run` installs it).
+pub fn rerun_under_podman(what: &str, args: &[&str], passed: usize) {
+    if std::env::var_os(PODMAN_RERUN_ENV).is_some() || docker_bin().contains("podman") {
+        return;
+    }
+    let present = Command::new("podman")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        eprintln!(
+            "\n!!! SKIPPED: podman is not installed; {what} ran under Docker only \
+             (.ci/install-podman.sh installs it) !!!\n"
+        );
+        return;
+    }
+    let output = Command::new(std::env::current_exe().expect("the test binary"))
+        .args(args)
+        .env("FLOWCTL_DOCKER_BIN", "podman")
+        .env(PODMAN_RERUN_ENV, "1")
+        .output()
+        .expect("cannot re-run the tests under podman");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{what} under podman:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The re-run must have run the tests, not filtered them all away.
+    assert!(
+        stdout.contains(&format!("test result: ok. {passed} passed")),
+        "{stdout}"
+    );
+}
+
 /// Runs the container CLI for test set-up and checks; returns stdout.
 pub fn docker(args: &[&str]) -> String {
     let output = Command::new(docker_bin())
