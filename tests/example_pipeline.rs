@@ -1,7 +1,11 @@
 //! End to end: `flowctl run examples/ttp-pipeline.yaml` with the real images
 //! (`scripts/build-images.sh`) on the real ledgers in `examples/ledgers/`, through the real
-//! Docker engine. Each test uses its own `--project`, so container and network names are unique,
-//! and checks that nothing of its run is left behind.
+//! container engine (`FLOWCTL_DOCKER_BIN`, default `docker`; the upstream-events test runs again
+//! under Podman, see [`podman_runs_the_example_end_to_end`]). Each test uses its own
+//! `--project`, so container and network names are unique, and checks that nothing of its run
+//! is left behind.
+
+mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -10,6 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+use support::docker_bin;
 
 const FLOWCTL: &str = env!("CARGO_BIN_EXE_flowctl");
 const IMAGES: [&str; 3] = [
@@ -29,10 +35,10 @@ fn example() -> PathBuf {
 }
 
 fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
+    Command::new(docker_bin())
         .args(args)
         .output()
-        .expect("the docker CLI runs")
+        .expect("the container CLI runs")
 }
 
 fn require_images() {
@@ -40,7 +46,9 @@ fn require_images() {
         let out = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
         assert!(
             out.status.success(),
-            "image {image} is missing: build it with scripts/build-images.sh"
+            "image {image} is missing: build it with scripts/build-images.sh \
+             (FLOWCTL_DOCKER_BIN={} for this engine)",
+            docker_bin()
         );
     }
 }
@@ -52,16 +60,9 @@ fn project(test: &str) -> String {
 
 /// Containers and networks of `project` that still exist.
 fn leftovers(project: &str) -> Vec<String> {
-    let prefix = format!("name=^{project}-");
-    let containers = docker(&["ps", "-a", "--filter", &prefix, "--format", "{{.Names}}"]);
-    let networks = docker(&[
-        "network",
-        "ls",
-        "--filter",
-        &prefix,
-        "--format",
-        "{{.Name}}",
-    ]);
+    let label = format!("label=io.flowctl.project={project}");
+    let containers = docker(&["ps", "-a", "--filter", &label, "--format", "{{.Names}}"]);
+    let networks = docker(&["network", "ls", "--filter", &label, "--format", "{{.Name}}"]);
     String::from_utf8_lossy(&containers.stdout)
         .lines()
         .chain(String::from_utf8_lossy(&networks.stdout).lines())
@@ -208,6 +209,20 @@ fn testnet_997_998_through_three_containers_matches_upstream_exactly() {
     assert_eq!(summary["outcome"], "completed");
     assert_eq!(summary["events"], expected.lines().count());
     assert_eq!(leftovers(&project), Vec::<String>::new());
+}
+
+/// The upstream-events test again with `FLOWCTL_DOCKER_BIN=podman` (Podman's own copies of the
+/// images: `FLOWCTL_DOCKER_BIN=podman scripts/build-images.sh`).
+#[test]
+fn podman_runs_the_example_end_to_end() {
+    support::rerun_under_podman(
+        "the example pipeline",
+        &[
+            "testnet_997_998_through_three_containers_matches_upstream_exactly",
+            "--exact",
+        ],
+        1,
+    );
 }
 
 #[test]
