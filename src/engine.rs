@@ -145,7 +145,16 @@ pub enum EngineKind {
     Podman,
 }
 
-/// A container to start with `run -d`.
+/// What `version` said.
+#[derive(Debug, Clone)]
+pub struct EngineVersion {
+    /// The first `Version:` line.
+    pub line: String,
+    /// The CLI is Podman (also when installed as `docker`).
+    pub podman: bool,
+}
+
+/// A container to create (and then start).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSpec {
     pub name: String,
@@ -262,15 +271,30 @@ impl Engine {
     /// Checks that the CLI runs and its daemon answers; returns the engine's version line.
     /// `docker version` exits non-zero when the daemon is unreachable.
     pub fn check_available(&mut self) -> Result<String, EngineError> {
+        let version = self.version()?;
+        self.adopt(&version);
+        Ok(version.line)
+    }
+
+    /// `version`, without taking the answer into account: [`Engine::adopt`] does (so it can
+    /// run alongside other calls).
+    pub fn version(&self) -> Result<EngineVersion, EngineError> {
         let out = self.command(["version"]).capture()?;
-        if out.to_ascii_lowercase().contains("podman") {
+        Ok(EngineVersion {
+            podman: out.to_ascii_lowercase().contains("podman"),
+            line: out
+                .lines()
+                .find(|line| line.trim_start().starts_with("Version"))
+                .map(|line| line.trim().to_string())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Speaks the dialect `version` found (a `docker` that is Podman).
+    pub fn adopt(&mut self, version: &EngineVersion) {
+        if version.podman {
             self.kind = EngineKind::Podman;
         }
-        Ok(out
-            .lines()
-            .find(|line| line.trim_start().starts_with("Version"))
-            .map(|line| line.trim().to_string())
-            .unwrap_or_default())
     }
 
     /// Whether `image` is present locally (flowctl never pulls).
@@ -335,9 +359,9 @@ impl Engine {
             })
     }
 
-    /// The argument vector of `run -d` for `spec` (without the program).
-    pub fn run_args(&self, spec: &ContainerSpec) -> Vec<String> {
-        let mut args: Vec<String> = vec!["run".into(), "--detach".into()];
+    /// The argument vector of `create` for `spec` (without the program).
+    pub fn create_args(&self, spec: &ContainerSpec) -> Vec<String> {
+        let mut args: Vec<String> = vec!["create".into()];
         args.extend(["--name".into(), spec.name.clone()]);
         args.extend(["--network".into(), spec.network.clone()]);
         for alias in &spec.aliases {
@@ -383,38 +407,31 @@ impl Engine {
         args
     }
 
-    /// Starts a container in the background; returns its id.
-    pub fn run_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
+    /// Creates a container (not started); returns its id.
+    pub fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
         Ok(self
-            .command(self.run_args(spec))
+            .command(self.create_args(spec))
             .capture()?
             .trim()
             .to_string())
     }
 
-    /// The host port that `container_port/protocol` of `container` is published on.
-    pub fn published_port(
+    /// Starts a created container in the background.
+    pub fn start_container(&self, container: &str) -> Result<(), EngineError> {
+        self.command(["start".to_string(), container.to_string()])
+            .run_checked()
+    }
+
+    /// The host ports `container` is published on, by `(container port, protocol)`: one CLI
+    /// call for all of them. Empty once the container has stopped.
+    pub fn published_ports(
         &self,
         container: &str,
-        container_port: u16,
-        protocol: &str,
-    ) -> Result<u16, EngineError> {
-        let mut command = self.command([
-            "port".to_string(),
-            container.to_string(),
-            format!("{container_port}/{protocol}"),
-        ]);
-        let out = command.capture()?;
-        // One line per binding, e.g. `127.0.0.1:49153`.
-        out.lines()
-            .filter_map(|line| line.trim().rsplit_once(':'))
-            .find_map(|(_, port)| port.parse().ok())
-            .ok_or_else(|| EngineError {
-                command: command.command_line(),
-                code: Some(0),
-                stderr: format!("no host port in the output {out:?}"),
-                spawn_error: None,
-            })
+    ) -> Result<BTreeMap<(u16, String), u16>, EngineError> {
+        let out = self
+            .command(["port".to_string(), container.to_string()])
+            .capture()?;
+        Ok(parse_port_lines(&out))
     }
 
     /// Inspects containers by name or id. Missing ones are left out.
@@ -647,6 +664,27 @@ fn is_not_found_line(line: &str) -> bool {
         || line.contains("not found")
 }
 
+/// Parses `docker port CONTAINER` (Docker and Podman print the same): one line per binding,
+/// e.g. `8088/tcp -> 127.0.0.1:49153` (and `8088/tcp -> [::1]:49153`); the first wins.
+fn parse_port_lines(out: &str) -> BTreeMap<(u16, String), u16> {
+    let mut ports = BTreeMap::new();
+    for line in out.lines() {
+        let Some((inside, outside)) = line.split_once("->") else {
+            continue;
+        };
+        let Some((port, protocol)) = inside.trim().split_once('/') else {
+            continue;
+        };
+        let host_port = outside.trim().rsplit_once(':').map(|(_, p)| p.parse());
+        if let (Ok(port), Some(Ok(host_port))) = (port.parse(), host_port) {
+            ports
+                .entry((port, protocol.to_string()))
+                .or_insert(host_port);
+        }
+    }
+    ports
+}
+
 fn lines(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim)
@@ -811,11 +849,10 @@ mod tests {
     }
 
     #[test]
-    fn run_arguments_are_a_vector_with_every_setting() {
-        let args = Engine::new("docker").run_args(&spec());
+    fn create_arguments_are_a_vector_with_every_setting() {
+        let args = Engine::new("docker").create_args(&spec());
         let expected = [
-            "run",
-            "--detach",
+            "create",
             "--name",
             "p-source",
             "--network",
@@ -846,7 +883,7 @@ mod tests {
         let mut spec = spec();
         spec.image = "img; rm -rf / #".into();
         spec.args = vec!["$(reboot)".into(), "a b".into()];
-        let args = Engine::new("docker").run_args(&spec);
+        let args = Engine::new("docker").create_args(&spec);
         assert!(args.contains(&"img; rm -rf / #".to_string()));
         assert_eq!(args.last().map(String::as_str), Some("a b"));
         let command = Engine::new("docker").command(&args);
@@ -929,14 +966,18 @@ mod tests {
         let fake = FakeCli::new(
             "port",
             r#"case "$1" in
-  port) echo '127.0.0.1:49153'; echo '[::1]:49153' ;;
+  port) echo '8088/tcp -> 127.0.0.1:49153'; echo '8088/tcp -> [::1]:49154'
+        echo '9000/udp -> 127.0.0.1:32768' ;;
   network) echo '[{"name":"n","subnets":[{"subnet":"10.89.0.0/24","gateway":"10.89.0.1"}]}]' ;;
 esac"#,
         );
         let engine = fake.engine();
-        assert_eq!(engine.published_port("c", 8088, "tcp").unwrap(), 49153);
+        let ports = engine.published_ports("c").unwrap();
+        assert_eq!(ports[&(8088, "tcp".to_string())], 49153);
+        assert_eq!(ports[&(9000, "udp".to_string())], 32768);
+        assert_eq!(ports.len(), 2);
         assert_eq!(engine.network_gateway("n").unwrap(), "10.89.0.1");
-        assert_eq!(fake.calls()[0], ["port", "c", "8088/tcp"]);
+        assert_eq!(fake.calls()[0], ["port", "c"]);
 
         let fake = FakeCli::new(
             "gateway-docker",

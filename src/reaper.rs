@@ -25,7 +25,7 @@ use crate::engine::Engine;
 pub const SUBCOMMAND: &str = "__reap";
 /// The byte a parent that cleaned up writes to dismiss its reaper.
 const DISMISS: u8 = b'd';
-/// After the parent died, a `docker run` it had started may still be creating a container: keep
+/// After the parent died, a `docker create` it had started may still be running: keep
 /// sweeping until a sweep finds nothing and at least this long has passed.
 const SETTLE: Duration = Duration::from_secs(3);
 /// Give up sweeping after this long (the engine is down or refuses; `flowctl gc` remains).

@@ -2,7 +2,7 @@
 //! (each level in parallel, each component ready before anything that reads from it starts),
 //! supervise, and always tear down through [`cleanup::remove_run`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::cleanup::{self, StopGroup, StopOrder};
 use crate::control_plane::{ComponentRole, ControlPlane, ControlPlaneConfig, ExpectedComponent};
-use crate::engine::{ContainerSpec, Engine, PortPublish};
+use crate::engine::{ContainerInfo, ContainerSpec, Engine, EngineError, PortPublish};
 use crate::events::{EventState, Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
 use crate::labels;
@@ -162,16 +162,18 @@ pub fn run(options: &RunOptions) -> Result<RunOutcome> {
         host_ports: &host_ports,
     };
 
-    let result = start_all(&context, started).and_then(|()| {
-        if std::env::var(TEST_PANIC_ENV).as_deref() == Ok("after-start") {
-            panic!("{TEST_PANIC_ENV}=after-start: injected panic (test only)");
-        }
-        notices.print_status();
-        if options.verify {
-            verify_streams(&context, options.verify_timeout)?;
-        }
-        supervise(&context)
-    });
+    let result = create_all(&context)
+        .and_then(|()| start_all(&context, started))
+        .and_then(|()| {
+            if std::env::var(TEST_PANIC_ENV).as_deref() == Ok("after-start") {
+                panic!("{TEST_PANIC_ENV}=after-start: injected panic (test only)");
+            }
+            notices.print_status();
+            if options.verify {
+                verify_streams(&context, options.verify_timeout)?;
+            }
+            supervise(&context)
+        });
 
     // Components stop heartbeating while they are stopped: that is no news.
     notices.stop();
@@ -295,15 +297,44 @@ fn install_signal_handler(
     .context("cannot install the signal handler")
 }
 
-/// Everything that can be checked before creating anything.
+/// Everything that can be checked before creating anything. The engine is asked about every
+/// image and name at once, one CLI call each on threads of their own.
 fn preflight(engine: &mut Engine, plan: &RunPlan) -> Result<()> {
-    engine
-        .check_available()
-        .context("the container engine is not available")?;
+    let images: BTreeSet<&str> = plan.components.iter().map(|c| c.image.as_str()).collect();
+    let shared = &*engine;
+    let (version, present, taken, network) = thread::scope(|scope| {
+        let engine = shared;
+        let version = scope.spawn(|| engine.version());
+        let images: Vec<_> = images
+            .into_iter()
+            .map(|image| (image, scope.spawn(move || engine.image_exists(image))))
+            .collect();
+        let names: Vec<_> = plan
+            .components
+            .iter()
+            .map(|c| scope.spawn(move || engine.inspect_container(&c.container_name)))
+            .collect();
+        let network = scope.spawn(|| engine.inspect_network(&plan.network));
+        let present = images
+            .into_iter()
+            .map(|(image, check)| Ok((image, joined(check)?)))
+            .collect::<Result<BTreeMap<&str, bool>>>();
+        let taken = names
+            .into_iter()
+            .map(joined)
+            .collect::<Result<Vec<Option<ContainerInfo>>>>();
+        let network = joined(network);
+        (joined(version), present, taken, network)
+    });
+    // An unavailable engine explains every other failure: say only that.
+    let version = version.context("the container engine is not available")?;
+    engine.adopt(&version);
+    let (present, taken, network) = (present?, taken?, network?);
+    let engine = &*engine;
     let mut problems = Vec::new();
 
     for component in &plan.components {
-        if !engine.image_exists(&component.image)? {
+        if !present[component.image.as_str()] {
             let hint =
                 if component.image.starts_with("flowctl/") && component.image.ends_with(":dev") {
                     "build it with scripts/build-images.sh".to_string()
@@ -340,19 +371,14 @@ fn preflight(engine: &mut Engine, plan: &RunPlan) -> Result<()> {
         }
     }
 
-    let names: Vec<String> = plan
-        .components
-        .iter()
-        .map(|c| c.container_name.clone())
-        .collect();
-    for taken in engine.inspect_containers(&names)? {
+    for taken in taken.into_iter().flatten() {
         problems.push(format!(
             "container name `{}` is taken by {}",
             taken.name,
             describe_owner(&taken.labels)
         ));
     }
-    if let Some(network) = engine.inspect_network(&plan.network)? {
+    if let Some(network) = network {
         problems.push(format!(
             "network name `{}` is taken by {}",
             network.name,
@@ -364,6 +390,14 @@ fn preflight(engine: &mut Engine, plan: &RunPlan) -> Result<()> {
         [] => Ok(()),
         [one] => bail!("{one}"),
         many => bail!("cannot start:\n  - {}", many.join("\n  - ")),
+    }
+}
+
+/// The result of a check run on a scoped thread.
+fn joined<T>(check: thread::ScopedJoinHandle<'_, Result<T, EngineError>>) -> Result<T> {
+    match check.join() {
+        Ok(result) => Ok(result?),
+        Err(_) => bail!("a start-up check panicked"),
     }
 }
 
@@ -497,31 +531,71 @@ fn injected_env(
     ])
 }
 
+/// Runs `task` for each of `components` on threads of its own; the errors of all of them,
+/// one per line, or [`Interrupted`] if a signal arrived meanwhile.
+fn in_parallel(
+    context: &StartContext,
+    components: &[&ComponentPlan],
+    task: impl Fn(&ComponentPlan) -> Result<()> + Sync,
+) -> Result<()> {
+    let task = &task;
+    let results: Vec<Result<()>> = thread::scope(|scope| {
+        let handles: Vec<_> = components
+            .iter()
+            .map(|component| scope.spawn(move || task(component)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a start-up thread panicked")))
+            })
+            .collect()
+    });
+    let errors: Vec<anyhow::Error> = results.into_iter().filter_map(Result::err).collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    if context.events.snapshot().interrupts > 0 {
+        return Err(Interrupted.into());
+    }
+    let messages: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+    bail!("{}", messages.join("\n"))
+}
+
+/// Creates every component's container at once, none started: starting a level later costs
+/// only `start`, and a container that cannot be created fails the run before any runs.
+fn create_all(context: &StartContext) -> Result<()> {
+    let started = Instant::now();
+    for component in &context.plan.components {
+        for key in INJECTED_ENV {
+            if component.env.contains_key(*key) {
+                context.console.warn(format!(
+                    "component `{}`: env {key} is set by flowctl; the file's value is ignored",
+                    component.id
+                ));
+            }
+        }
+    }
+    let all: Vec<&ComponentPlan> = context.plan.components.iter().collect();
+    in_parallel(context, &all, |component| {
+        create_container(context, component)
+    })?;
+    context.console.info(format!(
+        "created {} container(s) in {} ms",
+        all.len(),
+        elapsed_ms(started)
+    ));
+    check_interrupted(context)
+}
+
 /// Starts the levels in order; the components of one level start in parallel.
 fn start_all(context: &StartContext, started: Instant) -> Result<()> {
     let levels = context.plan.levels();
     for (depth, level) in levels.iter().enumerate() {
-        let results: Vec<Result<()>> = thread::scope(|scope| {
-            let handles: Vec<_> = level
-                .iter()
-                .map(|component| scope.spawn(move || start_component(context, component)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(anyhow!("a start-up thread panicked")))
-                })
-                .collect()
-        });
-        let errors: Vec<anyhow::Error> = results.into_iter().filter_map(Result::err).collect();
-        if !errors.is_empty() {
-            if context.events.snapshot().interrupts > 0 {
-                return Err(Interrupted.into());
-            }
-            let messages: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
-            bail!("{}", messages.join("\n"));
-        }
+        in_parallel(context, level, |component| {
+            start_component(context, component)
+        })?;
         if depth + 1 < levels.len() {
             check_interrupted(context)?;
         }
@@ -668,6 +742,30 @@ fn restart(context: &StartContext, component: &ComponentPlan, exited: &ExitError
     Ok(())
 }
 
+/// The file's env plus what flowctl sets (which wins).
+fn container_env(context: &StartContext, component: &ComponentPlan) -> BTreeMap<String, String> {
+    let mut env = component.env.clone();
+    env.extend(injected_env(
+        component,
+        context.control,
+        context.heartbeat_interval,
+    ));
+    env
+}
+
+/// Creates `component`'s container, not started. Its env reaches the engine in a private file
+/// that is deleted as soon as the container exists.
+fn create_container(context: &StartContext, component: &ComponentPlan) -> Result<()> {
+    let id = &component.id;
+    let env_file = EnvFile::write(context.run_id, id, &container_env(context, component))?;
+    let spec = container_spec(context, component, Some(env_file.path.clone()));
+    context
+        .engine
+        .create_container(&spec)
+        .with_context(|| format!("component `{id}`: cannot create its container"))?;
+    Ok(())
+}
+
 /// Runs container number `attempt` of `component` and waits until it is ready.
 fn start_container(context: &StartContext, component: &ComponentPlan, attempt: u32) -> Result<()> {
     check_interrupted(context)?;
@@ -680,32 +778,31 @@ fn start_container(context: &StartContext, component: &ComponentPlan, attempt: u
         .position(|c| c.id == *id)
         .unwrap_or(0);
 
-    let mut env = component.env.clone();
-    let injected = injected_env(component, context.control, context.heartbeat_interval);
-    for key in injected.keys() {
-        if env.contains_key(key) {
-            context.console.warn(format!(
-                "component `{id}`: env {key} is set by flowctl; the file's value is ignored"
-            ));
-        }
+    if attempt > 0 {
+        // The failed container was removed; its replacement is created like the first.
+        create_container(context, component)?;
     }
-    env.extend(injected);
+    let env = container_env(context, component);
     let keys: Vec<&str> = env.keys().map(String::as_str).collect();
     context.console.info(format!(
         "starting {id} ({}) env: {}",
         component.image,
         keys.join(", ")
     ));
-
-    let env_file = EnvFile::write(context.run_id, id, &env)?;
-    let spec = container_spec(context, component, Some(env_file.path.clone()));
     context
         .engine
-        .run_container(&spec)
+        .start_container(&component.container_name)
         .with_context(|| format!("component `{id}`: cannot start its container"))?;
-    drop(env_file);
 
-    // Watch for the container's exit from now on, so a crash during start-up is seen at once.
+    // The ports first: the watcher and log follower below are two more CLI processes
+    // starting, which would slow this lookup on a small machine.
+    let published = if component.ports.is_empty() {
+        Ok(BTreeMap::new())
+    } else {
+        context.engine.published_ports(&component.container_name)
+    };
+    // Watch for the container's exit from now on, so a crash during start-up is seen at once
+    // (one that happened already is reported at once, too).
     let watcher_engine = context.engine.clone();
     let watcher_events = context.events.clone();
     let container = component.container_name.clone();
@@ -737,15 +834,17 @@ fn start_container(context: &StartContext, component: &ComponentPlan, attempt: u
 
     let mut host_ports = Vec::new();
     for port in &component.ports {
-        let lookup = context.engine.published_port(
-            &component.container_name,
-            port.container_port,
-            &port.protocol,
-        );
+        let lookup = match &published {
+            Ok(ports) => ports
+                .get(&(port.container_port, port.protocol.clone()))
+                .copied()
+                .ok_or_else(|| "the engine lists no binding for it".to_string()),
+            Err(error) => Err(error.to_string()),
+        };
         let host_port = match lookup {
             Ok(host_port) => host_port,
             // A container that already exited has no published ports: report its exit.
-            Err(error) => match exited_early(context, component) {
+            Err(why) => match exited_early(context, component) {
                 Some(Ok(())) => {
                     context.console.info(format!(
                         "{id} finished its work (exit code 0) during start-up"
@@ -753,12 +852,11 @@ fn start_container(context: &StartContext, component: &ComponentPlan, attempt: u
                     return Ok(());
                 }
                 Some(Err(exit)) => return Err(exit),
-                None => {
-                    return Err(anyhow::Error::new(error).context(format!(
-                        "component `{id}`: cannot read the host port of {}/{}",
-                        port.container_port, port.protocol
-                    )))
-                }
+                None => bail!(
+                    "component `{id}`: cannot read the host port of {}/{}: {why}",
+                    port.container_port,
+                    port.protocol
+                ),
             },
         };
         host_ports.push((port.container_port, host_port));

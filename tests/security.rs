@@ -44,7 +44,8 @@ case "$1 $2" in
     fi ;;
   "network ls") [ -e '{created}' ] && echo fakenet ;;
   "network rm") rm -f '{created}' ;;
-  "run "*) echo 'fake engine: refusing to run' >&2; exit 125 ;;
+  "create "*) echo fakecontainer ;;
+  "start "*) echo 'fake engine: refusing to start' >&2; exit 125 ;;
   *) ;;
 esac
 exit 0
@@ -121,14 +122,14 @@ spec:
         &[("FLOWCTL_DOCKER_BIN", &fake.bin())],
     );
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("refusing to run"), "{stderr}");
+    assert!(stderr.contains("refusing to start"), "{stderr}");
     assert!(!marker.exists(), "a hostile string reached a shell");
 
     let calls = fake.calls();
     let run = calls
         .iter()
-        .find(|c| c.first().map(String::as_str) == Some("run"))
-        .unwrap_or_else(|| panic!("no run call in {calls:?}"));
+        .find(|c| c.first().map(String::as_str) == Some("create"))
+        .unwrap_or_else(|| panic!("no create call in {calls:?}"));
     // The image and every argument arrive whole, as one argument each, after the image.
     let image = format!("img$(touch${{IFS}}{m})`touch${{IFS}}{m}`");
     let at = run
