@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-/// First wait between probes: a fast component is not kept waiting.
-pub const FIRST_INTERVAL: Duration = Duration::from_millis(100);
+/// First wait between probes: a fast component is not kept waiting (a probe is one loopback
+/// HTTP request, so probing often while a component starts costs next to nothing).
+pub const FIRST_INTERVAL: Duration = Duration::from_millis(20);
 /// Longest wait between probes.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -69,7 +70,7 @@ fn judge(status: u16, body: &str) -> Result<(), String> {
     }
 }
 
-/// Doubling waits from [`FIRST_INTERVAL`] up to [`MAX_INTERVAL`].
+/// Waits growing by half from [`FIRST_INTERVAL`] up to [`MAX_INTERVAL`].
 #[derive(Debug, Clone)]
 pub struct Backoff {
     next: Duration,
@@ -87,7 +88,7 @@ impl Backoff {
     /// The next wait.
     pub fn next_wait(&mut self) -> Duration {
         let wait = self.next;
-        self.next = (self.next * 2).min(MAX_INTERVAL);
+        self.next = (self.next * 3 / 2).min(MAX_INTERVAL);
         wait
     }
 }
@@ -115,8 +116,11 @@ mod tests {
     #[test]
     fn backoff_starts_fast_and_caps_at_one_second() {
         let mut backoff = Backoff::default();
-        let waits: Vec<u128> = (0..6).map(|_| backoff.next_wait().as_millis()).collect();
-        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        let waits: Vec<u128> = (0..12).map(|_| backoff.next_wait().as_millis()).collect();
+        assert_eq!(
+            waits,
+            [20, 30, 45, 67, 101, 151, 227, 341, 512, 768, 1000, 1000]
+        );
     }
 
     #[test]
