@@ -8,19 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use support::{docker, flowctl, line_index, Scratch, Unmanaged};
-
-const LONG_RUNNING: &str = "
-  sources:
-    - id: source
-      image: flowctl/test-component:dev
-      health_port: 8088
-  sinks:
-    - id: sink
-      image: flowctl/test-component:dev
-      inputs: [source]
-      health_port: 8088
-";
+use support::{docker, flowctl, line_index, Scratch, Unmanaged, LONG_RUNNING};
 
 /// The host port flowctl reported for `id`'s container port 8088.
 fn reported_port(stderr: &str, id: &str) -> u16 {
@@ -115,7 +103,6 @@ fn bounded_pipeline_starts_in_order_finds_inputs_by_id_and_leaves_nothing() {
     // The injected variables are listed by key; values never appear.
     assert!(stderr.contains("FLOWCTL_ENDPOINT"), "{stderr}");
     assert!(!stderr.contains("source,processor"), "{stderr}");
-    assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }
 
 #[test]
@@ -137,7 +124,6 @@ fn a_sink_that_finishes_before_its_first_probe_completes_the_run() {
         "{}",
         run.output()
     );
-    assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }
 
 #[test]
@@ -192,28 +178,6 @@ fn published_ports_reach_components_and_sigint_leaves_nothing() {
     let status = run.wait();
     assert_eq!(status.code(), Some(130), "{}", run.output());
     assert!(run.stderr().contains("stopping"), "{}", run.output());
-    assert_eq!(scratch.leftovers(), Vec::<String>::new());
-}
-
-#[test]
-fn sigterm_and_sighup_stop_the_run_and_leave_nothing() {
-    for signal in ["TERM", "HUP"] {
-        let scratch = Scratch::new(&format!("sig{}", signal.to_lowercase()));
-        let pipeline = scratch.pipeline(LONG_RUNNING);
-        let mut run = scratch.run(&pipeline, &[], &[]);
-        run.wait_for("is up");
-        assert_eq!(scratch.leftovers().len(), 3, "{}", run.output());
-        run.signal(signal);
-        let status = run.wait();
-        assert_eq!(status.code(), Some(130), "SIG{signal}: {}", run.output());
-        // The components got SIGTERM from `stop` and exited on their own.
-        assert!(
-            run.stdout().contains("sink   | sink: SIGTERM, exiting"),
-            "{}",
-            run.output()
-        );
-        assert_eq!(scratch.leftovers(), Vec::<String>::new(), "SIG{signal}");
-    }
 }
 
 #[test]
@@ -245,7 +209,6 @@ fn a_second_interrupt_forces_removal() {
     let status = run.wait();
     assert_eq!(status.code(), Some(130), "{}", run.output());
     assert!(run.stderr().contains("forcing"), "{}", run.output());
-    assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }
 
 #[test]
@@ -265,10 +228,7 @@ fn a_failing_component_fails_the_run_with_its_id_and_leaves_nothing() {
       env: {TEST_FAIL_AFTER_MS: 500, TEST_EXIT_CODE: 7}
 ",
     );
-    let mut run = scratch.run(&pipeline, &[], &[]);
-    let status = run.wait();
-    let stderr = run.stderr();
-    assert_eq!(status.code(), Some(1), "{}", run.output());
+    let stderr = scratch.run_failing(&pipeline);
     assert!(
         stderr.contains("error: component `sink` exited with code 7"),
         "{stderr}"
@@ -277,7 +237,6 @@ fn a_failing_component_fails_the_run_with_its_id_and_leaves_nothing() {
         stderr.contains("sink | sink: failing on purpose with exit code 7"),
         "{stderr}"
     );
-    assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }
 
 #[test]
@@ -297,16 +256,12 @@ fn a_component_dying_during_start_up_is_reported_without_waiting_for_its_timeout
     - {id: sink, image: flowctl/test-component:dev, inputs: [source]}
 ",
     );
-    let mut run = scratch.run(&pipeline, &[], &[]);
-    let status = run.wait();
-    let stderr = run.stderr();
-    assert_eq!(status.code(), Some(1), "{}", run.output());
+    let stderr = scratch.run_failing(&pipeline);
     assert!(
         stderr.contains("component `source` exited with code 4 while starting"),
         "{stderr}"
     );
     assert!(!stderr.contains("starting sink"), "{stderr}");
-    assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }
 
 #[test]
@@ -322,10 +277,7 @@ fn a_component_that_never_gets_healthy_times_out_with_the_last_answer() {
       env: {TEST_NEVER_HEALTHY: 'true'}
 ",
     );
-    let mut run = scratch.run(&pipeline, &[], &[]);
-    let status = run.wait();
-    let stderr = run.stderr();
-    assert_eq!(status.code(), Some(1), "{}", run.output());
+    let stderr = scratch.run_failing(&pipeline);
     assert!(
         stderr.contains("component `source` was not ready after 2 s"),
         "{stderr}"
@@ -335,7 +287,6 @@ fn a_component_that_never_gets_healthy_times_out_with_the_last_answer() {
         stderr.contains("source | source: staying unhealthy"),
         "{stderr}"
     );
-    assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }
 
 #[test]

@@ -94,6 +94,19 @@ pub fn require_test_image() {
     );
 }
 
+/// A source and a sink of the test component that run until stopped.
+pub const LONG_RUNNING: &str = "
+  sources:
+    - id: source
+      image: flowctl/test-component:dev
+      health_port: 8088
+  sinks:
+    - id: sink
+      image: flowctl/test-component:dev
+      inputs: [source]
+      health_port: 8088
+";
+
 /// One test's pipeline: a unique name (used as `metadata.name` and `--project`), its file in
 /// a scratch folder, and cleanup by the pipeline label on drop.
 pub struct Scratch {
@@ -141,6 +154,16 @@ impl Scratch {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         Flowctl::spawn(&args, env)
+    }
+
+    /// Runs `pipeline` to its end, which must be a failure (exit code 1) that leaves nothing
+    /// behind; returns what flowctl wrote to stderr.
+    pub fn run_failing(&self, pipeline: &Path) -> String {
+        let mut run = self.run(pipeline, &[], &[]);
+        let status = run.wait();
+        assert_eq!(status.code(), Some(1), "{}", run.output());
+        assert_eq!(self.leftovers(), Vec::<String>::new(), "{}", run.output());
+        run.stderr()
     }
 
     /// Containers and networks labelled with this pipeline.
