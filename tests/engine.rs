@@ -212,34 +212,6 @@ fn a_second_interrupt_forces_removal() {
 }
 
 #[test]
-fn a_failing_component_fails_the_run_with_its_id_and_leaves_nothing() {
-    let scratch = Scratch::new("fail");
-    let pipeline = scratch.pipeline(
-        "
-  sources:
-    - id: source
-      image: flowctl/test-component:dev
-      health_port: 8088
-  sinks:
-    - id: sink
-      image: flowctl/test-component:dev
-      inputs: [source]
-      health_port: 8088
-      env: {TEST_FAIL_AFTER_MS: 500, TEST_EXIT_CODE: 7}
-",
-    );
-    let stderr = scratch.run_failing(&pipeline);
-    assert!(
-        stderr.contains("error: component `sink` exited with code 7"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("sink | sink: failing on purpose with exit code 7"),
-        "{stderr}"
-    );
-}
-
-#[test]
 fn a_component_dying_during_start_up_is_reported_without_waiting_for_its_timeout() {
     let scratch = Scratch::new("dying");
     // Never healthy, and a timeout far beyond the test's patience: only noticing the exit

@@ -182,6 +182,10 @@ fn a_component_failing_mid_run_is_named_with_its_exit_code_and_leaves_nothing() 
         stderr.contains("component `source` exited with code 9"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("source | source: failing on purpose with exit code 9"),
+        "{stderr}"
+    );
     assert!(stderr.contains("last log lines"), "{stderr}");
 }
 
