@@ -1,5 +1,6 @@
-//! What the three components share around their data path: the `healthcheck` subcommand, the
-//! `/health` server, control plane registration and the signal that stops them.
+//! What the three components share around their data path: start-up and exit, the
+//! `healthcheck` subcommand, the `/health` server, control plane registration and the signal
+//! that stops them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 
+use crate::logging;
 use crate::shutdown::{signalled, ShutdownTrigger};
 use crate::{EXIT_CONFIG, EXIT_FAILURE};
 
@@ -38,6 +40,44 @@ pub struct Running {
     pub env: ComponentEnv,
     pub metrics: Metrics,
     pub health: HealthServer,
+}
+
+/// A component's process from start to exit: installs the logger, reads the shared environment
+/// and the component's own settings (`from_env`; its error names the variable), then runs
+/// `serve` on a fresh [`runtime`]. An error from `serve` is logged and exits with
+/// [`EXIT_FAILURE`]; a bad setting exits with [`EXIT_CONFIG`] before anything starts.
+pub fn run<C, F>(
+    name: &str,
+    from_env: impl FnOnce() -> Result<C, String>,
+    serve: impl FnOnce(ComponentEnv, C) -> F,
+) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<ExitCode>>,
+{
+    logging::init();
+    let env = match component_env() {
+        Ok(env) => env,
+        Err(e) => return config_error(name, e),
+    };
+    let config = match from_env() {
+        Ok(config) => config,
+        Err(e) => return config_error(name, e),
+    };
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let code = runtime.block_on(async move {
+        serve(env, config).await.unwrap_or_else(|e| {
+            log::error!("{e:#}");
+            ExitCode::from(EXIT_FAILURE)
+        })
+    });
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
 }
 
 /// Reads the shared environment (`HEALTH_PORT`, `ENABLE_FLOWCTL`, ...). Errors name the variable.
@@ -124,6 +164,25 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()
+}
+
+/// The arguments of a server component besides its own subcommands: `healthcheck` probes
+/// `/health`, anything else prints the usage line (`synopsis` lists the arguments, `note` says
+/// how the server is configured) and is a usage error. `None` when there is no argument: serve.
+pub fn server_arguments(
+    name: &str,
+    args: &[String],
+    synopsis: &str,
+    note: &str,
+) -> Option<ExitCode> {
+    match args.first().map(String::as_str) {
+        None => None,
+        Some("healthcheck") => Some(healthcheck()),
+        Some(other) => {
+            eprintln!("usage: {name} {synopsis}  ({note}; unknown argument {other:?})");
+            Some(ExitCode::from(EXIT_CONFIG))
+        }
+    }
 }
 
 /// Prints a configuration error (it names the variable) and returns the config exit code.

@@ -24,11 +24,11 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
-use crate::component::{self, config_error, Identity};
+use crate::component::{self, Identity};
+use crate::event_types;
 use crate::grpc;
 use crate::processor::LedgerRange;
 use crate::shutdown::{self, Shutdown};
-use crate::{event_types, logging, EXIT_FAILURE};
 
 /// How the consumer registers and what `/health` reports (CONTRACT.md §3).
 pub const IDENTITY: Identity = Identity {
@@ -459,65 +459,38 @@ pub fn main(args: &[String]) -> ExitCode {
     if args.first().map(String::as_str) == Some("healthcheck") {
         return component::healthcheck();
     }
-    logging::init();
-    let env = match component::component_env() {
-        Ok(env) => env,
-        Err(e) => return config_error(IDENTITY.name, e),
-    };
-    let config = match ConsumerConfig::from_env(args) {
-        Ok(config) => config,
-        Err(e) => return config_error(IDENTITY.name, e),
-    };
-    let runtime = match component::runtime() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", IDENTITY.name);
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let code = runtime.block_on(async move {
-        let metadata = HashMap::from([
-            (
-                "processor_address".to_string(),
-                config.processor_address.clone(),
-            ),
-            ("ledger_range".to_string(), config.range.to_string()),
-        ]);
-        let running = match component::start(&IDENTITY, env, metadata) {
-            Ok(running) => running,
-            Err(e) => {
-                log::error!("{e:#}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
-        let (trigger, shutdown) = shutdown::channel();
-        tokio::spawn(async move {
-            let signal = shutdown::signalled().await;
-            log::info!("{signal} received, stopping");
-            trigger.trigger();
-        });
-        let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-        let result = consume(&config, &running.metrics, shutdown, &mut out).await;
-        drop(out);
-        match result {
-            Ok((tally, outcome)) => {
-                let outcome = match outcome {
-                    Outcome::Completed => "completed",
-                    Outcome::Stopped => "stopped",
-                };
-                let summary = tally.summary_json(config.range, outcome);
-                // stderr, so stdout stays one event per line.
-                eprintln!("consumer-app summary: {summary}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                log::error!("{e:#}");
-                ExitCode::from(EXIT_FAILURE)
-            }
-        }
-    });
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    code
+    component::run(
+        IDENTITY.name,
+        || ConsumerConfig::from_env(args),
+        |env, config| async move {
+            let metadata = HashMap::from([
+                (
+                    "processor_address".to_string(),
+                    config.processor_address.clone(),
+                ),
+                ("ledger_range".to_string(), config.range.to_string()),
+            ]);
+            let running = component::start(&IDENTITY, env, metadata)?;
+            let (trigger, shutdown) = shutdown::channel();
+            tokio::spawn(async move {
+                let signal = shutdown::signalled().await;
+                log::info!("{signal} received, stopping");
+                trigger.trigger();
+            });
+            let mut out = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let result = consume(&config, &running.metrics, shutdown, &mut out).await;
+            drop(out);
+            let (tally, outcome) = result?;
+            let outcome = match outcome {
+                Outcome::Completed => "completed",
+                Outcome::Stopped => "stopped",
+            };
+            let summary = tally.summary_json(config.range, outcome);
+            // stderr, so stdout stays one event per line.
+            eprintln!("consumer-app summary: {summary}");
+            Ok(ExitCode::SUCCESS)
+        },
+    )
 }
 
 #[cfg(test)]

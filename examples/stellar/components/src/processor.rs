@@ -18,6 +18,7 @@ use std::task::{Context, Poll};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use flowctl_proto::component::Metrics;
 use flowctl_proto::flowctl::ServiceType;
 use flowctl_proto::raw_ledger_service::raw_ledger_service_client::RawLedgerServiceClient;
@@ -38,7 +39,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::component::{self, config_error, Identity};
 use crate::grpc;
 use crate::shutdown::{self, Shutdown, UntilShutdown};
-use crate::{event_types, logging, EXIT_FAILURE};
+use crate::{event_types, EXIT_FAILURE};
 
 /// How the processor registers and what `/health` reports (CONTRACT.md §3).
 pub const IDENTITY: Identity = Identity {
@@ -598,87 +599,63 @@ pub async fn serve(
 /// The binary's entry point; `args` excludes the program name. `events ...` runs the offline
 /// extraction (`stellar_ttp::offline`), `healthcheck` probes `/health`, no argument serves.
 pub fn main(args: &[String]) -> ExitCode {
-    match args.first().map(String::as_str) {
-        Some("healthcheck") => return component::healthcheck(),
-        Some("events") => {
-            return match stellar_ttp::offline::run_events_command(&args[1..]) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("ttp-processor events: {e:#}");
-                    ExitCode::from(EXIT_FAILURE)
-                }
+    if args.first().map(String::as_str) == Some("events") {
+        return match stellar_ttp::offline::run_events_command(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ttp-processor events: {e:#}");
+                ExitCode::from(EXIT_FAILURE)
             }
-        }
-        Some(other) => {
-            eprintln!(
-                "usage: {} [healthcheck | events ...]  (the server is configured by environment \
-                 variables; unknown argument {other:?})",
-                IDENTITY.name
-            );
-            return ExitCode::from(crate::EXIT_CONFIG);
-        }
-        None => {}
+        };
     }
-    logging::init();
-    let env = match component::component_env() {
-        Ok(env) => env,
-        Err(e) => return config_error(IDENTITY.name, e),
-    };
-    let config = match ProcessorConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => return config_error(IDENTITY.name, e),
-    };
-    let runtime = match component::runtime() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", IDENTITY.name);
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let code = runtime.block_on(async move {
-        log::info!(
-            "network {:?}, source {}, {} decoding workers per call",
-            config.network_passphrase,
-            config.source_address,
-            config.workers
-        );
-        let metadata = HashMap::from([
-            (
-                "network_passphrase".to_string(),
-                config.network_passphrase.clone(),
-            ),
-            ("source_address".to_string(), config.source_address.clone()),
-            ("grpc_port".to_string(), config.listen.port().to_string()),
-        ]);
-        let running = match component::start(&IDENTITY, env, metadata) {
-            Ok(running) => running,
-            Err(e) => {
-                log::error!("{e:#}");
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
-        let listener = match TcpListener::bind(config.listen).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                log::error!("PORT: cannot listen on {}: {e}", config.listen);
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
-        let (trigger, shutdown) = shutdown::channel();
-        let service = match EventProcessor::new(&config, running.metrics.clone(), shutdown.clone())
-        {
-            Ok(service) => service,
-            Err(e) => return config_error(IDENTITY.name, e),
-        };
-        log::info!(
-            "serving token_transfer_service.EventService on {}",
-            config.listen
-        );
-        component::serve_until_signalled(IDENTITY.name, serve(listener, service, shutdown), trigger)
-            .await
-    });
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    code
+    if let Some(code) = component::server_arguments(
+        IDENTITY.name,
+        args,
+        "[healthcheck | events ...]",
+        "the server is configured by environment variables",
+    ) {
+        return code;
+    }
+    component::run(
+        IDENTITY.name,
+        ProcessorConfig::from_env,
+        |env, config| async move {
+            log::info!(
+                "network {:?}, source {}, {} decoding workers per call",
+                config.network_passphrase,
+                config.source_address,
+                config.workers
+            );
+            let metadata = HashMap::from([
+                (
+                    "network_passphrase".to_string(),
+                    config.network_passphrase.clone(),
+                ),
+                ("source_address".to_string(), config.source_address.clone()),
+                ("grpc_port".to_string(), config.listen.port().to_string()),
+            ]);
+            let running = component::start(&IDENTITY, env, metadata)?;
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("PORT: cannot listen on {}", config.listen))?;
+            let (trigger, shutdown) = shutdown::channel();
+            let service =
+                match EventProcessor::new(&config, running.metrics.clone(), shutdown.clone()) {
+                    Ok(service) => service,
+                    Err(e) => return Ok(config_error(IDENTITY.name, e)),
+                };
+            log::info!(
+                "serving token_transfer_service.EventService on {}",
+                config.listen
+            );
+            Ok(component::serve_until_signalled(
+                IDENTITY.name,
+                serve(listener, service, shutdown),
+                trigger,
+            )
+            .await)
+        },
+    )
 }
 
 #[cfg(test)]

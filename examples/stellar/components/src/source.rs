@@ -28,10 +28,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::component::{self, config_error, Identity};
+use crate::component::{self, Identity};
+use crate::event_types;
 use crate::grpc;
 use crate::shutdown::{self, Shutdown, UntilShutdown};
-use crate::{event_types, logging, EXIT_FAILURE};
 
 /// How the source registers and what `/health` reports (CONTRACT.md §3).
 pub const IDENTITY: Identity = Identity {
@@ -697,82 +697,58 @@ pub async fn serve(
 
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
-    match args.first().map(String::as_str) {
-        Some("healthcheck") => return component::healthcheck(),
-        Some(other) => {
-            eprintln!(
-                "usage: {} [healthcheck]  (configured by environment variables; unknown \
-                 argument {other:?})",
-                IDENTITY.name
-            );
-            return ExitCode::from(crate::EXIT_CONFIG);
-        }
-        None => {}
+    if let Some(code) = component::server_arguments(
+        IDENTITY.name,
+        args,
+        "[healthcheck]",
+        "configured by environment variables",
+    ) {
+        return code;
     }
-    logging::init();
-    let env = match component::component_env() {
-        Ok(env) => env,
-        Err(e) => return config_error(IDENTITY.name, e),
-    };
-    let config = match SourceConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => return config_error(IDENTITY.name, e),
-    };
-    let runtime = match component::runtime() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", IDENTITY.name);
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let code = runtime.block_on(async move {
-        for note in &config.notes {
-            log::warn!("{note}");
-        }
-        let layout = config.lake.layout();
-        log::info!(
-            "data lake {} ({} ledgers/file, {} files/partition), network {:?}, read-ahead {} \
-             ledgers, live poll every {:?}",
-            config.lake.root().display(),
-            layout.ledgers_per_file,
-            layout.files_per_partition,
-            config.network_passphrase,
-            config.read_ahead,
-            config.poll_interval
-        );
-        let metadata = HashMap::from([
-            (
-                "network_passphrase".to_string(),
-                config.network_passphrase.clone(),
-            ),
-            ("storage_type".to_string(), "FS".to_string()),
-            ("grpc_port".to_string(), config.listen.port().to_string()),
-        ]);
-        let running = match component::start(&IDENTITY, env, metadata) {
-            Ok(running) => running,
-            Err(e) => {
-                log::error!("{e:#}");
-                return ExitCode::from(EXIT_FAILURE);
+    component::run(
+        IDENTITY.name,
+        SourceConfig::from_env,
+        |env, config| async move {
+            for note in &config.notes {
+                log::warn!("{note}");
             }
-        };
-        let listener = match TcpListener::bind(config.listen).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                log::error!("PORT: cannot listen on {}: {e}", config.listen);
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        };
-        log::info!(
-            "serving raw_ledger_service.RawLedgerService on {}",
-            config.listen
-        );
-        let (trigger, shutdown) = shutdown::channel();
-        let service = LedgerSource::new(&config, running.metrics.clone(), shutdown.clone());
-        component::serve_until_signalled(IDENTITY.name, serve(listener, service, shutdown), trigger)
-            .await
-    });
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    code
+            let layout = config.lake.layout();
+            log::info!(
+                "data lake {} ({} ledgers/file, {} files/partition), network {:?}, read-ahead {} \
+                 ledgers, live poll every {:?}",
+                config.lake.root().display(),
+                layout.ledgers_per_file,
+                layout.files_per_partition,
+                config.network_passphrase,
+                config.read_ahead,
+                config.poll_interval
+            );
+            let metadata = HashMap::from([
+                (
+                    "network_passphrase".to_string(),
+                    config.network_passphrase.clone(),
+                ),
+                ("storage_type".to_string(), "FS".to_string()),
+                ("grpc_port".to_string(), config.listen.port().to_string()),
+            ]);
+            let running = component::start(&IDENTITY, env, metadata)?;
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("PORT: cannot listen on {}", config.listen))?;
+            log::info!(
+                "serving raw_ledger_service.RawLedgerService on {}",
+                config.listen
+            );
+            let (trigger, shutdown) = shutdown::channel();
+            let service = LedgerSource::new(&config, running.metrics.clone(), shutdown.clone());
+            Ok(component::serve_until_signalled(
+                IDENTITY.name,
+                serve(listener, service, shutdown),
+                trigger,
+            )
+            .await)
+        },
+    )
 }
 
 #[cfg(test)]
