@@ -323,6 +323,19 @@ summary_field() {
     grep -o "\"$2\":[0-9.]*" | cut -d: -f2
 }
 
+# One data path run of pipeline $3, logged to $2: appends row $1 to $work/dp.tsv with the
+# consumer's ledgers/s, events/s, events and seconds.
+datapath_run() {
+  local label=$1 log=$2 pipeline=$3
+  flowctl_run_logged "$log" 0 --no-verify --project "${tag}d" "$pipeline" || {
+    tail -20 "$log" >&2
+    return 1
+  }
+  printf '%s\t%s\t%s\t%s\t%s\n' "$label" "$(summary_field "$log" ledgers_per_second)" \
+    "$(summary_field "$log" events_per_second)" "$(summary_field "$log" events)" \
+    "$(summary_field "$log" elapsed_seconds)" >>"$work/dp.tsv"
+}
+
 row() { printf '  %-44s %12s %12s %9s\n' "$@"; }
 
 machine_info() {
@@ -491,7 +504,7 @@ bench_datapath() {
   echo "   lake: datalake-gen --profile mainnet-like, $DP_LEDGERS ledgers $DP_FIRST-$DP_LAST, $(awk -v t="$txs" -v l="$DP_LEDGERS" 'BEGIN { printf "%.0f", t / l }') txs/ledger ($txs), $expected events"
   echo "         $files files of 1 ledger (galexie's mainnet layout), $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') MiB zstd; generated once, not timed"
   : >"$work/dp.tsv"
-  local i t0 t1 log err events
+  local i t0 t1 err events
   for ((i = 1; i <= RUNS; i++)); do
     # floor: read, decompress, decode, extract and print JSON in one process.
     err="$work/floor.err"
@@ -503,23 +516,8 @@ bench_datapath() {
       'BEGIN { printf "floor\t%.1f\t%.1f\t%d\t%.3f\n", l / (t / 1e6), e / (t / 1e6), e, t / 1e6 }' >>"$work/dp.tsv"
 
     # pipeline: the consumer's own summary (from its request to the last event).
-    log="$work/dp-$i.log"
-    flowctl_run_logged "$log" 0 --no-verify --project "${tag}d" "$pipeline" || {
-      tail -20 "$log" >&2
-      return 1
-    }
-    printf 'pipeline\t%s\t%s\t%s\t%s\n' "$(summary_field "$log" ledgers_per_second)" \
-      "$(summary_field "$log" events_per_second)" "$(summary_field "$log" events)" \
-      "$(summary_field "$log" elapsed_seconds)" >>"$work/dp.tsv"
-
-    log="$work/dp1-$i.log"
-    flowctl_run_logged "$log" 0 --no-verify --project "${tag}d" "$pipeline1" || {
-      tail -20 "$log" >&2
-      return 1
-    }
-    printf 'pipeline1\t%s\t%s\t%s\t%s\n' "$(summary_field "$log" ledgers_per_second)" \
-      "$(summary_field "$log" events_per_second)" "$(summary_field "$log" events)" \
-      "$(summary_field "$log" elapsed_seconds)" >>"$work/dp.tsv"
+    datapath_run pipeline "$work/dp-$i.log" "$pipeline" || return 1
+    datapath_run pipeline1 "$work/dp1-$i.log" "$pipeline1" || return 1
   done
   local col name p f
   row "median of $RUNS" pipeline floor ratio
