@@ -341,9 +341,17 @@ pub async fn consume<W: Write>(
     shutdown: Shutdown,
     out: &mut W,
 ) -> Result<(Tally, Outcome)> {
-    let channel = connect(&config.processor_address).await?;
+    // A shutdown while the processor is still unreachable ends the retries at once.
+    let mut stop = Box::pin(shutdown.wait());
+    let channel = tokio::select! {
+        channel = connect(&config.processor_address) => channel?,
+        _ = &mut stop => return Ok((Tally::default(), Outcome::Stopped)),
+    };
     let began = Instant::now();
-    let mut stream = open_events(&channel, config.range).await?;
+    let mut stream = tokio::select! {
+        stream = open_events(&channel, config.range) => stream?,
+        _ = &mut stop => return Ok((Tally::default(), Outcome::Stopped)),
+    };
     log::info!(
         "receiving token transfer events for ledgers {} from {}",
         config.range,
@@ -354,7 +362,6 @@ pub async fn consume<W: Write>(
     let mut progress_at = Instant::now();
     let mut progress_tally = Tally::default();
     let mut line = String::with_capacity(1024);
-    let mut stop = Box::pin(shutdown.wait());
     let outcome = loop {
         let next = {
             let message = stream.message();
