@@ -143,6 +143,18 @@ pub fn build_ledger(
         });
     }
 
+    // Where each transaction sits, for event metadata.
+    let contexts: Vec<TxContext> = built
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| TxContext {
+            seq,
+            close_time,
+            tx_index: i as u32 + 1,
+            hash: tx.hash,
+        })
+        .collect();
+
     // Fee processing: every transaction's fee is charged before any is applied.
     let mut fee_changes = Vec::with_capacity(built.len());
     let mut events = Vec::new();
@@ -156,32 +168,13 @@ pub fn build_ledger(
             LedgerEntryChange::State(before),
             LedgerEntryChange::Updated(world.account_entry(src)),
         ]);
-        events.push(Event {
-            ledger: seq,
-            closed_at: close_time,
-            tx_hash: tx.hash,
-            tx_index: i as u32 + 1,
-            op_index: None,
-            contract: world.native_sac_strkey.clone(),
-            muxed: None,
-            kind: Kind::Fee {
-                from: world.accounts[src].strkey.clone(),
-            },
-            asset: EventAsset::Native,
-            amount: tx.fee,
-        });
+        events.push(fee_event_expected(world, &contexts[i], src, tx.fee));
     }
 
     // Apply.
     let mut applied = Vec::with_capacity(built.len());
     for (i, tx) in built.iter().enumerate() {
-        let ctx = TxContext {
-            seq,
-            close_time,
-            tx_index: i as u32 + 1,
-            hash: tx.hash,
-        };
-        applied.push(apply_tx(world, stats, &ctx, &tx.plan, &mut events)?);
+        applied.push(apply_tx(world, stats, &contexts[i], &tx.plan, &mut events)?);
     }
 
     // Post-apply fee processing: Soroban refunds, whose events come after all others (P23+).
@@ -213,20 +206,7 @@ pub fn build_ledger(
             post.push(LedgerEntryChange::State(before));
             post.push(LedgerEntryChange::Updated(world.account_entry(src)));
             stats.refunds += 1;
-            events.push(Event {
-                ledger: seq,
-                closed_at: close_time,
-                tx_hash: tx.hash,
-                tx_index: i as u32 + 1,
-                op_index: None,
-                contract: world.native_sac_strkey.clone(),
-                muxed: None,
-                kind: Kind::Fee {
-                    from: world.accounts[src].strkey.clone(),
-                },
-                asset: EventAsset::Native,
-                amount: -refund,
-            });
+            events.push(fee_event_expected(world, &contexts[i], src, -refund));
         }
         meta.events = tx_events.try_into().context("transaction events")?;
         let charged = tx.fee - refund;
@@ -349,6 +329,25 @@ type Deltas = Vec<(usize, Tok, i64)>;
 /// succeed applies them and records their changes and expected events. Returns the operation
 /// results, whether the transaction succeeded, and its meta (transaction events are added by
 /// the caller).
+/// The expected fee event (a charge, or a refund when `amount` is negative) of account `src`
+/// for the transaction `ctx`.
+fn fee_event_expected(world: &World, ctx: &TxContext, src: usize, amount: i64) -> Event {
+    Event {
+        ledger: ctx.seq,
+        closed_at: ctx.close_time,
+        tx_hash: ctx.hash,
+        tx_index: ctx.tx_index,
+        op_index: None,
+        contract: world.native_sac_strkey.clone(),
+        muxed: None,
+        kind: Kind::Fee {
+            from: world.accounts[src].strkey.clone(),
+        },
+        asset: EventAsset::Native,
+        amount,
+    }
+}
+
 fn apply_tx(
     world: &mut World,
     stats: &mut Stats,
