@@ -134,8 +134,14 @@ fn flowctl_run(pipeline: &Path, project: &str) -> Command {
     command
 }
 
-/// Waits for `child` with an upper bound; on the bound it is killed and the test fails.
-fn wait_bounded(mut child: Child) -> (std::process::ExitStatus, String, String) {
+/// `flowctl run` of `pipeline` to its end (at most [`RUN_LIMIT`]): status, stdout, stderr.
+fn run_bounded(pipeline: &Path, project: &str) -> (std::process::ExitStatus, String, String) {
+    let mut child = flowctl_run(pipeline, project)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // On the bound it is killed and the test fails.
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     let out = thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
@@ -186,12 +192,7 @@ fn testnet_997_998_through_three_containers_matches_upstream_exactly() {
     require_images();
     let project = project("testnet");
     let _cleanup = Cleanup(project.clone());
-    let child = flowctl_run(&example(), &project)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (status, stdout, stderr) = wait_bounded(child);
+    let (status, stdout, stderr) = run_bounded(&example(), &project);
     assert!(
         status.success(),
         "flowctl run failed: {status}\n{stdout}\n{stderr}"
@@ -244,12 +245,7 @@ fn standalone_p25_bounded_range_ends_without_a_later_ledger() {
     );
     let project = project("standalone");
     let _cleanup = Cleanup(project.clone());
-    let child = flowctl_run(&variant.file, &project)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (status, stdout, stderr) = wait_bounded(child);
+    let (status, stdout, stderr) = run_bounded(&variant.file, &project);
     assert!(
         status.success(),
         "flowctl run failed: {status}\n{stdout}\n{stderr}"
@@ -522,12 +518,7 @@ fn generated_lake_through_three_containers_matches_the_generators_events() {
 
     let project = project("generated");
     let _cleanup = Cleanup(project.clone());
-    let child = flowctl_run(&variant.file, &project)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (status, stdout, stderr) = wait_bounded(child);
+    let (status, stdout, stderr) = run_bounded(&variant.file, &project);
     assert!(status.success(), "flowctl run failed: {status}\n{stderr}");
     let expected = fs::read_to_string(&expected_file).unwrap();
     let received = events(&stdout);
