@@ -31,11 +31,6 @@ impl HealthProbe {
         }
     }
 
-    /// The probed URL.
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Ready when the answer is 2xx and, if the body is JSON with a `status`, that status is
     /// `healthy` or `degraded`. The error says what was seen instead.
     pub fn check(&self) -> Result<(), String> {

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::owner::RunOwner;
-
 /// Present (`true`) on everything flowctl creates.
 pub const MANAGED: &str = "io.flowctl.managed";
 /// The pipeline's `metadata.name`.
@@ -15,7 +13,11 @@ pub const PROJECT: &str = "io.flowctl.project";
 pub const RUN: &str = "io.flowctl.run";
 /// The component id (containers only).
 pub const COMPONENT: &str = "io.flowctl.component";
-/// Who owns the run: see [`RunOwner`].
+/// The control plane's `ip:port`, on every container, so `flowctl status` can find it.
+pub const CONTROL_PLANE: &str = "io.flowctl.control-plane";
+/// The component's role (`source`, `processor`, `sink`) on translated resources.
+pub const ROLE: &str = "io.flowctl.role";
+/// Who owns the run (see `owner.rs`): host, boot id, pid and process start time.
 pub const OWNER_HOST: &str = "io.flowctl.owner-host";
 pub const OWNER_BOOT: &str = "io.flowctl.owner-boot";
 pub const OWNER_PID: &str = "io.flowctl.owner-pid";
@@ -31,22 +33,20 @@ pub fn run_filter(run_id: &str) -> String {
     format!("{RUN}={run_id}")
 }
 
-/// Labels shared by the network and every container of a run.
+/// Labels shared by the network and every container of a run; `owner` is the owner's own
+/// labels (`RunOwner::labels`).
 pub fn run_labels(
     pipeline: &str,
     project: Option<&str>,
     run_id: &str,
-    owner: &RunOwner,
+    owner: BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
         (MANAGED.to_string(), "true".to_string()),
         (PIPELINE.to_string(), pipeline.to_string()),
         (RUN.to_string(), run_id.to_string()),
-        (OWNER_HOST.to_string(), owner.host.clone()),
-        (OWNER_BOOT.to_string(), owner.boot_id.clone()),
-        (OWNER_PID.to_string(), owner.pid.to_string()),
-        (OWNER_START.to_string(), owner.start_ticks.to_string()),
     ]);
+    labels.extend(owner);
     if let Some(project) = project {
         labels.insert(PROJECT.to_string(), project.to_string());
     }

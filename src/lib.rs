@@ -2,13 +2,18 @@
 //!
 //! A pipeline file ([`spec`]) becomes a validated [`plan::RunPlan`]; [`run`] starts it through
 //! the container CLI ([`engine`], the only module that spawns it), supervises it and always
-//! removes what it created ([`cleanup`]); `flowctl gc` removes what dead runs left behind.
+//! removes what it created ([`cleanup`]); [`gc`] removes what dead runs left behind.
+//!
+//! The modules the binary and the integration tests use are public; the rest is the crate's
+//! own. See the README's "Code map" for what each file owns.
 
 pub mod cleanup;
+pub mod contract;
 pub mod control_plane;
 pub mod engine;
-pub mod events;
-pub mod health;
+mod events;
+pub mod gc;
+mod health;
 pub mod labels;
 pub mod logs;
 pub mod owner;
@@ -17,6 +22,7 @@ pub mod reaper;
 pub mod run;
 pub mod spec;
 pub mod standalone;
-pub mod status;
+mod status;
+pub mod status_client;
 pub mod translate;
-pub mod verify;
+mod verify;

@@ -1,5 +1,5 @@
-//! The `flowctl` command line: parses arguments, calls the library, maps the result to an exit
-//! code. No logic lives here.
+//! The `flowctl` command line: parses arguments, installs the signal policy once, calls the
+//! library, maps the result to an exit code. No logic lives here.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,20 +8,27 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use flowctl::cleanup::{self, GcOptions};
-use flowctl::engine::{Engine, DEFAULT_DOCKER_BIN};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use flowctl::engine::{Deadlines, Engine, EngineKind, DEFAULT_DOCKER_BIN};
+use flowctl::gc::{self, GcOptions};
 use flowctl::logs::use_color;
 use flowctl::owner::Liveness;
 use flowctl::plan::{self, Naming};
 use flowctl::reaper;
+use flowctl::run::teardown::{install_signal_policy, EXIT_INTERRUPTED};
 use flowctl::run::{self, RunOptions, RunOutcome};
 use flowctl::spec::parse_duration;
 use flowctl::standalone::{self, Expectation, StandaloneOptions};
-use flowctl::status;
+use flowctl::status_client;
 use flowctl::translate::{self, Target, TranslateOptions, DEFAULT_CONTROL_PLANE_IMAGE};
 
-/// Exit code after a stop by SIGINT, SIGTERM or SIGHUP (128 + SIGINT, as shells report).
-const EXIT_INTERRUPTED: u8 = 130;
+/// The file descriptors tables are printed on: `flowctl run`'s on stderr, `status`'s on stdout.
+const STDOUT: i32 = 1;
+const STDERR: i32 = 2;
 
 /// Run data pipelines as real containers.
 #[derive(Debug, Parser)]
@@ -30,6 +37,11 @@ struct Cli {
     /// Container CLI to drive (`docker`, `podman`, or a path).
     #[arg(long, global = true, env = "FLOWCTL_DOCKER_BIN", default_value = DEFAULT_DOCKER_BIN)]
     docker_bin: PathBuf,
+    /// How long one container CLI call may take before flowctl stops it and reports the
+    /// engine as not answering (`stop` also gets the containers' grace period).
+    #[arg(long, global = true, env = "FLOWCTL_ENGINE_TIMEOUT", default_value = "60s",
+          value_name = "DURATION", value_parser = positive_duration)]
+    engine_timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +62,9 @@ enum Command {
         /// Only the run started with this --project.
         #[arg(long, env = "FLOWCTL_PROJECT", value_name = "NAME")]
         project: Option<String>,
+        /// Every column in full, even when the table is wider than the terminal.
+        #[arg(long)]
+        wide: bool,
     },
     /// Write the pipeline as a Docker Compose file or Kubernetes manifests.
     Translate(TranslateArgs),
@@ -69,6 +84,9 @@ enum Command {
     Reap {
         #[arg(long)]
         run_id: String,
+        /// What `flowctl run` detected the engine as (`docker` or `podman`).
+        #[arg(long, value_parser = engine_kind)]
+        engine_kind: EngineKind,
     },
 }
 
@@ -92,7 +110,7 @@ struct TranslateArgs {
     #[arg(long)]
     no_control_plane: bool,
     /// Heartbeat interval given to components (FLOWCTL_HEARTBEAT_INTERVAL).
-    #[arg(long, default_value = "10s", value_parser = heartbeat_interval)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     heartbeat_interval: Duration,
 }
 
@@ -102,7 +120,7 @@ struct ControlPlaneArgs {
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "ADDR")]
     listen: std::net::SocketAddr,
     /// Heartbeat interval the components use; silence for 3 intervals is unhealthy.
-    #[arg(long, default_value = "10s", value_parser = heartbeat_interval)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     heartbeat_interval: Duration,
     /// A pipeline component to expect, as ID=ROLE (source, processor or sink); repeatable.
     #[arg(long, value_name = "ID=ROLE")]
@@ -123,17 +141,20 @@ struct RunArgs {
     control_plane_port: u16,
     /// Heartbeat interval given to components (FLOWCTL_HEARTBEAT_INTERVAL), e.g. 10s or 500ms.
     /// A component silent for 3 intervals is reported unhealthy.
-    #[arg(long, default_value = "10s", value_parser = heartbeat_interval)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     heartbeat_interval: Duration,
     /// Also print the status table every INTERVAL (e.g. 30s). It is always printed once all
     /// components are up, and whenever flowctl receives SIGUSR1.
-    #[arg(long, value_name = "INTERVAL", value_parser = heartbeat_interval)]
+    #[arg(long, value_name = "INTERVAL", value_parser = positive_duration)]
     status_interval: Option<Duration>,
     /// Do not verify the declared gRPC streams after start-up.
     #[arg(long)]
     no_verify: bool,
+    /// Status tables with every column in full, even when wider than the terminal.
+    #[arg(long)]
+    wide: bool,
     /// How long stream verification waits for each stream's first message.
-    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = heartbeat_interval)]
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = positive_duration)]
     verify_timeout: Duration,
 }
 
@@ -161,30 +182,42 @@ impl From<NamingArgs> for Naming {
     }
 }
 
-fn heartbeat_interval(text: &str) -> Result<Duration, String> {
+/// A duration such as `10s` or `500ms`, greater than zero.
+fn positive_duration(text: &str) -> Result<Duration, String> {
     match parse_duration(text)? {
         d if d.is_zero() => Err("must be greater than zero".into()),
         d => Ok(d),
     }
 }
 
+fn engine_kind(text: &str) -> Result<EngineKind, String> {
+    EngineKind::from_name(text).ok_or_else(|| format!("`{text}` is not docker or podman"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let deadlines = Deadlines {
+        call: cli.engine_timeout,
+    };
     let result = match cli.command {
-        Command::Run(args) => run::run(&RunOptions {
-            pipeline: args.pipeline,
-            naming: args.naming.into(),
-            docker_bin: cli.docker_bin,
-            color: use_color(args.no_color, std::io::stderr().is_terminal()),
-            control_plane_port: args.control_plane_port,
-            heartbeat_interval: args.heartbeat_interval,
-            status_interval: args.status_interval,
-            verify: !args.no_verify,
-            verify_timeout: args.verify_timeout,
-        })
-        .map(|outcome| match outcome {
-            RunOutcome::Completed => ExitCode::SUCCESS,
-            RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+        Command::Run(args) => install_signal_policy().and_then(|signals| {
+            let options = RunOptions {
+                pipeline: args.pipeline,
+                naming: args.naming.into(),
+                docker_bin: cli.docker_bin,
+                deadlines,
+                color: use_color(args.no_color, std::io::stderr().is_terminal()),
+                control_plane_port: args.control_plane_port,
+                heartbeat_interval: args.heartbeat_interval,
+                status_interval: args.status_interval,
+                table_width: flowctl::status_client::table_width(args.wide, STDERR),
+                verify: !args.no_verify,
+                verify_timeout: args.verify_timeout,
+            };
+            run::run(&options, signals).map(|outcome| match outcome {
+                RunOutcome::Completed => ExitCode::SUCCESS,
+                RunOutcome::Interrupted => ExitCode::from(EXIT_INTERRUPTED),
+            })
         }),
         Command::Validate { pipeline, naming } => {
             plan::load(&pipeline, &naming.into()).map(|plan| {
@@ -199,16 +232,16 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Status { project } => {
-            let mut engine = Engine::new(&cli.docker_bin);
-            engine
-                .check_available()
-                .map_err(anyhow::Error::from)
-                .and_then(|_| {
-                    print!("{}", status::show(&engine, project.as_deref())?);
-                    Ok(ExitCode::SUCCESS)
-                })
-        }
+        Command::Status { project, wide } => Engine::detect(&cli.docker_bin, deadlines)
+            .map_err(anyhow::Error::from)
+            .and_then(|engine| {
+                let width = flowctl::status_client::table_width(wide, STDOUT);
+                print!(
+                    "{}",
+                    status_client::show(&engine, project.as_deref(), width)?
+                );
+                Ok(ExitCode::SUCCESS)
+            }),
         Command::Translate(args) => translate::translate_file(
             &args.pipeline,
             &args.naming.into(),
@@ -227,17 +260,24 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }),
-        Command::ControlPlane(args) => standalone::serve_until_signal(&StandaloneOptions {
+        Command::ControlPlane(args) => serve_control_plane(StandaloneOptions {
             listen: args.listen,
             heartbeat_interval: args.heartbeat_interval,
             expected: args.expect,
-        })
-        .map(|()| ExitCode::SUCCESS),
-        Command::Gc { all, dry_run } => gc(&cli.docker_bin, GcOptions { all, dry_run }),
-        Command::Reap { run_id } => Ok(match reaper::watch(cli.docker_bin, &run_id) {
-            true => ExitCode::SUCCESS,
-            false => ExitCode::FAILURE,
         }),
+        Command::Gc { all, dry_run } => Engine::detect(&cli.docker_bin, deadlines)
+            .map_err(anyhow::Error::from)
+            .and_then(|engine| gc(&engine, GcOptions { all, dry_run })),
+        Command::Reap {
+            run_id,
+            engine_kind,
+        } => {
+            let engine = Engine::known(cli.docker_bin, engine_kind, deadlines);
+            Ok(match reaper::watch(&engine, &run_id) {
+                true => ExitCode::SUCCESS,
+                false => ExitCode::FAILURE,
+            })
+        }
     };
     match result {
         Ok(code) => code,
@@ -248,10 +288,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn gc(docker_bin: &PathBuf, options: GcOptions) -> anyhow::Result<ExitCode> {
-    let mut engine = Engine::new(docker_bin);
-    engine.check_available()?;
-    let report = cleanup::gc(&engine, options)?;
+/// `flowctl control-plane`: serves until SIGINT or SIGTERM, printing registrations and health
+/// changes to stdout.
+fn serve_control_plane(options: StandaloneOptions) -> anyhow::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the signal handler")?;
+    standalone::serve(&options, &stop, |line| println!("{line}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn gc(engine: &Engine, options: GcOptions) -> anyhow::Result<ExitCode> {
+    let report = gc::gc(engine, options)?;
     let verb = if options.dry_run {
         "would remove"
     } else {

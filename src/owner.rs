@@ -40,6 +40,19 @@ impl RunOwner {
         }
     }
 
+    /// The labels that record this owner on what the run creates.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (labels::OWNER_HOST.to_string(), self.host.clone()),
+            (labels::OWNER_BOOT.to_string(), self.boot_id.clone()),
+            (labels::OWNER_PID.to_string(), self.pid.to_string()),
+            (
+                labels::OWNER_START.to_string(),
+                self.start_ticks.to_string(),
+            ),
+        ])
+    }
+
     /// Reads the owner back from a container's or network's labels.
     pub fn from_labels(labels: &BTreeMap<String, String>) -> Option<RunOwner> {
         Some(RunOwner {
@@ -96,7 +109,7 @@ mod tests {
         let owner = RunOwner::current();
         assert!(owner.start_ticks > 0);
         assert_eq!(owner.liveness(), Liveness::Alive);
-        let labels = labels::run_labels("p", None, "r", &owner);
+        let labels = labels::run_labels("p", None, "r", owner.labels());
         assert_eq!(RunOwner::from_labels(&labels), Some(owner));
     }
 

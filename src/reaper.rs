@@ -13,13 +13,13 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cleanup::{self, StopOrder};
 use crate::engine::Engine;
+use crate::spec::format_duration;
 
 /// The hidden subcommand that runs [`watch`].
 pub const SUBCOMMAND: &str = "__reap";
@@ -42,16 +42,21 @@ pub struct Reaper {
 
 impl Reaper {
     /// Starts `flowctl __reap` for `run_id`, in a new session, with its stdin a pipe from this
-    /// process. Call before creating anything of the run.
-    pub fn spawn(docker_bin: &Path, run_id: &str) -> io::Result<Reaper> {
+    /// process. Call before creating anything of the run. The reaper is told what `engine` was
+    /// detected as, so it speaks the same dialect without asking again.
+    pub fn spawn(engine: &Engine, run_id: &str) -> io::Result<Reaper> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
         command
             .arg(SUBCOMMAND)
             .arg("--run-id")
             .arg(run_id)
+            .arg("--engine-kind")
+            .arg(engine.kind().as_str())
             .arg("--docker-bin")
-            .arg(docker_bin)
+            .arg(engine.program())
+            .arg("--engine-timeout")
+            .arg(format_duration(engine.deadlines().call))
             .stdin(Stdio::piped())
             // Not the parent's stdout/stderr: whoever reads those (a pipe, a terminal) must see
             // them close when flowctl exits, not when the reaper does.
@@ -123,12 +128,12 @@ pub fn wait_for_parent(mut input: impl Read) -> Verdict {
     }
 }
 
-/// The reaper's main: waits on stdin, then removes `run_id` unless dismissed. Returns whether
-/// everything of the run is gone.
-pub fn watch(docker_bin: PathBuf, run_id: &str) -> bool {
+/// The reaper's main: waits on stdin, then removes `run_id` through `engine` unless dismissed.
+/// Returns whether everything of the run is gone.
+pub fn watch(engine: &Engine, run_id: &str) -> bool {
     match wait_for_parent(io::stdin().lock()) {
         Verdict::Dismissed => true,
-        Verdict::ParentGone => sweep(&Engine::new(docker_bin), run_id),
+        Verdict::ParentGone => sweep(engine, run_id),
     }
 }
 

@@ -6,12 +6,12 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::control_plane::{ComponentRole, ControlPlane, ControlPlaneConfig, ExpectedComponent};
+use crate::control_plane::{ControlPlane, ControlPlaneConfig, ExpectedComponent};
+use crate::plan::Role;
 
 /// How often the stop flag is checked while waiting for events.
 const STOP_CHECK: Duration = Duration::from_millis(200);
@@ -28,16 +28,8 @@ impl FromStr for Expectation {
         let (id, role) = text
             .split_once('=')
             .ok_or_else(|| format!("`{text}` is not ID=ROLE (e.g. ttp-processor=processor)"))?;
-        let role = match role {
-            "source" => ComponentRole::Source,
-            "processor" => ComponentRole::Processor,
-            "sink" => ComponentRole::Sink,
-            other => {
-                return Err(format!(
-                    "`{other}` is not a role (use source, processor or sink)"
-                ))
-            }
-        };
+        let role = Role::from_name(role)
+            .ok_or_else(|| format!("`{role}` is not a role (use source, processor or sink)"))?;
         if id.is_empty() {
             return Err(format!("`{text}`: the component id is empty"));
         }
@@ -50,12 +42,7 @@ impl FromStr for Expectation {
 
 impl fmt::Display for Expectation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let role = match self.0.role {
-            ComponentRole::Source => "source",
-            ComponentRole::Processor => "processor",
-            ComponentRole::Sink => "sink",
-        };
-        write!(f, "{}={role}", self.0.id)
+        write!(f, "{}={}", self.0.id, self.0.role)
     }
 }
 
@@ -67,15 +54,6 @@ pub struct StandaloneOptions {
     /// The interval components heartbeat at; silence for three intervals is unhealthy.
     pub heartbeat_interval: Duration,
     pub expected: Vec<Expectation>,
-}
-
-/// Serves until SIGINT or SIGTERM, printing registrations and health changes to stdout.
-pub fn serve_until_signal(options: &StandaloneOptions) -> Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the signal handler")?;
-    serve(options, &stop, |line| println!("{line}"))
 }
 
 /// Serves until `stop` is set, giving each line to report to `say`.
@@ -120,7 +98,7 @@ mod tests {
     fn expectations_parse() {
         let e: Expectation = "ttp-processor=processor".parse().unwrap();
         assert_eq!(e.0.id, "ttp-processor");
-        assert_eq!(e.0.role, ComponentRole::Processor);
+        assert_eq!(e.0.role, Role::Processor);
         assert_eq!(e.to_string(), "ttp-processor=processor");
         assert!("x".parse::<Expectation>().unwrap_err().contains("ID=ROLE"));
         assert!("x=consumer"

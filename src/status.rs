@@ -1,36 +1,13 @@
 //! The status table: one row per component with its container, ports, health, registration
 //! and the key heartbeat metrics (CONTRACT.md §3), for `flowctl run` and `flowctl status`.
-//!
-//! `flowctl status` finds a running control plane through the label [`CONTROL_PLANE_LABEL`]
-//! that `flowctl run` puts on every container it starts: its value is the control plane's
-//! `ip:port` on the pipeline's bridge gateway, which the host can reach too. Labels survive a
-//! crashed flowctl and need no state file; a dead run simply does not answer.
+//! Rendering only: where the rows come from is `run/notices.rs` (a run's own view) and
+//! `status_client.rs` (`flowctl status`, through the labels of running containers).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
-use tonic::transport::Endpoint;
-
-use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
-use flowctl_proto::flowctl::{ServiceStatus, ServiceType};
-
-use crate::control_plane::{ControlPlane, ControlPlaneEvent, MatchedBy, ServiceSnapshot};
-use crate::engine::Engine;
-use crate::events::RunEvents;
-use crate::health::HealthProbe;
-use crate::labels;
+use crate::control_plane::ServiceSnapshot;
 use crate::logs::Console;
-use crate::plan::RunPlan;
-use crate::run::PUBLISH_HOST_IP;
-
-/// Container label holding the control plane's `ip:port` for `flowctl status`.
-pub const CONTROL_PLANE_LABEL: &str = "io.flowctl.control-plane";
 
 /// What the table shows about one component.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,49 +118,119 @@ const HEADERS: [&str; 9] = [
     "EVENTS",
 ];
 
-/// Renders `rows` as an aligned plain-text table (no colour, so it can be piped).
-pub fn render(rows: &[StatusRow]) -> String {
-    let cells: Vec<[String; 9]> = rows
-        .iter()
-        .map(|row| {
-            [
-                row.component.clone(),
-                row.container.clone(),
-                row.image.clone(),
-                if row.ports.is_empty() {
-                    "-".to_string()
-                } else {
-                    row.ports.join(", ")
-                },
-                row.health(),
-                row.registered(),
-                row.heartbeat(),
-                row.processed(),
-                row.events(),
-            ]
-        })
-        .collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
-    for line in &cells {
+/// Columns left out, in this order, when the table is wider than the terminal (as `docker ps`
+/// truncates): the image and the container name are the least useful while watching a run.
+/// COMPONENT (0) and HEALTH (4) always stay.
+const DROP_ORDER: [usize; 7] = [2, 1, 3, 6, 8, 5, 7];
+/// No cell is shortened below this many characters.
+const MIN_CELL: usize = 8;
+/// Spaces between columns.
+const GAP: usize = 2;
+
+/// Renders `rows` as an aligned plain-text table (no colour, so it can be piped). With a
+/// `width` (a terminal's), the least useful columns are left out and then the widest cells
+/// shortened until each line fits; without one (piped, or `--wide`), every column in full.
+pub fn render(rows: &[StatusRow], width: Option<usize>) -> String {
+    let mut lines: Vec<[String; 9]> = vec![HEADERS.map(str::to_string)];
+    lines.extend(rows.iter().map(|row| {
+        [
+            row.component.clone(),
+            row.container.clone(),
+            row.image.clone(),
+            if row.ports.is_empty() {
+                "-".to_string()
+            } else {
+                row.ports.join(", ")
+            },
+            row.health(),
+            row.registered(),
+            row.heartbeat(),
+            row.processed(),
+            row.events(),
+        ]
+    }));
+    let mut widths = [0usize; 9];
+    for line in &lines {
         for (width, cell) in widths.iter_mut().zip(line) {
             *width = (*width).max(cell.chars().count());
         }
     }
+    let mut shown: Vec<usize> = (0..HEADERS.len()).collect();
+    if let Some(limit) = width {
+        fit(&mut shown, &mut widths, limit);
+    }
     let mut out = String::new();
-    let header = HEADERS.map(str::to_string);
-    for line in std::iter::once(&header).chain(&cells) {
+    for line in &lines {
         let mut text = String::new();
-        for (i, (cell, width)) in line.iter().zip(widths).enumerate() {
-            if i + 1 == line.len() {
-                text.push_str(cell);
+        for (i, &column) in shown.iter().enumerate() {
+            let width = widths[column];
+            let cell = shorten(&line[column], width);
+            if i + 1 == shown.len() {
+                text.push_str(&cell);
             } else {
-                let _ = write!(text, "{cell:<width$}  ");
+                let _ = write!(text, "{cell:<width$}{:GAP$}", "");
             }
         }
         out.push_str(text.trim_end());
         out.push('\n');
     }
     out
+}
+
+/// Leaves out columns in [`DROP_ORDER`], then narrows the widest columns (never COMPONENT),
+/// until the table is at most `limit` characters wide or nothing more can go.
+fn fit(shown: &mut Vec<usize>, widths: &mut [usize; 9], limit: usize) {
+    let total = |shown: &[usize], widths: &[usize; 9]| -> usize {
+        shown.iter().map(|&c| widths[c]).sum::<usize>() + GAP * shown.len().saturating_sub(1)
+    };
+    for column in DROP_ORDER {
+        if total(shown, widths) <= limit {
+            return;
+        }
+        shown.retain(|&c| c != column);
+    }
+    while total(shown, widths) > limit {
+        let widest = shown
+            .iter()
+            .copied()
+            .filter(|&c| c != 0 && widths[c] > MIN_CELL)
+            .max_by_key(|&c| widths[c]);
+        let Some(column) = widest else {
+            return;
+        };
+        let excess = total(shown, widths) - limit;
+        widths[column] = widths[column].saturating_sub(excess).max(MIN_CELL);
+    }
+}
+
+/// The width tables printed on `fd` should fit: the terminal's columns, or `None` (full width)
+/// when `fd` is not a terminal or `wide` asks for every column.
+pub fn table_width(wide: bool, fd: i32) -> Option<usize> {
+    if wide {
+        return None;
+    }
+    #[repr(C)]
+    struct WinSize {
+        rows: u16,
+        columns: u16,
+        x_pixels: u16,
+        y_pixels: u16,
+    }
+    extern "C" {
+        fn ioctl(fd: i32, request: u64, ...) -> i32;
+    }
+    /// Linux's request for a terminal's size.
+    const TIOCGWINSZ: u64 = 0x5413;
+    let mut size = WinSize {
+        rows: 0,
+        columns: 0,
+        x_pixels: 0,
+        y_pixels: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `struct winsize` (four u16, the layout above) and nothing
+    // else; on a descriptor that is not a terminal it fails and writes nothing.
+    let ok = unsafe { ioctl(fd, TIOCGWINSZ, &mut size as *mut WinSize) } == 0;
+    (ok && size.columns > 0).then_some(usize::from(size.columns))
 }
 
 /// Adds rows for services that registered but belong to no row (a container of another
@@ -212,79 +259,8 @@ pub fn add_unlisted_services(rows: &mut Vec<StatusRow>, services: Vec<ServiceSna
     }
 }
 
-/// `(container port, host port)` pairs by component id, filled in as components start.
-pub type HostPorts = Mutex<BTreeMap<String, Vec<(u16, u16)>>>;
-
-/// What the status table of a `flowctl run` is built from.
-#[derive(Debug, Clone)]
-pub struct StatusView {
-    /// The run's plan.
-    pub plan: RunPlan,
-    /// Container exits seen so far.
-    pub events: Arc<RunEvents>,
-    /// The run's control plane.
-    pub control: Arc<ControlPlane>,
-    /// `(container port, host port)` by component id, for started components.
-    pub host_ports: Arc<HostPorts>,
-}
-
-impl StatusView {
-    /// One row per component (probing each health endpoint now), plus registrations that
-    /// belong to no component of the plan.
-    pub fn rows(&self) -> Vec<StatusRow> {
-        let host_ports = self
-            .host_ports
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        let exits = self.events.snapshot();
-        let mut rows: Vec<StatusRow> = self
-            .plan
-            .components
-            .iter()
-            .map(|component| {
-                let ports = host_ports.get(&component.id);
-                let state = match (exits.exit_of(&component.id), ports) {
-                    (Some(exit), _) => match exit.code {
-                        Some(code) => format!("exited ({code})"),
-                        None => "stopped".to_string(),
-                    },
-                    (None, None) => "not started".to_string(),
-                    (None, Some(ports)) => {
-                        let probe = component.health.as_ref().and_then(|health| {
-                            ports
-                                .iter()
-                                .find(|(container, _)| *container == health.container_port)
-                                .map(|(_, host)| HealthProbe::new(*host, &health.path))
-                        });
-                        match probe.map(|probe| probe.check()) {
-                            None => "running".to_string(),
-                            Some(Ok(())) => "healthy".to_string(),
-                            Some(Err(why)) => format!("unhealthy: {}", shorten(&why, 40)),
-                        }
-                    }
-                };
-                StatusRow {
-                    component: component.id.clone(),
-                    container: component.container_name.clone(),
-                    image: component.image.clone(),
-                    ports: ports
-                        .into_iter()
-                        .flatten()
-                        .map(|(container, host)| format!("{PUBLISH_HOST_IP}:{host}->{container}"))
-                        .collect(),
-                    state,
-                    expects_registration: component.register,
-                    service: self.control.service_of(&component.id),
-                }
-            })
-            .collect();
-        add_unlisted_services(&mut rows, self.control.services());
-        rows
-    }
-}
-
-fn shorten(text: &str, max: usize) -> String {
+/// The first line of `text`, cut to `max` characters with an ellipsis.
+pub(crate) fn shorten(text: &str, max: usize) -> String {
     let text = text.lines().next().unwrap_or("");
     if text.chars().count() <= max {
         text.to_string()
@@ -294,267 +270,20 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-/// Prints the status table through `console`, one line each.
-pub fn print_table(console: Console, rows: &[StatusRow]) {
-    for line in render(rows).lines() {
+/// Prints the status table through `console` (on stderr), one line each, fitted to `width`.
+pub fn print_table(console: Console, rows: &[StatusRow], width: Option<usize>) {
+    // The console prefixes each line with `flowctl   `.
+    let width = width.map(|w| w.saturating_sub("flowctl   ".len()));
+    for line in render(rows, width).lines() {
         console.info(format!("  {line}"));
     }
-}
-
-/// The background thread of `flowctl run` that reports control plane events (registered,
-/// unhealthy, recovered) as they happen and prints the status table on SIGUSR1 and every
-/// `--status-interval`.
-#[derive(Debug)]
-pub struct Notices {
-    view: StatusView,
-    console: Console,
-    /// Set once everything is up: periodic tables only make sense from then on.
-    up: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Notices {
-    /// Starts reporting.
-    pub fn start(view: StatusView, console: Console, interval: Option<Duration>) -> Notices {
-        let up = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (view, up, stop) = (view.clone(), up.clone(), stop.clone());
-            thread::Builder::new()
-                .name("notices".into())
-                .spawn(move || report(&view, console, interval, &up, &stop))
-                .map_err(|e| console.warn(format!("cannot report control plane events: {e}")))
-                .ok()
-        };
-        Notices {
-            view,
-            console,
-            up,
-            stop,
-            thread,
-        }
-    }
-
-    /// Prints the table now and starts the periodic tables.
-    pub fn print_status(&self) {
-        print_table(self.console, &self.view.rows());
-        self.up.store(true, Ordering::SeqCst);
-    }
-
-    /// Stops reporting (before teardown: stopped components go silent, which is no news).
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Notices {
-    fn drop(&mut self) {
-        self.stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// How often the reporting thread looks at its stop flag.
-const NOTICE_POLL: Duration = Duration::from_millis(200);
-
-fn report(
-    view: &StatusView,
-    console: Console,
-    interval: Option<Duration>,
-    up: &AtomicBool,
-    stop: &AtomicBool,
-) {
-    let mut next_table = interval.map(|every| Instant::now() + every);
-    while !stop.load(Ordering::SeqCst) {
-        let now = Instant::now();
-        let wait = next_table
-            .map(|at| at.saturating_duration_since(now).min(NOTICE_POLL))
-            .unwrap_or(NOTICE_POLL);
-        match view.control.next_event(wait) {
-            Some(event @ ControlPlaneEvent::StatusRequested) => {
-                console.info(event.to_string());
-                print_table(console, &view.rows());
-            }
-            Some(event @ ControlPlaneEvent::Unhealthy { .. }) => {
-                // A container that exited stops heartbeating; its exit is reported elsewhere.
-                let exited = match &event {
-                    ControlPlaneEvent::Unhealthy {
-                        component: Some(component),
-                        ..
-                    } => view.events.snapshot().exit_of(component).is_some(),
-                    _ => false,
-                };
-                if !exited && !stop.load(Ordering::SeqCst) {
-                    console.warn(event.to_string());
-                }
-            }
-            Some(event) if !stop.load(Ordering::SeqCst) => console.info(event.to_string()),
-            Some(_) | None => {}
-        }
-        if let (Some(at), Some(every)) = (next_table, interval) {
-            if Instant::now() >= at {
-                if up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-                    print_table(console, &view.rows());
-                }
-                next_table = Some(Instant::now() + every);
-            }
-        }
-    }
-}
-
-/// How long `flowctl status` waits for a control plane.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// `flowctl status`: a table per running pipeline (optionally only `project`'s). Runs are
-/// found by the labels of their containers; each run's control plane is asked with
-/// `ListServices` at the address in [`CONTROL_PLANE_LABEL`].
-pub fn show(engine: &Engine, project: Option<&str>) -> Result<String> {
-    let mut filters = vec![labels::managed_filter()];
-    if let Some(project) = project {
-        filters.push(format!("{}={project}", labels::PROJECT));
-    }
-    let ids = engine.list_containers(&filters)?;
-    let containers = engine.inspect_containers(&ids)?;
-    if containers.is_empty() {
-        return Ok(match project {
-            Some(project) => format!("no flowctl pipeline of project {project} is running\n"),
-            None => "no flowctl pipeline is running\n".to_string(),
-        });
-    }
-    let mut runs: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for container in containers {
-        let run = container
-            .labels
-            .get(labels::RUN)
-            .cloned()
-            .unwrap_or_default();
-        runs.entry(run).or_default().push(container);
-    }
-    let mut out = String::new();
-    for (index, (run, mut containers)) in runs.into_iter().enumerate() {
-        if index > 0 {
-            out.push('\n');
-        }
-        containers.sort_by(|a, b| a.name.cmp(&b.name));
-        let label = |key: &str| {
-            containers
-                .iter()
-                .find_map(|c| c.labels.get(key).cloned())
-                .unwrap_or_default()
-        };
-        let pipeline = label(labels::PIPELINE);
-        let endpoint = label(CONTROL_PLANE_LABEL);
-        let _ = write!(out, "pipeline {pipeline} (run {run}");
-        let project = label(labels::PROJECT);
-        if !project.is_empty() {
-            let _ = write!(out, ", project {project}");
-        }
-        let services = match endpoint.parse::<SocketAddr>() {
-            Ok(address) => match list_services(address, STATUS_TIMEOUT) {
-                Ok(list) => {
-                    let _ = writeln!(out, "): control plane {address}");
-                    let now = SystemTime::now();
-                    list.into_iter().map(|s| snapshot_of(s, now)).collect()
-                }
-                Err(e) => {
-                    let _ = writeln!(
-                        out,
-                        "): control plane {address} does not answer ({}); if its flowctl \
-                         has ended, `flowctl gc` removes what is left",
-                        e.root_cause()
-                    );
-                    Vec::new()
-                }
-            },
-            Err(_) => {
-                let _ = writeln!(out, "): no control plane recorded");
-                Vec::new()
-            }
-        };
-        let mut rows: Vec<StatusRow> = containers
-            .iter()
-            .map(|container| {
-                let component = container
-                    .labels
-                    .get(labels::COMPONENT)
-                    .cloned()
-                    .unwrap_or_else(|| container.name.clone());
-                let state = if container.state.running {
-                    container.state.status.clone()
-                } else {
-                    format!("{} ({})", container.state.status, container.state.exit_code)
-                };
-                StatusRow {
-                    service: services
-                        .iter()
-                        .find(|s: &&ServiceSnapshot| s.component.as_deref() == Some(&component))
-                        .cloned(),
-                    component,
-                    container: container.name.clone(),
-                    image: container.image.clone(),
-                    ports: container.ports.clone(),
-                    state,
-                    expects_registration: !endpoint.is_empty(),
-                }
-            })
-            .collect();
-        add_unlisted_services(&mut rows, services);
-        out.push_str(&render(&rows));
-    }
-    Ok(out)
-}
-
-/// Converts what `ListServices` returned into the shape the table uses; `now` dates the
-/// heartbeat ages.
-pub fn snapshot_of(status: ServiceStatus, now: SystemTime) -> ServiceSnapshot {
-    let last_heartbeat_age = status
-        .last_heartbeat
-        .and_then(|at| SystemTime::try_from(at).ok())
-        .map(|at| now.duration_since(at).unwrap_or_default());
-    ServiceSnapshot {
-        service_type: ServiceType::try_from(status.service_type).unwrap_or_default(),
-        component: (!status.component_id.is_empty()).then_some(status.component_id),
-        matched_by: MatchedBy::Unmatched,
-        service_id: status.service_id,
-        healthy: status.is_healthy,
-        last_heartbeat_age,
-        metrics: status.metrics.into_iter().collect::<BTreeMap<_, _>>(),
-    }
-}
-
-/// Calls `ListServices` on the control plane at `address`.
-pub fn list_services(address: SocketAddr, timeout: Duration) -> Result<Vec<ServiceStatus>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a tokio runtime")?;
-    runtime.block_on(async {
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to the control plane at {address}"))?;
-        let list = ControlPlaneClient::new(channel)
-            .list_services(())
-            .await
-            .map_err(|status| {
-                anyhow::anyhow!(
-                    "control plane at {address}: ListServices failed: {:?}: {}",
-                    status.code(),
-                    status.message()
-                )
-            })?;
-        Ok(list.into_inner().services)
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control_plane::MatchedBy;
+    use flowctl_proto::flowctl::ServiceType;
 
     fn snapshot(id: &str, component: &str, metrics: &[(&str, f64)]) -> ServiceSnapshot {
         ServiceSnapshot {
@@ -607,7 +336,7 @@ mod tests {
                 ..row("third-party", None)
             },
         ];
-        let table = render(&rows);
+        let table = render(&rows, None);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 5, "{table}");
         assert!(lines[0].starts_with("COMPONENT"), "{table}");
@@ -644,38 +373,48 @@ mod tests {
     }
 
     #[test]
-    fn list_services_status_becomes_a_snapshot() {
-        let now = SystemTime::now();
-        let status = ServiceStatus {
-            service_id: "s".into(),
-            service_type: ServiceType::Sink as i32,
-            is_healthy: true,
-            last_heartbeat: Some((now - Duration::from_secs(4)).into()),
-            metrics: [("total_processed".to_string(), 2.0)].into(),
-            component_id: "consumer-app".into(),
-        };
-        let snapshot = snapshot_of(status, now);
-        assert_eq!(snapshot.component.as_deref(), Some("consumer-app"));
-        assert_eq!(snapshot.service_type, ServiceType::Sink);
-        assert_eq!(snapshot.last_heartbeat_age, Some(Duration::from_secs(4)));
-        assert_eq!(snapshot.metrics["total_processed"], 2.0);
-    }
+    fn a_narrow_terminal_drops_the_least_useful_columns_then_shortens() {
+        let mut rows = vec![row(
+            "stellar-live-source-datalake",
+            Some(snapshot(
+                "stellar-live-source-datalake-1",
+                "stellar-live-source-datalake",
+                &[("total_processed", 12.0), ("last_processed_ledger", 1011.0)],
+            )),
+        )];
+        rows[0].ports = vec![
+            "127.0.0.1:49153->50052".into(),
+            "127.0.0.1:49154->8088".into(),
+        ];
+        let full = render(&rows, None);
+        let full_width = full.lines().map(|l| l.chars().count()).max().unwrap();
+        assert!(
+            full.contains("IMAGE") && full.contains("CONTAINER"),
+            "{full}"
+        );
+        assert!(full_width > 150, "{full}");
 
-    #[test]
-    fn list_services_against_a_real_control_plane() {
-        use crate::control_plane::{ControlPlane, ControlPlaneConfig};
-        let plane = ControlPlane::start(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            ControlPlaneConfig::new(Duration::from_secs(10), vec![]),
-        )
-        .unwrap();
-        assert!(list_services(plane.local_addr(), Duration::from_secs(10))
-            .unwrap()
-            .is_empty());
-        let address = plane.local_addr();
-        plane.shutdown();
-        let err = list_services(address, Duration::from_secs(2)).unwrap_err();
-        assert!(format!("{err:#}").contains(&address.to_string()), "{err:#}");
+        for limit in [200, 120, 100, 80] {
+            let table = render(&rows, Some(limit));
+            for line in table.lines() {
+                assert!(line.chars().count() <= limit, "{limit}:\n{table}");
+            }
+            assert!(
+                table.contains("COMPONENT") && table.contains("HEALTH"),
+                "{table}"
+            );
+            assert!(table.contains("stellar-live-source-datalake "), "{table}");
+        }
+        let narrow = render(&rows, Some(100));
+        assert!(!narrow.contains("IMAGE"), "{narrow}");
+        assert!(narrow.contains("12 (ledger 1011)"), "{narrow}");
+        // Far too narrow: still every row, COMPONENT whole, other cells cut with an ellipsis.
+        let tiny = render(&rows, Some(40));
+        assert_eq!(tiny.lines().count(), 2, "{tiny}");
+        assert!(tiny.contains("stellar-live-source-datalake"), "{tiny}");
+        // Not a terminal (a bad descriptor here), or --wide: full width.
+        assert_eq!(table_width(false, -1), None);
+        assert_eq!(table_width(true, 2), None);
     }
 
     #[test]

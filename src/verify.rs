@@ -19,54 +19,13 @@ use flowctl_proto::token_transfer::token_transfer_event::Event;
 use flowctl_proto::token_transfer_service::event_service_client::EventServiceClient;
 use flowctl_proto::token_transfer_service::GetEventsRequest;
 
-use crate::plan::RunPlan;
+use crate::plan::{GrpcService, RunPlan};
 
 /// When a check gives no end ledger for the event stream, it asks for this many ledgers.
 pub const DEFAULT_EVENT_RANGE: u32 = 5;
 
 /// Once the first event has arrived, how long to keep reading to count the rest of the range.
 const COUNT_GRACE: Duration = Duration::from_secs(5);
-
-/// The gRPC services flowctl knows how to verify (the `grpc.service` pipeline field).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrpcService {
-    /// `raw_ledger_service.RawLedgerService`: `StreamRawLedgers`.
-    RawLedgers,
-    /// `token_transfer_service.EventService`: `GetTTPEvents`.
-    TokenTransferEvents,
-}
-
-impl GrpcService {
-    /// Every known service, for error messages.
-    pub const ALL: [GrpcService; 2] = [GrpcService::RawLedgers, GrpcService::TokenTransferEvents];
-
-    /// The fully qualified service name, as written in the pipeline file.
-    pub fn name(self) -> &'static str {
-        match self {
-            GrpcService::RawLedgers => "raw_ledger_service.RawLedgerService",
-            GrpcService::TokenTransferEvents => "token_transfer_service.EventService",
-        }
-    }
-
-    /// The method verification calls.
-    pub fn method(self) -> &'static str {
-        match self {
-            GrpcService::RawLedgers => "StreamRawLedgers",
-            GrpcService::TokenTransferEvents => "GetTTPEvents",
-        }
-    }
-
-    /// Parses a fully qualified service name.
-    pub fn from_name(name: &str) -> Option<GrpcService> {
-        GrpcService::ALL.into_iter().find(|s| s.name() == name)
-    }
-}
-
-impl fmt::Display for GrpcService {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// One stream to verify.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,13 +186,7 @@ pub fn checks_for(
             continue;
         };
         let id = &component.id;
-        let Some(service) = GrpcService::from_name(&grpc.service) else {
-            notes.push(format!(
-                "{id}: not verified (unknown service {})",
-                grpc.service
-            ));
-            continue;
-        };
+        let service = grpc.service;
         let Some(start_ledger) = grpc.start_ledger else {
             notes.push(format!(
                 "{id}: not verified (set grpc.verify.start_ledger to verify {service})"

@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use flowctl::control_plane::{
-    ComponentRole, ControlPlane, ControlPlaneConfig, ControlPlaneEvent, ExpectedComponent,
+    ControlPlane, ControlPlaneConfig, ControlPlaneEvent, ExpectedComponent,
 };
+use flowctl::plan::Role;
 use flowctl_proto::component::{spawn_agent, AgentConfig, ComponentEnv, Metrics};
 use flowctl_proto::flowctl::ServiceType;
 
@@ -19,7 +20,7 @@ fn start(bind: SocketAddr) -> ControlPlane {
         INTERVAL,
         vec![ExpectedComponent {
             id: "ttp-processor".into(),
-            role: ComponentRole::Processor,
+            role: Role::Processor,
         }],
     );
     ControlPlane::start(bind, config).unwrap()

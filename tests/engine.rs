@@ -305,22 +305,6 @@ fn missing_images_and_taken_names_are_refused_before_anything_is_created() {
 }
 
 #[test]
-fn a_panic_in_flowctl_still_cleans_up() {
-    let scratch = Scratch::new("panic");
-    let pipeline = scratch.pipeline(LONG_RUNNING);
-    let mut run = scratch.run(&pipeline, &[], &[("FLOWCTL_TEST_PANIC", "after-start")]);
-    let status = run.wait();
-    assert_eq!(status.code(), Some(101), "{}", run.output());
-    assert!(run.stderr().contains("injected panic"), "{}", run.output());
-    assert!(
-        run.stderr().contains("removed 2 container(s)"),
-        "{}",
-        run.output()
-    );
-    assert_eq!(scratch.leftovers(), Vec::<String>::new());
-}
-
-#[test]
 fn gc_removes_a_killed_runs_leftovers_and_nothing_else() {
     let killed = Scratch::new("gckilled");
     let live = Scratch::new("gclive");

@@ -19,8 +19,8 @@ use super::{
     component_env, control_plane_args, flowctl_labels, healthcheck_command, map, n, render, s,
     sinks, strings, OutputFile, TranslateOptions, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE,
 };
+use crate::contract::PUBLISH_HOST_IP;
 use crate::plan::{ComponentPlan, RestartPolicy, RunPlan};
-use crate::run::PUBLISH_HOST_IP;
 use crate::spec::format_duration;
 
 /// How often Compose runs a health check. Compose 1.29 has no faster start-up interval, and a

@@ -25,7 +25,7 @@ use super::{
     component_env, control_plane_args, flowctl_labels, map, n, render, s, strings, OutputFile,
     TranslateOptions, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE,
 };
-use crate::plan::{ComponentPlan, PortPlan, Role, RunPlan};
+use crate::plan::{ComponentPlan, PortPlan, Protocol, Role, RunPlan};
 
 /// Storage requested for a data lake claim: a placeholder the note asks the user to size.
 const CLAIM_STORAGE: &str = "1Gi";
@@ -98,7 +98,7 @@ pub fn translate(plan: &RunPlan, options: &TranslateOptions) -> Result<Vec<Outpu
             name: Some("grpc".into()),
             container_port: CONTROL_PLANE_PORT,
             host_port: None,
-            protocol: "tcp".into(),
+            protocol: Protocol::Tcp,
         }];
         let documents = [
             deployment(plan, CONTROL_PLANE_SERVICE, &labels, pod),
@@ -310,7 +310,7 @@ fn service(plan: &RunPlan, name: &str, labels: &Mapping, ports: &[PortPlan]) -> 
                 ("name", s(port_name.as_str())),
                 ("port", n(port.container_port)),
                 ("targetPort", n(port.container_port)),
-                ("protocol", s(port.protocol.to_ascii_uppercase())),
+                ("protocol", s(port.protocol.as_str().to_ascii_uppercase())),
             ])
         })
         .collect();
@@ -356,7 +356,7 @@ fn pod_spec(component: &ComponentPlan, options: &TranslateOptions, claims: &[Cla
                 map([
                     ("name", s(name.as_str())),
                     ("containerPort", n(port.container_port)),
-                    ("protocol", s(port.protocol.to_ascii_uppercase())),
+                    ("protocol", s(port.protocol.as_str().to_ascii_uppercase())),
                 ])
             })
             .collect();
@@ -616,7 +616,7 @@ mod tests {
             name: name.map(str::to_string),
             container_port: number,
             host_port: None,
-            protocol: "tcp".into(),
+            protocol: Protocol::Tcp,
         };
         let names = port_names(&[
             port(Some("grpc"), 1),

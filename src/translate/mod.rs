@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_yaml::{Mapping, Value};
 
+use crate::contract;
 use crate::plan::{ComponentPlan, Naming, Role, RunPlan};
-use crate::run::INJECTED_ENV;
 use crate::spec::format_duration;
 
 /// The image that runs `flowctl control-plane` (built by `scripts/build-images.sh`).
@@ -200,24 +200,17 @@ pub(crate) fn component_env(
     let mut env: Vec<(String, String)> = component
         .env
         .iter()
-        .filter(|(key, _)| !INJECTED_ENV.contains(&key.as_str()))
+        .filter(|(key, _)| !contract::INJECTED_ENV.contains(&key.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    match options.control_plane_image {
-        Some(_) => env.extend([
-            ("ENABLE_FLOWCTL".to_string(), "true".to_string()),
-            (
-                "FLOWCTL_ENDPOINT".to_string(),
-                format!("{CONTROL_PLANE_SERVICE}:{CONTROL_PLANE_PORT}"),
-            ),
-            (
-                "FLOWCTL_HEARTBEAT_INTERVAL".to_string(),
-                format_duration(options.heartbeat_interval),
-            ),
-        ]),
-        None => env.push(("ENABLE_FLOWCTL".to_string(), "false".to_string())),
-    }
-    env.push(("FLOWCTL_COMPONENT_ID".to_string(), component.id.clone()));
+    let access = options
+        .control_plane_image
+        .as_ref()
+        .map(|_| contract::ControlPlaneAccess {
+            endpoint: format!("{CONTROL_PLANE_SERVICE}:{CONTROL_PLANE_PORT}"),
+            heartbeat_interval: options.heartbeat_interval,
+        });
+    env.extend(contract::injected_env(&component.id, access.as_ref()));
     env
 }
 
@@ -269,7 +262,7 @@ pub(crate) fn flowctl_labels(plan: &RunPlan, component: Option<&ComponentPlan>) 
     match component {
         Some(component) => {
             labels.insert(s(crate::labels::COMPONENT), s(component.id.as_str()));
-            labels.insert(s(ROLE_LABEL), s(component.role.as_str()));
+            labels.insert(s(crate::labels::ROLE), s(component.role.as_str()));
         }
         None => {
             labels.insert(s(crate::labels::COMPONENT), s(CONTROL_PLANE_SERVICE));
@@ -277,9 +270,6 @@ pub(crate) fn flowctl_labels(plan: &RunPlan, component: Option<&ComponentPlan>) 
     }
     labels
 }
-
-/// The component's role (`source`, `processor`, `sink`) on translated resources.
-pub const ROLE_LABEL: &str = "io.flowctl.role";
 
 /// Renders one YAML document after a `#` comment header.
 pub(crate) fn render(header: &[String], value: &Value) -> Result<String> {

@@ -168,14 +168,27 @@ impl Scratch {
 
     /// Containers and networks labelled with this pipeline.
     pub fn leftovers(&self) -> Vec<String> {
+        self.leftovers_on(&docker_bin())
+    }
+
+    /// Containers and networks labelled with this pipeline, as the CLI `bin` lists them.
+    pub fn leftovers_on(&self, bin: &str) -> Vec<String> {
         let filter = format!("label=io.flowctl.pipeline={}", self.name);
+        let list = |args: &[&str]| {
+            let output = Command::new(bin)
+                .args(args)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run {bin} {args:?}: {e}"));
+            assert!(output.status.success(), "{bin} {args:?} failed");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
         let mut left: Vec<String> =
-            docker(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
+            list(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
                 .lines()
                 .map(|l| format!("container {l}"))
                 .collect();
         left.extend(
-            docker(&[
+            list(&[
                 "network",
                 "ls",
                 "--filter",

@@ -1,142 +1,29 @@
-//! The container engine, driven through its CLI (`docker` or `podman`). This is the only module
-//! that spawns the CLI: everything else calls typed methods whose errors carry the command line
-//! and the CLI's stderr.
+//! The container engine, driven through its CLI (`docker` or `podman`). This module is the only
+//! place that spawns the CLI: everything else calls typed methods whose errors carry the command
+//! line and the CLI's stderr ([`command`] runs one call, [`inspect`] reads what it prints).
 //!
-//! Every command runs in its own process group, so a Ctrl+C typed in the terminal (which goes
-//! to the whole foreground process group) never kills a `docker stop` that cleanup depends on.
+//! An [`Engine`] is made once, by [`Engine::detect`], which asks the CLI what it is before
+//! anything else runs: a `docker` that is really Podman (the `podman-docker` shim, a symlink)
+//! is known as Podman everywhere it is cloned to (signal policy, reaper, cleanup).
+
+pub mod command;
+pub mod inspect;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
-use std::fmt;
-use std::io;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
+pub use command::{kill_in_flight, CommandExt, EngineError};
+pub use inspect::{ContainerInfo, ContainerState, NetworkInfo};
+
 /// The container CLI used when neither `--docker-bin` nor `FLOWCTL_DOCKER_BIN` says otherwise.
 pub const DEFAULT_DOCKER_BIN: &str = "docker";
-
-/// A failed container CLI call: what was run, and what the CLI said.
-#[derive(Debug)]
-pub struct EngineError {
-    /// The command line, for the user to re-run by hand.
-    pub command: String,
-    /// The exit code, `None` when the CLI could not be started or was killed.
-    pub code: Option<i32>,
-    /// The CLI's stderr (or the spawn error), trimmed.
-    pub stderr: String,
-    /// Set when the CLI itself could not be started.
-    pub spawn_error: Option<io::ErrorKind>,
-}
-
-impl EngineError {
-    /// The CLI could not be started at all (missing binary, no permission, ...).
-    fn spawn_failed(command: String, error: &io::Error) -> EngineError {
-        EngineError {
-            command,
-            code: None,
-            stderr: error.to_string(),
-            spawn_error: Some(error.kind()),
-        }
-    }
-
-    /// Whether the CLI said the container, network or image does not exist. Docker says
-    /// "No such container", Podman "no such container" or "... not known"/"not found".
-    pub fn is_not_found(&self) -> bool {
-        let stderr = self.stderr.to_ascii_lowercase();
-        self.spawn_error.is_none()
-            && (stderr.contains("no such")
-                || stderr.contains("not known")
-                || stderr.contains("not found"))
-    }
-}
-
-impl fmt::Display for EngineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.spawn_error, self.code) {
-            (Some(io::ErrorKind::NotFound), _) => write!(
-                f,
-                "cannot run `{}`: the container CLI was not found (install Docker or Podman, or \
-                 point --docker-bin / FLOWCTL_DOCKER_BIN at it)",
-                self.command
-            ),
-            (Some(_), _) => write!(f, "cannot run `{}`: {}", self.command, self.stderr),
-            (None, Some(code)) => write!(
-                f,
-                "`{}` failed with exit code {code}: {}",
-                self.command, self.stderr
-            ),
-            (None, None) => write!(
-                f,
-                "`{}` was killed by a signal: {}",
-                self.command, self.stderr
-            ),
-        }
-    }
-}
-
-impl std::error::Error for EngineError {}
-
-/// Run-check-capture in one call, with the command line and stderr in the error (as cross-rs
-/// does for its engine calls).
-pub trait CommandExt {
-    /// The command as a user could type it (arguments quoted where needed).
-    fn command_line(&self) -> String;
-    /// Runs to completion; a non-zero exit is an error.
-    fn run_checked(&mut self) -> Result<(), EngineError>;
-    /// Runs to completion and returns stdout; a non-zero exit is an error.
-    fn capture(&mut self) -> Result<String, EngineError>;
-}
-
-impl CommandExt for Command {
-    fn command_line(&self) -> String {
-        std::iter::once(self.get_program())
-            .chain(self.get_args())
-            .map(quote)
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    fn run_checked(&mut self) -> Result<(), EngineError> {
-        self.capture().map(|_| ())
-    }
-
-    fn capture(&mut self) -> Result<String, EngineError> {
-        let output = self
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| EngineError::spawn_failed(self.command_line(), &e))?;
-        if output.status.success() {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        } else {
-            Err(EngineError {
-                command: self.command_line(),
-                code: output.status.code(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-                spawn_error: None,
-            })
-        }
-    }
-}
-
-/// Quotes one argument for display only; commands are always run as argument vectors.
-fn quote(arg: &OsStr) -> String {
-    let text = arg.to_string_lossy();
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%{}".contains(c));
-    if plain {
-        text.into_owned()
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
+/// The deadline of an ordinary engine call when `--engine-timeout` does not say otherwise.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Which engine the CLI talks to; they differ in details flowctl works around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,13 +32,45 @@ pub enum EngineKind {
     Podman,
 }
 
-/// What `version` said.
-#[derive(Debug, Clone)]
-pub struct EngineVersion {
-    /// The first `Version:` line.
-    pub line: String,
-    /// The CLI is Podman (also when installed as `docker`).
-    pub podman: bool,
+impl EngineKind {
+    /// `docker` or `podman`, as the reaper's command line carries it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "docker",
+            EngineKind::Podman => "podman",
+        }
+    }
+
+    /// The inverse of [`EngineKind::as_str`].
+    pub fn from_name(name: &str) -> Option<EngineKind> {
+        match name {
+            "docker" => Some(EngineKind::Docker),
+            "podman" => Some(EngineKind::Podman),
+            _ => None,
+        }
+    }
+}
+
+/// How long each kind of engine call may take before it is killed and reported as hung.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Questions and ordinary changes: `version`, `inspect`, `ps`, `create`, `start`, `rm`, ...
+    pub call: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines {
+            call: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+}
+
+impl Deadlines {
+    /// `stop` waits for the containers' grace period before it kills them.
+    fn stop(&self, grace: Duration) -> Duration {
+        self.call + grace
+    }
 }
 
 /// A container to create (and then start).
@@ -166,7 +85,7 @@ pub struct ContainerSpec {
     /// Passed through an env file so values never appear on a command line.
     pub env_file: Option<PathBuf>,
     pub publish: Vec<PortPublish>,
-    pub volumes: Vec<VolumeMount>,
+    pub mounts: Vec<Mount>,
     /// Replaces the image's entrypoint when set.
     pub entrypoint: Option<String>,
     /// Arguments after the image (the command, or the entrypoint's arguments).
@@ -182,69 +101,64 @@ pub struct PortPublish {
     /// `None`: the engine picks a free port.
     pub host_port: Option<u16>,
     pub container_port: u16,
-    pub protocol: String,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
 }
 
 /// One bind mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeMount {
+pub struct Mount {
     pub host_path: PathBuf,
     pub container_path: String,
     pub readonly: bool,
 }
 
-/// What `inspect` says about a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerInfo {
-    pub id: String,
-    /// Without Docker's leading `/`.
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub state: ContainerState,
-    /// The image as given to `run` (`Config.Image`).
-    pub image: String,
-    /// Published ports as `host_ip:host_port->container_port/protocol`.
-    pub ports: Vec<String>,
-}
-
-/// A container's lifecycle state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContainerState {
-    /// `created`, `running`, `exited`, ...
-    pub status: String,
-    pub running: bool,
-    pub exit_code: i64,
-    pub oom_killed: bool,
-}
-
-/// What `network inspect` says about a network.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkInfo {
-    pub id: String,
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-}
-
-/// The container CLI.
+/// The container CLI, with what it turned out to be.
 #[derive(Debug, Clone)]
 pub struct Engine {
     program: PathBuf,
     kind: EngineKind,
+    deadlines: Deadlines,
+    /// The server's `Version:` line, as `version` printed it.
+    version: String,
 }
 
 impl Engine {
-    /// An engine driven by `program` (a name looked up in `PATH`, or a path).
-    pub fn new(program: impl Into<PathBuf>) -> Engine {
+    /// Asks `program` (a name looked up in `PATH`, or a path) what it is; fails when the CLI
+    /// cannot run or its daemon does not answer (`version` exits non-zero then). The one way
+    /// to make an engine that runs things, so no half-known engine is ever cloned.
+    pub fn detect(
+        program: impl Into<PathBuf>,
+        deadlines: Deadlines,
+    ) -> Result<Engine, EngineError> {
         let program = program.into();
-        let is_podman = program
-            .file_name()
-            .is_some_and(|name| name.to_string_lossy().contains("podman"));
-        let kind = if is_podman {
-            EngineKind::Podman
-        } else {
-            EngineKind::Docker
+        let mut engine = Engine {
+            kind: kind_from_name(&program),
+            program,
+            deadlines,
+            version: String::new(),
         };
-        Engine { program, kind }
+        let out = engine.command(["version"]).capture(deadlines.call)?;
+        if out.to_ascii_lowercase().contains("podman") {
+            engine.kind = EngineKind::Podman;
+        }
+        engine.version = out
+            .lines()
+            .find(|line| line.trim_start().starts_with("Version"))
+            .map(|line| line.trim().to_string())
+            .unwrap_or_default();
+        Ok(engine)
+    }
+
+    /// An engine whose kind is already known (the reaper is told it by the `flowctl run` that
+    /// detected it), without asking the CLI.
+    pub fn known(program: impl Into<PathBuf>, kind: EngineKind, deadlines: Deadlines) -> Engine {
+        Engine {
+            program: program.into(),
+            kind,
+            deadlines,
+            version: String::new(),
+        }
     }
 
     /// The CLI this engine runs.
@@ -257,54 +171,49 @@ impl Engine {
         self.kind
     }
 
-    /// A command for the CLI, in its own process group, with no stdin.
+    /// The deadlines its calls run with.
+    pub fn deadlines(&self) -> Deadlines {
+        self.deadlines
+    }
+
+    /// The `Version:` line `version` printed at detection (empty for [`Engine::known`]).
+    pub fn version_line(&self) -> &str {
+        &self.version
+    }
+
+    /// A command for the CLI (the process group and stdin are set where it runs).
     fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
         let mut command = Command::new(&self.program);
-        command.args(args).stdin(Stdio::null()).process_group(0);
+        command.args(args);
         command
     }
 
-    /// Checks that the CLI runs and its daemon answers; returns the engine's version line.
-    /// `docker version` exits non-zero when the daemon is unreachable.
-    pub fn check_available(&mut self) -> Result<String, EngineError> {
-        let version = self.version()?;
-        self.adopt(&version);
-        Ok(version.line)
+    /// Runs `args` as an ordinary call; returns stdout.
+    fn call<I, S>(&self, args: I) -> Result<String, EngineError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command(args).capture(self.deadlines.call)
     }
 
-    /// `version`, without taking the answer into account: [`Engine::adopt`] does (so it can
-    /// run alongside other calls).
-    pub fn version(&self) -> Result<EngineVersion, EngineError> {
-        let out = self.command(["version"]).capture()?;
-        Ok(EngineVersion {
-            podman: out.to_ascii_lowercase().contains("podman"),
-            line: out
-                .lines()
-                .find(|line| line.trim_start().starts_with("Version"))
-                .map(|line| line.trim().to_string())
-                .unwrap_or_default(),
-        })
-    }
-
-    /// Speaks the dialect `version` found (a `docker` that is Podman).
-    pub fn adopt(&mut self, version: &EngineVersion) {
-        if version.podman {
-            self.kind = EngineKind::Podman;
-        }
+    /// Runs `args` and parses stdout as JSON.
+    fn call_json(&self, args: &[&str]) -> Result<Value, EngineError> {
+        let mut command = self.command(args);
+        let out = command.capture(self.deadlines.call)?;
+        serde_json::from_str(&out)
+            .map_err(|e| EngineError::unexpected_output(command.command_line(), e))
     }
 
     /// Whether `image` is present locally (flowctl never pulls).
     pub fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
-        match self
-            .command(["image", "inspect", "--format", "{{.Id}}", image])
-            .capture()
-        {
+        match self.call(["image", "inspect", "--format", "{{.Id}}", image]) {
             Ok(_) => Ok(true),
-            Err(e) if e.spawn_error.is_none() => Ok(false),
+            Err(e) if e.spawn_error.is_none() && e.timed_out.is_none() => Ok(false),
             Err(e) => Err(e),
         }
     }
@@ -322,41 +231,20 @@ impl Engine {
             args.push(format!("{key}={value}"));
         }
         args.push(name.into());
-        Ok(self.command(&args).capture()?.trim().to_string())
+        Ok(self.call(&args)?.trim().to_string())
     }
 
     /// The gateway address of `network`: the host's address on it, where the control plane
-    /// listens. Docker reports it under `IPAM.Config`, Podman under `subnets`.
+    /// listens.
     pub fn network_gateway(&self, network: &str) -> Result<String, EngineError> {
-        let mut command = self.command(["network", "inspect", network]);
-        let out = command.capture()?;
-        let parsed: Value = serde_json::from_str(&out).map_err(|e| EngineError {
-            command: command.command_line(),
-            code: Some(0),
-            stderr: format!("unexpected output ({e})"),
-            spawn_error: None,
-        })?;
-        let network = first(&parsed);
-        let gateways = get(network, "IPAM")
-            .and_then(|ipam| get(ipam, "Config"))
-            .or_else(|| get(network, "subnets"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|subnet| get(subnet, "Gateway").and_then(Value::as_str))
-            .filter(|gateway| !gateway.is_empty());
-        // Prefer IPv4: the control plane address goes into an env var as host:port.
-        let mut gateways: Vec<&str> = gateways.collect();
-        gateways.sort_by_key(|gateway| gateway.contains(':'));
-        gateways
-            .first()
-            .map(|gateway| gateway.split('/').next().unwrap_or(gateway).to_string())
-            .ok_or_else(|| EngineError {
-                command: command.command_line(),
-                code: Some(0),
-                stderr: "the network has no gateway address".into(),
-                spawn_error: None,
-            })
+        let args = ["network", "inspect", network];
+        let parsed = self.call_json(&args)?;
+        inspect::network_gateway(&parsed).ok_or_else(|| {
+            EngineError::unexpected_output(
+                self.command(args).command_line(),
+                "the network has no gateway address",
+            )
+        })
     }
 
     /// The argument vector of `create` for `spec` (without the program).
@@ -383,14 +271,14 @@ impl Engine {
                 ),
             ]);
         }
-        for volume in &spec.volumes {
-            let mode = if volume.readonly { "ro" } else { "rw" };
+        for mount in &spec.mounts {
+            let mode = if mount.readonly { "ro" } else { "rw" };
             args.extend([
                 "--volume".into(),
                 format!(
                     "{}:{}:{mode}",
-                    volume.host_path.display(),
-                    volume.container_path
+                    mount.host_path.display(),
+                    mount.container_path
                 ),
             ]);
         }
@@ -409,17 +297,12 @@ impl Engine {
 
     /// Creates a container (not started); returns its id.
     pub fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError> {
-        Ok(self
-            .command(self.create_args(spec))
-            .capture()?
-            .trim()
-            .to_string())
+        Ok(self.call(self.create_args(spec))?.trim().to_string())
     }
 
     /// Starts a created container in the background.
     pub fn start_container(&self, container: &str) -> Result<(), EngineError> {
-        self.command(["start".to_string(), container.to_string()])
-            .run_checked()
+        self.call(["start", container]).map(|_| ())
     }
 
     /// The host ports `container` is published on, by `(container port, protocol)`: one CLI
@@ -428,10 +311,7 @@ impl Engine {
         &self,
         container: &str,
     ) -> Result<BTreeMap<(u16, String), u16>, EngineError> {
-        let out = self
-            .command(["port".to_string(), container.to_string()])
-            .capture()?;
-        Ok(parse_port_lines(&out))
+        Ok(inspect::parse_port_lines(&self.call(["port", container])?))
     }
 
     /// Inspects containers by name or id. Missing ones are left out.
@@ -439,11 +319,10 @@ impl Engine {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut args = vec!["container".to_string(), "inspect".to_string()];
-        args.extend(ids.iter().cloned());
-        let mut command = self.command(&args);
-        let out = match command.capture() {
-            Ok(out) => out,
+        let mut args = vec!["container", "inspect"];
+        args.extend(ids.iter().map(String::as_str));
+        let parsed = match self.call_json(&args) {
+            Ok(parsed) => parsed,
             // Some were missing: Docker still prints the others on stdout, Podman too; redo
             // one by one to be certain which exist.
             Err(e) if e.is_not_found() && ids.len() > 1 => {
@@ -456,17 +335,11 @@ impl Engine {
             Err(e) if e.is_not_found() => return Ok(Vec::new()),
             Err(e) => return Err(e),
         };
-        let parsed: Value = serde_json::from_str(&out).map_err(|e| EngineError {
-            command: command.command_line(),
-            code: Some(0),
-            stderr: format!("unexpected output ({e})"),
-            spawn_error: None,
-        })?;
         Ok(parsed
             .as_array()
             .into_iter()
             .flatten()
-            .map(container_info)
+            .map(inspect::container_info)
             .collect())
     }
 
@@ -490,7 +363,7 @@ impl Engine {
         for label in labels {
             args.extend(["--filter".into(), format!("label={label}")]);
         }
-        Ok(lines(&self.command(&args).capture()?))
+        Ok(inspect::lines(&self.call(&args)?))
     }
 
     /// Networks carrying every label in `labels`.
@@ -499,9 +372,8 @@ impl Engine {
         for label in labels {
             args.extend(["--filter".into(), format!("label={label}")]);
         }
-        let ids = lines(&self.command(&args).capture()?);
         let mut networks = Vec::new();
-        for id in ids {
+        for id in inspect::lines(&self.call(&args)?) {
             if let Some(network) = self.inspect_network(&id)? {
                 networks.push(network);
             }
@@ -511,48 +383,33 @@ impl Engine {
 
     /// Inspects a network by name or id; `None` when it does not exist.
     pub fn inspect_network(&self, name: &str) -> Result<Option<NetworkInfo>, EngineError> {
-        let mut command = self.command(["network", "inspect", name]);
-        let out = match command.capture() {
-            Ok(out) => out,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let parsed: Value = serde_json::from_str(&out).map_err(|e| EngineError {
-            command: command.command_line(),
-            code: Some(0),
-            stderr: format!("unexpected output ({e})"),
-            spawn_error: None,
-        })?;
-        let network = first(&parsed);
-        if network.is_null() {
-            return Ok(None);
+        match self.call_json(&["network", "inspect", name]) {
+            Ok(parsed) => Ok(inspect::network_info(&parsed)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
-        Ok(Some(NetworkInfo {
-            id: string(network, "Id"),
-            name: string(network, "Name"),
-            labels: labels(get(network, "Labels")),
-        }))
     }
 
-    /// Blocks until `container` exits; returns its exit code.
+    /// Blocks until `container` exits; returns its exit code. No deadline: containers run as
+    /// long as the pipeline does.
     pub fn wait(&self, container: &str) -> Result<i64, EngineError> {
         let mut command = self.command(["wait", container]);
-        let out = command.capture()?;
-        out.trim().parse().map_err(|_| EngineError {
-            command: command.command_line(),
-            code: Some(0),
-            stderr: format!("unexpected output {out:?}"),
-            spawn_error: None,
-        })
+        let out = command.capture_unbounded()?;
+        out.trim()
+            .parse()
+            .map_err(|_| EngineError::unexpected_output(command.command_line(), format!("{out:?}")))
     }
 
-    /// Starts `logs --follow` for `container`, stdout and stderr piped. Ends when the container
-    /// stops.
+    /// Starts `logs --follow` for `container`, stdout and stderr piped, in its own process
+    /// group. Ends when the container stops.
     pub fn follow_logs(&self, container: &str) -> Result<Child, EngineError> {
+        use std::os::unix::process::CommandExt as _;
         let mut command = self.command(["logs", "--follow", container]);
         command
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .spawn()
             .map_err(|e| EngineError::spawn_failed(command.command_line(), &e))
     }
@@ -561,15 +418,7 @@ impl Engine {
     pub fn logs_tail(&self, container: &str, lines: usize) -> Result<String, EngineError> {
         let output = self
             .command(["logs", "--tail", &lines.to_string(), container])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| {
-                EngineError::spawn_failed(
-                    format!("{} logs {container}", self.program.display()),
-                    &e,
-                )
-            })?;
+            .output_within(self.deadlines.call)?;
         // `logs` replays the container's stderr on its own stderr: both are the log.
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
@@ -588,7 +437,8 @@ impl Engine {
             grace.as_secs().to_string(),
         ];
         args.extend(containers.iter().cloned());
-        self.ignore_missing(self.command(&args).run_checked(), containers)
+        let result = self.command(&args).run_checked(self.deadlines.stop(grace));
+        self.ignore_missing(result, containers)
     }
 
     /// Sends SIGKILL to `containers`. Best effort: containers that are gone or already
@@ -599,18 +449,14 @@ impl Engine {
         }
         let mut args = vec!["kill".to_string(), "--signal".into(), "KILL".into()];
         args.extend(containers.iter().cloned());
-        match self.command(&args).run_checked() {
-            Err(e) if e.spawn_error.is_some() => Err(e),
+        match self.call(&args) {
+            Err(e) if e.spawn_error.is_some() || e.timed_out.is_some() => Err(e),
             _ => Ok(()),
         }
     }
 
-    /// Removes `containers` (killing them if running) with their anonymous volumes. Containers
-    /// that no longer exist are not an error (Podman exits non-zero for them).
-    pub fn remove_containers(&self, containers: &[String]) -> Result<(), EngineError> {
-        if containers.is_empty() {
-            return Ok(());
-        }
+    /// The argument vector of `rm` for `containers` (without the program).
+    pub fn remove_args(&self, containers: &[String]) -> Vec<String> {
         let mut args = vec!["rm".to_string(), "--force".into(), "--volumes".into()];
         if self.kind == EngineKind::Podman {
             // Podman 4.3's `rm --force missing live` exits 0 and removes nothing; `--ignore`
@@ -619,15 +465,25 @@ impl Engine {
             args.push("--ignore".into());
         }
         args.extend(containers.iter().cloned());
-        self.ignore_missing(self.command(&args).run_checked(), containers)
+        args
+    }
+
+    /// Removes `containers` (killing them if running) with their anonymous volumes. Containers
+    /// that no longer exist are not an error (Podman exits non-zero for them).
+    pub fn remove_containers(&self, containers: &[String]) -> Result<(), EngineError> {
+        if containers.is_empty() {
+            return Ok(());
+        }
+        let result = self.call(self.remove_args(containers)).map(|_| ());
+        self.ignore_missing(result, containers)
     }
 
     /// Removes a network. A missing one is not an error. Never `network rm -f`: in Podman it
     /// also removes the containers on it.
     pub fn remove_network(&self, network: &str) -> Result<(), EngineError> {
-        match self.command(["network", "rm", network]).run_checked() {
+        match self.call(["network", "rm", network]) {
             Err(e) if e.is_not_found() => Ok(()),
-            other => other,
+            other => other.map(|_| ()),
         }
     }
 
@@ -645,7 +501,11 @@ impl Engine {
                 }
                 // A failure that is not "missing" leaves its container behind.
                 let remaining = self.inspect_containers(containers)?;
-                if remaining.is_empty() || e.stderr.lines().all(is_not_found_line) {
+                let all_missing = e
+                    .stderr
+                    .lines()
+                    .all(|line| line.trim().is_empty() || command::is_not_found_text(line));
+                if remaining.is_empty() || all_missing {
                     Ok(())
                 } else {
                     Err(e)
@@ -656,122 +516,15 @@ impl Engine {
     }
 }
 
-fn is_not_found_line(line: &str) -> bool {
-    let line = line.to_ascii_lowercase();
-    line.trim().is_empty()
-        || line.contains("no such")
-        || line.contains("not known")
-        || line.contains("not found")
-}
-
-/// Parses `docker port CONTAINER` (Docker and Podman print the same): one line per binding,
-/// e.g. `8088/tcp -> 127.0.0.1:49153` (and `8088/tcp -> [::1]:49153`); the first wins.
-fn parse_port_lines(out: &str) -> BTreeMap<(u16, String), u16> {
-    let mut ports = BTreeMap::new();
-    for line in out.lines() {
-        let Some((inside, outside)) = line.split_once("->") else {
-            continue;
-        };
-        let Some((port, protocol)) = inside.trim().split_once('/') else {
-            continue;
-        };
-        let host_port = outside.trim().rsplit_once(':').map(|(_, p)| p.parse());
-        if let (Ok(port), Some(Ok(host_port))) = (port.parse(), host_port) {
-            ports
-                .entry((port, protocol.to_string()))
-                .or_insert(host_port);
-        }
-    }
-    ports
-}
-
-fn lines(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-/// Docker's and Podman's inspect output is an array of objects.
-fn first(value: &Value) -> &Value {
-    value.as_array().and_then(|a| a.first()).unwrap_or(value)
-}
-
-/// A field by name, case-insensitively (Docker writes `Name`, Podman 4 networks `name`).
-fn get<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
-    let object = value.as_object()?;
-    object.get(key).or_else(|| {
-        object
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
-}
-
-fn string(value: &Value, key: &str) -> String {
-    get(value, key)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// `NetworkSettings.Ports` (`{"50052/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}`)
-/// as `127.0.0.1:49153->50052/tcp`; unpublished ports (`null`) are left out.
-fn published_ports(value: Option<&Value>) -> Vec<String> {
-    let mut ports: Vec<String> = value
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .flat_map(|(container_port, bindings)| {
-            bindings
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |binding| {
-                    format!(
-                        "{}:{}->{container_port}",
-                        string(binding, "HostIp"),
-                        string(binding, "HostPort")
-                    )
-                })
-        })
-        .collect();
-    ports.sort();
-    ports
-}
-
-fn labels(value: Option<&Value>) -> BTreeMap<String, String> {
-    value
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-        .collect()
-}
-
-fn container_info(value: &Value) -> ContainerInfo {
-    let state = get(value, "State").unwrap_or(&Value::Null);
-    ContainerInfo {
-        id: string(value, "Id"),
-        name: string(value, "Name").trim_start_matches('/').to_string(),
-        labels: labels(get(value, "Config").and_then(|c| get(c, "Labels"))),
-        image: get(value, "Config")
-            .map(|config| string(config, "Image"))
-            .unwrap_or_default(),
-        ports: published_ports(
-            get(value, "NetworkSettings").and_then(|settings| get(settings, "Ports")),
-        ),
-        state: ContainerState {
-            status: string(state, "Status"),
-            running: get(state, "Running")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            exit_code: get(state, "ExitCode").and_then(Value::as_i64).unwrap_or(0),
-            oom_killed: get(state, "OOMKilled")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-        },
+/// What the program's name says, before the CLI itself is asked.
+fn kind_from_name(program: &Path) -> EngineKind {
+    let is_podman = program
+        .file_name()
+        .is_some_and(|name| name.to_string_lossy().contains("podman"));
+    if is_podman {
+        EngineKind::Podman
+    } else {
+        EngineKind::Docker
     }
 }
 
@@ -804,7 +557,11 @@ mod tests {
         }
 
         fn engine(&self) -> Engine {
-            Engine::new(self.dir.join("docker"))
+            Engine::known(
+                self.dir.join("docker"),
+                EngineKind::Docker,
+                Deadlines::default(),
+            )
         }
 
         /// Each call's arguments.
@@ -823,6 +580,53 @@ mod tests {
         }
     }
 
+    fn docker() -> Engine {
+        Engine::known("docker", EngineKind::Docker, Deadlines::default())
+    }
+
+    #[test]
+    fn a_docker_that_is_podman_is_detected_once_and_speaks_podman() {
+        let fake = FakeCli::new(
+            "docker-is-podman",
+            r#"case "$1" in
+  version) printf 'Client:       Podman Engine\nVersion:      4.3.1\n' ;;
+esac"#,
+        );
+        let engine = Engine::detect(fake.dir.join("docker"), Deadlines::default()).unwrap();
+        assert_eq!(engine.kind(), EngineKind::Podman);
+        assert_eq!(engine.version_line(), "Version:      4.3.1");
+        // Every clone (signal policy, cleanup guard) has the same dialect.
+        let clone = engine.clone();
+        assert_eq!(
+            clone.remove_args(&["a".into(), "b".into()]),
+            ["rm", "--force", "--volumes", "--ignore", "a", "b"]
+        );
+        assert_eq!(
+            docker().remove_args(&["a".into()]),
+            ["rm", "--force", "--volumes", "a"]
+        );
+    }
+
+    #[test]
+    fn a_hung_engine_call_fails_at_its_deadline_naming_the_command() {
+        let fake = FakeCli::new("hung", "exec sleep 30");
+        let engine = Engine::known(
+            fake.dir.join("docker"),
+            EngineKind::Docker,
+            Deadlines {
+                call: Duration::from_millis(200),
+            },
+        );
+        let err = engine.start_container("p-source").unwrap_err();
+        assert!(err.timed_out.is_some(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("docker start p-source` did not finish"),
+            "{text}"
+        );
+        assert!(text.contains("FLOWCTL_ENGINE_TIMEOUT"), "{text}");
+    }
+
     fn spec() -> ContainerSpec {
         ContainerSpec {
             name: "p-source".into(),
@@ -835,9 +639,9 @@ mod tests {
                 host_ip: "127.0.0.1".into(),
                 host_port: None,
                 container_port: 8088,
-                protocol: "tcp".into(),
+                protocol: "tcp",
             }],
-            volumes: vec![VolumeMount {
+            mounts: vec![Mount {
                 host_path: PathBuf::from("/data/lake"),
                 container_path: "/lake".into(),
                 readonly: true,
@@ -850,7 +654,7 @@ mod tests {
 
     #[test]
     fn create_arguments_are_a_vector_with_every_setting() {
-        let args = Engine::new("docker").create_args(&spec());
+        let args = docker().create_args(&spec());
         let expected = [
             "create",
             "--name",
@@ -883,18 +687,18 @@ mod tests {
         let mut spec = spec();
         spec.image = "img; rm -rf / #".into();
         spec.args = vec!["$(reboot)".into(), "a b".into()];
-        let args = Engine::new("docker").create_args(&spec);
+        let args = docker().create_args(&spec);
         assert!(args.contains(&"img; rm -rf / #".to_string()));
         assert_eq!(args.last().map(String::as_str), Some("a b"));
-        let command = Engine::new("docker").command(&args);
+        let command = docker().command(&args);
         assert!(command.command_line().contains("'img; rm -rf / #'"));
     }
 
     #[test]
     fn a_missing_cli_is_a_clear_error() {
-        let mut engine = Engine::new("/nonexistent/flowctl-no-docker");
-        let err = engine.check_available().unwrap_err();
-        assert_eq!(err.spawn_error, Some(io::ErrorKind::NotFound));
+        let err =
+            Engine::detect("/nonexistent/flowctl-no-docker", Deadlines::default()).unwrap_err();
+        assert_eq!(err.spawn_error, Some(std::io::ErrorKind::NotFound));
         let text = err.to_string();
         assert!(
             text.contains("/nonexistent/flowctl-no-docker version"),
@@ -909,7 +713,7 @@ mod tests {
             "daemon-down",
             "echo 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock' >&2; exit 1",
         );
-        let err = fake.engine().check_available().unwrap_err();
+        let err = Engine::detect(fake.dir.join("docker"), Deadlines::default()).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("docker version` failed with exit code 1"),

@@ -1,13 +1,19 @@
 //! The validated, resolved form of a pipeline file: container names, env, ports, volumes,
 //! health checks and the start order. Everything `flowctl run` starts, supervises and tears
 //! down is read from a [`RunPlan`]; `flowctl validate` builds one and stops there.
+//!
+//! This is the domain: it knows the file ([`crate::spec`]) and nothing of the engine. Each
+//! concept has one type here ([`Role`], [`Protocol`], [`GrpcService`], [`RestartPolicy`]),
+//! shared by run, status, translate and the control plane.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod order;
+mod resolve;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::engine::VolumeMount;
 use crate::spec::{self, ComponentSpec, PipelineFile};
 
 /// Default wait for a component to become ready.
@@ -20,11 +26,6 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 3;
 const MAX_RESTARTS_LIMIT: u32 = 100;
 /// The network's name without `--project`.
 pub const DEFAULT_NETWORK: &str = "flowctl-bridge";
-/// The gRPC services flowctl can verify (`grpc.service`).
-pub const GRPC_SERVICES: &[&str] = &[
-    "raw_ledger_service.RawLedgerService",
-    "token_transfer_service.EventService",
-];
 
 /// What flowctl does when a component's container exits non-zero (`restart:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -78,7 +79,7 @@ impl fmt::Display for RestartPolicy {
     }
 }
 
-/// What a component is in the pipeline.
+/// What a component is in the pipeline: which list of the file it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     Source,
@@ -96,12 +97,99 @@ impl Role {
         }
     }
 
+    /// The inverse of [`Role::as_str`].
+    pub fn from_name(name: &str) -> Option<Role> {
+        [Role::Source, Role::Processor, Role::Sink]
+            .into_iter()
+            .find(|role| role.as_str() == name)
+    }
+
+    /// The list of the file it is in (`spec.sources`, ...).
     fn list(self) -> &'static str {
         match self {
             Role::Source => "sources",
             Role::Processor => "processors",
             Role::Sink => "sinks",
         }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A port's transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// `tcp` or `udp`, as the file, the engine and Compose write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+
+    /// The inverse of [`Protocol::as_str`].
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The gRPC services flowctl knows how to verify (the `grpc.service` pipeline field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcService {
+    /// `raw_ledger_service.RawLedgerService`: `StreamRawLedgers`.
+    RawLedgers,
+    /// `token_transfer_service.EventService`: `GetTTPEvents`.
+    TokenTransferEvents,
+}
+
+impl GrpcService {
+    /// Every known service, for error messages.
+    pub const ALL: [GrpcService; 2] = [GrpcService::RawLedgers, GrpcService::TokenTransferEvents];
+
+    /// The fully qualified service name, as written in the pipeline file.
+    pub fn name(self) -> &'static str {
+        match self {
+            GrpcService::RawLedgers => "raw_ledger_service.RawLedgerService",
+            GrpcService::TokenTransferEvents => "token_transfer_service.EventService",
+        }
+    }
+
+    /// The method verification calls.
+    pub fn method(self) -> &'static str {
+        match self {
+            GrpcService::RawLedgers => "StreamRawLedgers",
+            GrpcService::TokenTransferEvents => "GetTTPEvents",
+        }
+    }
+
+    /// Parses a fully qualified service name.
+    pub fn from_name(name: &str) -> Option<GrpcService> {
+        GrpcService::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for GrpcService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -131,7 +219,7 @@ pub struct PortPlan {
     pub container_port: u16,
     /// Pinned; `None` lets the engine pick.
     pub host_port: Option<u16>,
-    pub protocol: String,
+    pub protocol: Protocol,
 }
 
 /// How readiness is probed over HTTP.
@@ -145,10 +233,18 @@ pub struct HealthPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcPlan {
     pub container_port: u16,
-    /// One of [`GRPC_SERVICES`].
-    pub service: String,
+    pub service: GrpcService,
     pub start_ledger: Option<u32>,
     pub end_ledger: Option<u32>,
+}
+
+/// One host folder or file mounted into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumePlan {
+    /// Absolute, resolved against the pipeline file's folder.
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub readonly: bool,
 }
 
 /// One component, resolved.
@@ -161,7 +257,7 @@ pub struct ComponentPlan {
     pub entrypoint: Option<String>,
     pub args: Vec<String>,
     /// From the file (plus `HEALTH_PORT` when implied); values are secret: print keys only.
-    pub env: BTreeMap<String, String>,
+    pub env: std::collections::BTreeMap<String, String>,
     pub inputs: Vec<String>,
     /// 0 for components without inputs, else 1 + the deepest input.
     pub depth: usize,
@@ -169,7 +265,7 @@ pub struct ComponentPlan {
     pub health: Option<HealthPlan>,
     pub health_timeout: Duration,
     pub stop_grace: Duration,
-    pub volumes: Vec<VolumeMount>,
+    pub volumes: Vec<VolumePlan>,
     pub register: bool,
     pub grpc: Option<GrpcPlan>,
     pub restart: RestartPolicy,
@@ -216,7 +312,7 @@ impl RunPlan {
             ..naming.clone()
         };
         let mut errors = Vec::new();
-        check_header(file, naming, &mut errors);
+        resolve::check_header(file, naming, &mut errors);
 
         let declared: Vec<(Role, usize, &ComponentSpec)> = [
             (Role::Source, &file.spec.sources),
@@ -241,6 +337,11 @@ impl RunPlan {
             }
         }
         let ids: Vec<&str> = declared.iter().map(|(_, _, c)| c.id.as_str()).collect();
+        let context = resolve::Context {
+            ids: &ids,
+            base_dir,
+            naming,
+        };
 
         let mut components = Vec::new();
         for (role, index, spec) in &declared {
@@ -250,38 +351,23 @@ impl RunPlan {
                 format!("component `{}`", spec.id)
             };
             let mut problems = Vec::new();
-            let component = resolve(*role, spec, &ids, base_dir, naming, &mut problems);
+            components.push(resolve::component(*role, spec, &context, &mut problems));
             errors.extend(problems.into_iter().map(|p| format!("{at}: {p}")));
-            components.push(component);
         }
-        check_pinned_ports(&components, &mut errors);
+        resolve::check_pinned_ports(&components, &mut errors);
 
-        let order = match start_order(&components) {
-            Ok(order) => order,
+        let ordered = match order::order(components) {
+            Ok(ordered) => ordered,
             Err(cycle) => {
                 errors.push(format!(
                     "inputs: the pipeline has a cycle: {}",
                     cycle.join(" → ")
                 ));
-                (0..components.len()).collect()
+                Vec::new()
             }
         };
         if !errors.is_empty() {
             return Err(PlanError { errors });
-        }
-
-        let mut ordered: Vec<ComponentPlan> =
-            order.iter().map(|&i| components[i].clone()).collect();
-        let mut depth: HashMap<String, usize> = HashMap::new();
-        for component in &mut ordered {
-            component.depth = component
-                .inputs
-                .iter()
-                .filter_map(|input| depth.get(input))
-                .map(|d| d + 1)
-                .max()
-                .unwrap_or(0);
-            depth.insert(component.id.clone(), component.depth);
         }
 
         Ok(RunPlan {
@@ -331,495 +417,6 @@ impl fmt::Display for PlanError {
 }
 
 impl std::error::Error for PlanError {}
-
-/// Names of containers, networks and labels: what Docker accepts for a container name.
-fn is_valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && name.len() <= 63
-}
-
-fn check_header(file: &PipelineFile, naming: &Naming, errors: &mut Vec<String>) {
-    if file.api_version != "flowctl/v1" {
-        errors.push(format!(
-            "apiVersion: `{}` is not supported (use `flowctl/v1`)",
-            file.api_version
-        ));
-    }
-    if file.kind != "Pipeline" {
-        errors.push(format!(
-            "kind: `{}` is not supported (use `Pipeline`)",
-            file.kind
-        ));
-    }
-    if !is_valid_name(&file.metadata.name) {
-        errors.push(format!(
-            "metadata.name: `{}` must be 1-63 letters, digits, `_`, `.` or `-`, starting with a \
-             letter or digit",
-            file.metadata.name
-        ));
-    }
-    if let Some(driver) = &file.spec.driver {
-        if driver != "docker" {
-            errors.push(format!(
-                "spec.driver: `{driver}` is not supported (flowctl runs containers; use \
-                 `docker`, and `--docker-bin podman` for Podman)"
-            ));
-        }
-    }
-    if file.spec.pipelines.is_some() {
-        errors.push("spec.pipelines: nested pipelines are not supported".into());
-    }
-    if file.spec.config.is_some() {
-        errors.push("spec.config: is not supported; pass settings to components with `env`".into());
-    }
-    for (flag, value) in [
-        ("--project", &naming.project),
-        ("--network", &naming.network),
-    ] {
-        if let Some(value) = value {
-            if !is_valid_name(value) {
-                errors.push(format!(
-                    "{flag}: `{value}` must be 1-63 letters, digits, `_`, `.` or `-`"
-                ));
-            }
-        }
-    }
-}
-
-fn resolve(
-    role: Role,
-    spec: &ComponentSpec,
-    ids: &[&str],
-    base_dir: &Path,
-    naming: &Naming,
-    problems: &mut Vec<String>,
-) -> ComponentPlan {
-    if spec.id.is_empty() {
-        problems.push("id: must not be empty".into());
-    } else if !is_valid_name(&spec.id) {
-        problems.push(format!(
-            "id: `{}` must be 1-63 letters, digits, `_`, `.` or `-`, starting with a letter or \
-             digit (it becomes a container name and a DNS name)",
-            spec.id
-        ));
-    }
-    if let Some(kind) = &spec.kind {
-        if kind != role.as_str() {
-            problems.push(format!(
-                "type: `{kind}` does not match the list it is in (spec.{})",
-                role.list()
-            ));
-        }
-    }
-    let image = spec.image.clone().unwrap_or_default();
-    if image.trim().is_empty() {
-        problems.push("image: is required".into());
-    } else if image.starts_with('-') || image.chars().any(char::is_whitespace) {
-        problems.push(format!("image: `{image}` is not an image reference"));
-    }
-    for field in spec.unsupported_fields() {
-        let hint = if field == "restart_policy" {
-            " (`restart: on-failure:N` restarts a failing component)"
-        } else {
-            ""
-        };
-        problems.push(format!(
-            "{field}: is an upstream flowctl field this flowctl does not support{hint}"
-        ));
-    }
-    let restart = match spec.restart.as_deref().map(RestartPolicy::parse) {
-        None => RestartPolicy::Never,
-        Some(Ok(policy)) => policy,
-        Some(Err(problem)) => {
-            problems.push(format!("restart: {problem}"));
-            RestartPolicy::Never
-        }
-    };
-    if let Some(replicas) = spec.replicas {
-        if replicas != 1 {
-            problems.push(format!(
-                "replicas: {replicas} is not supported (each component runs once)"
-            ));
-        }
-    }
-
-    let mut inputs = Vec::new();
-    for input in &spec.inputs {
-        if input == &spec.id {
-            problems.push(format!("inputs: `{input}` names the component itself"));
-        } else if !ids.contains(&input.as_str()) {
-            let hint = spec::nearest(input, ids)
-                .map(|best| format!(" (did you mean `{best}`?)"))
-                .unwrap_or_default();
-            problems.push(format!("inputs: unknown component `{input}`{hint}"));
-        } else if inputs.contains(input) {
-            problems.push(format!("inputs: `{input}` is listed twice"));
-        } else {
-            inputs.push(input.clone());
-        }
-    }
-
-    let mut env = BTreeMap::new();
-    for (key, value) in &spec.env {
-        let key_ok = !key.is_empty()
-            && !key.contains('=')
-            && !key.chars().any(|c| c.is_whitespace() || c.is_control());
-        if !key_ok {
-            problems.push(format!("env: `{key}` is not a valid variable name"));
-        } else if value.0.contains(['\n', '\r', '\0']) {
-            // Values travel in an env file (never on a command line), one per line.
-            problems.push(format!(
-                "env.{key}: the value contains a line break, which cannot be passed to a container"
-            ));
-        }
-        env.insert(key.clone(), value.0.clone());
-    }
-
-    let mut ports = Vec::new();
-    for (i, port) in spec.ports.iter().enumerate() {
-        let protocol = port.protocol.clone().unwrap_or_else(|| "tcp".into());
-        if protocol != "tcp" && protocol != "udp" {
-            problems.push(format!(
-                "ports[{i}].protocol: `{protocol}` must be `tcp` or `udp`"
-            ));
-        }
-        if port.container_port == 0 {
-            problems.push(format!("ports[{i}].containerPort: must be 1-65535"));
-        }
-        if port.host_port == Some(0) {
-            problems.push(format!(
-                "ports[{i}].hostPort: must be 1-65535 (leave it out to let the engine pick)"
-            ));
-        }
-        if ports
-            .iter()
-            .any(|p: &PortPlan| p.container_port == port.container_port && p.protocol == protocol)
-        {
-            problems.push(format!(
-                "ports[{i}].containerPort: {} is declared twice",
-                port.container_port
-            ));
-        }
-        ports.push(PortPlan {
-            name: port.name.clone(),
-            container_port: port.container_port,
-            host_port: port.host_port.filter(|p| *p != 0),
-            protocol,
-        });
-    }
-
-    let health = resolve_health(spec, &ports, problems);
-    if let Some(health) = &health {
-        publish(&mut ports, health.container_port, "health");
-        env.entry("HEALTH_PORT".into())
-            .or_insert_with(|| health.container_port.to_string());
-    }
-
-    let grpc = spec.grpc.as_ref().map(|grpc| {
-        if grpc.port == 0 {
-            problems.push("grpc.port: must be 1-65535".into());
-        }
-        if !GRPC_SERVICES.contains(&grpc.service.as_str()) {
-            let hint = spec::nearest(&grpc.service, GRPC_SERVICES)
-                .map(|best| format!("did you mean `{best}`? "))
-                .unwrap_or_default();
-            problems.push(format!(
-                "grpc.service: unknown service `{}` ({hint}known: {})",
-                grpc.service,
-                GRPC_SERVICES.join(", ")
-            ));
-        }
-        let (start_ledger, end_ledger) = match &grpc.verify {
-            Some(verify) => {
-                if verify.start_ledger == 0 {
-                    problems.push("grpc.verify.start_ledger: must be at least 1".into());
-                }
-                if let Some(end) = verify.end_ledger {
-                    if end != 0 && end < verify.start_ledger {
-                        problems.push(format!(
-                            "grpc.verify.end_ledger: {end} is before start_ledger {}",
-                            verify.start_ledger
-                        ));
-                    }
-                }
-                (Some(verify.start_ledger), verify.end_ledger)
-            }
-            None => (None, None),
-        };
-        GrpcPlan {
-            container_port: grpc.port,
-            service: grpc.service.clone(),
-            start_ledger,
-            end_ledger,
-        }
-    });
-    if let Some(grpc) = &grpc {
-        publish(&mut ports, grpc.container_port, "grpc");
-    }
-
-    let mut volumes = Vec::new();
-    for (i, volume) in spec.volumes.iter().enumerate() {
-        let field = format!("volumes[{i}]");
-        for (name, value) in [
-            ("host_path", &volume.host_path),
-            ("container_path", &volume.container_path),
-        ] {
-            if value.is_empty() {
-                problems.push(format!("{field}.{name}: must not be empty"));
-            } else if value.contains([':', ',', '\n', '\0']) {
-                problems.push(format!(
-                    "{field}.{name}: `{value}` must not contain `:`, `,` or line breaks"
-                ));
-            }
-        }
-        if !volume.container_path.starts_with('/') {
-            problems.push(format!(
-                "{field}.container_path: `{}` must be an absolute path",
-                volume.container_path
-            ));
-        }
-        if volume.container_path.split('/').any(|part| part == "..") {
-            problems.push(format!(
-                "{field}.container_path: `{}` must not contain `..`",
-                volume.container_path
-            ));
-        }
-        let host_path = resolve_host_path(base_dir, &volume.host_path);
-        if !volume.host_path.is_empty() && !host_path.exists() {
-            problems.push(format!(
-                "{field}.host_path: `{}` does not exist",
-                host_path.display()
-            ));
-        } else if let Some(why) = refused_host_path(&host_path) {
-            problems.push(format!(
-                "{field}.host_path: `{}` {why}",
-                host_path.display()
-            ));
-        }
-        volumes.push(VolumeMount {
-            host_path,
-            container_path: volume.container_path.clone(),
-            readonly: volume.readonly.unwrap_or(true),
-        });
-    }
-
-    let health_timeout = spec
-        .health_timeout
-        .map(|d| d.0)
-        .unwrap_or(DEFAULT_HEALTH_TIMEOUT);
-    if health_timeout.is_zero() {
-        problems.push("health_timeout: must be greater than zero".into());
-    }
-    let (entrypoint, args) = match spec.command.split_first() {
-        Some((first, rest)) => (
-            Some(first.clone()),
-            rest.iter().chain(&spec.args).cloned().collect(),
-        ),
-        None => (None, spec.args.clone()),
-    };
-
-    ComponentPlan {
-        id: spec.id.clone(),
-        role,
-        container_name: match &naming.project {
-            Some(project) => format!("{project}-{}", spec.id),
-            None => spec.id.clone(),
-        },
-        image,
-        entrypoint,
-        args,
-        env,
-        inputs,
-        depth: 0,
-        ports,
-        health,
-        health_timeout,
-        stop_grace: spec
-            .stop_grace_period
-            .map(|d| d.0)
-            .unwrap_or(DEFAULT_STOP_GRACE),
-        volumes,
-        register: spec.register,
-        grpc,
-        restart,
-    }
-}
-
-/// `health_port` (path `health_check`, default `/health`); else a port named `health`; else no
-/// HTTP check (ready when running).
-fn resolve_health(
-    spec: &ComponentSpec,
-    ports: &[PortPlan],
-    problems: &mut Vec<String>,
-) -> Option<HealthPlan> {
-    let path = spec
-        .health_check
-        .clone()
-        .unwrap_or_else(|| "/health".into());
-    if !path.starts_with('/') {
-        problems.push(format!(
-            "health_check: `{path}` must be an HTTP path starting with `/`"
-        ));
-    }
-    let named = ports
-        .iter()
-        .find(|p| p.name.as_deref() == Some("health"))
-        .map(|p| p.container_port);
-    let container_port = match (spec.health_port, named) {
-        (Some(0), _) => {
-            problems.push("health_port: must be 1-65535".into());
-            return None;
-        }
-        (Some(port), _) => port,
-        (None, Some(port)) => port,
-        (None, None) if spec.health_check.is_some() => {
-            problems.push(
-                "health_check: needs `health_port` (or a port named `health`) to probe".into(),
-            );
-            return None;
-        }
-        (None, None) => return None,
-    };
-    Some(HealthPlan {
-        container_port,
-        path,
-    })
-}
-
-/// Adds `container_port` to the published ports unless declared.
-fn publish(ports: &mut Vec<PortPlan>, container_port: u16, name: &str) {
-    if container_port != 0
-        && !ports
-            .iter()
-            .any(|p| p.container_port == container_port && p.protocol == "tcp")
-    {
-        ports.push(PortPlan {
-            name: Some(name.into()),
-            container_port,
-            host_port: None,
-            protocol: "tcp".into(),
-        });
-    }
-}
-
-fn resolve_host_path(base_dir: &Path, host_path: &str) -> PathBuf {
-    let path = Path::new(host_path);
-    let joined = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        base_dir.join(path)
-    };
-    // Docker needs an absolute path; canonicalize also resolves `..` for the messages.
-    joined.canonicalize().unwrap_or_else(|_| {
-        std::env::current_dir()
-            .map(|cwd| cwd.join(&joined))
-            .unwrap_or(joined)
-    })
-}
-
-/// Host paths no component may mount, whatever the file says: absolute and `..` paths are
-/// allowed (data lives where it lives), but not the whole host, the kernel's and devices' file
-/// systems, or a socket (the engine's socket would give the container control of the host).
-fn refused_host_path(path: &Path) -> Option<&'static str> {
-    use std::os::unix::fs::FileTypeExt;
-    if path == Path::new("/") {
-        return Some("is the host's root folder; mount only the data the component needs");
-    }
-    if ["/proc", "/sys", "/dev"]
-        .iter()
-        .any(|system| path.starts_with(system))
-    {
-        return Some("is a kernel or device file system, which flowctl does not mount");
-    }
-    let is_socket = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
-    is_socket.then_some(
-        "is a socket (such as the container engine's), which would give the container control \
-         of a host service",
-    )
-}
-
-fn check_pinned_ports(components: &[ComponentPlan], errors: &mut Vec<String>) {
-    let mut pinned: BTreeMap<(u16, &str), &str> = BTreeMap::new();
-    for component in components {
-        for port in &component.ports {
-            if let Some(host_port) = port.host_port {
-                if let Some(first) =
-                    pinned.insert((host_port, port.protocol.as_str()), &component.id)
-                {
-                    errors.push(format!(
-                        "component `{}`: ports: hostPort {host_port} is also pinned by component \
-                         `{first}`",
-                        component.id
-                    ));
-                }
-            }
-        }
-    }
-}
-
-/// Kahn's algorithm, always taking the earliest ready component in file order. On a cycle,
-/// returns the ids along one cycle (first id repeated at the end).
-fn start_order(components: &[ComponentPlan]) -> Result<Vec<usize>, Vec<String>> {
-    let index: HashMap<&str, usize> = components
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.id.as_str(), i))
-        .collect();
-    let deps: Vec<Vec<usize>> = components
-        .iter()
-        .map(|c| {
-            c.inputs
-                .iter()
-                .filter_map(|i| index.get(i.as_str()).copied())
-                .collect()
-        })
-        .collect();
-    let mut placed = vec![false; components.len()];
-    let mut order = Vec::new();
-    while order.len() < components.len() {
-        let next =
-            (0..components.len()).find(|&i| !placed[i] && deps[i].iter().all(|&d| placed[d]));
-        match next {
-            Some(i) => {
-                placed[i] = true;
-                order.push(i);
-            }
-            None => return Err(find_cycle(components, &deps, &placed)),
-        }
-    }
-    Ok(order)
-}
-
-fn find_cycle(components: &[ComponentPlan], deps: &[Vec<usize>], placed: &[bool]) -> Vec<String> {
-    // Every unplaced component waits on another unplaced one; walking those edges must revisit
-    // a component, and the walk from its first visit is a cycle.
-    let Some(mut current) = (0..components.len()).find(|&i| !placed[i]) else {
-        return Vec::new();
-    };
-    let mut path: Vec<usize> = Vec::new();
-    let mut on_path = BTreeSet::new();
-    while on_path.insert(current) {
-        path.push(current);
-        match deps[current].iter().find(|&&d| !placed[d]) {
-            Some(&next) => current = next,
-            None => break,
-        }
-    }
-    let start = path.iter().position(|&i| i == current).unwrap_or(0);
-    // Inputs point upstream; print the cycle in data-flow order, from its first component in
-    // file order.
-    let mut members: Vec<usize> = path[start..].iter().rev().copied().collect();
-    if let Some(first) = (0..members.len()).min_by_key(|&i| members[i]) {
-        members.rotate_left(first);
-    }
-    let mut cycle: Vec<String> = members.iter().map(|&i| components[i].id.clone()).collect();
-    if let Some(first) = cycle.first().cloned() {
-        cycle.push(first);
-    }
-    cycle
-}
 
 #[cfg(test)]
 mod tests {

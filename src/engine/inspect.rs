@@ -1,0 +1,182 @@
+//! Reading what the container CLI prints: `inspect` JSON (Docker's and Podman's shapes) and
+//! `port` lines, into typed values. Pure functions: nothing here runs the CLI.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// What `inspect` says about a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// The image as given to `run` (`Config.Image`).
+    pub image: String,
+    /// Published ports as `host_ip:host_port->container_port/protocol`.
+    pub ports: Vec<String>,
+}
+
+/// A container's lifecycle state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    /// `created`, `running`, `exited`, ...
+    pub status: String,
+    pub running: bool,
+    pub exit_code: i64,
+    pub oom_killed: bool,
+}
+
+/// What `network inspect` says about a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Parses `docker port CONTAINER` (Docker and Podman print the same): one line per binding,
+/// e.g. `8088/tcp -> 127.0.0.1:49153` (and `8088/tcp -> [::1]:49153`); the first wins.
+pub(crate) fn parse_port_lines(out: &str) -> BTreeMap<(u16, String), u16> {
+    let mut ports = BTreeMap::new();
+    for line in out.lines() {
+        let Some((inside, outside)) = line.split_once("->") else {
+            continue;
+        };
+        let Some((port, protocol)) = inside.trim().split_once('/') else {
+            continue;
+        };
+        let host_port = outside.trim().rsplit_once(':').map(|(_, p)| p.parse());
+        if let (Ok(port), Some(Ok(host_port))) = (port.parse(), host_port) {
+            ports
+                .entry((port, protocol.to_string()))
+                .or_insert(host_port);
+        }
+    }
+    ports
+}
+
+pub(crate) fn lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Docker's and Podman's inspect output is an array of objects.
+pub(crate) fn first(value: &Value) -> &Value {
+    value.as_array().and_then(|a| a.first()).unwrap_or(value)
+}
+
+/// A field by name, case-insensitively (Docker writes `Name`, Podman 4 networks `name`).
+pub(crate) fn get<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
+    let object = value.as_object()?;
+    object.get(key).or_else(|| {
+        object
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+pub(crate) fn string(value: &Value, key: &str) -> String {
+    get(value, key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `NetworkSettings.Ports` (`{"50052/tcp": [{"HostIp": "127.0.0.1", "HostPort": "49153"}]}`)
+/// as `127.0.0.1:49153->50052/tcp`; unpublished ports (`null`) are left out.
+fn published_ports(value: Option<&Value>) -> Vec<String> {
+    let mut ports: Vec<String> = value
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .flat_map(|(container_port, bindings)| {
+            bindings
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |binding| {
+                    format!(
+                        "{}:{}->{container_port}",
+                        string(binding, "HostIp"),
+                        string(binding, "HostPort")
+                    )
+                })
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+pub(crate) fn labels(value: Option<&Value>) -> BTreeMap<String, String> {
+    value
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect()
+}
+
+pub(crate) fn container_info(value: &Value) -> ContainerInfo {
+    let state = get(value, "State").unwrap_or(&Value::Null);
+    ContainerInfo {
+        id: string(value, "Id"),
+        name: string(value, "Name").trim_start_matches('/').to_string(),
+        labels: labels(get(value, "Config").and_then(|c| get(c, "Labels"))),
+        image: get(value, "Config")
+            .map(|config| string(config, "Image"))
+            .unwrap_or_default(),
+        ports: published_ports(
+            get(value, "NetworkSettings").and_then(|settings| get(settings, "Ports")),
+        ),
+        state: ContainerState {
+            status: string(state, "Status"),
+            running: get(state, "Running")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            exit_code: get(state, "ExitCode").and_then(Value::as_i64).unwrap_or(0),
+            oom_killed: get(state, "OOMKilled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        },
+    }
+}
+
+/// The first network of `network inspect` output; `None` when it lists none.
+pub(crate) fn network_info(parsed: &Value) -> Option<NetworkInfo> {
+    let network = first(parsed);
+    if network.is_null() {
+        return None;
+    }
+    Some(NetworkInfo {
+        id: string(network, "Id"),
+        name: string(network, "Name"),
+        labels: labels(get(network, "Labels")),
+    })
+}
+
+/// The gateway address of the first network of `network inspect` output, IPv4 preferred (it
+/// goes into an env var as host:port). Docker reports it under `IPAM.Config`, Podman under
+/// `subnets`.
+pub(crate) fn network_gateway(parsed: &Value) -> Option<String> {
+    let network = first(parsed);
+    let mut gateways: Vec<&str> = get(network, "IPAM")
+        .and_then(|ipam| get(ipam, "Config"))
+        .or_else(|| get(network, "subnets"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|subnet| get(subnet, "Gateway").and_then(Value::as_str))
+        .filter(|gateway| !gateway.is_empty())
+        .collect();
+    gateways.sort_by_key(|gateway| gateway.contains(':'));
+    gateways
+        .first()
+        .map(|gateway| gateway.split('/').next().unwrap_or(gateway).to_string())
+}

@@ -1,0 +1,108 @@
+//! `flowctl gc`: finds every flowctl-managed container and network by label, groups them by
+//! run, and removes the runs whose owner is no longer alive (every run with `--all`), through
+//! the same [`cleanup::remove_run`] every other exit path uses.
+
+use std::collections::BTreeMap;
+
+use crate::cleanup::{self, StopOrder};
+use crate::engine::{Engine, EngineError};
+use crate::labels;
+use crate::owner::{Liveness, RunOwner};
+
+/// `flowctl gc` settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GcOptions {
+    /// Remove live runs' resources too.
+    pub all: bool,
+    /// List only.
+    pub dry_run: bool,
+}
+
+/// One run found by `gc`.
+#[derive(Debug, Clone)]
+pub struct RunResources {
+    pub run_id: String,
+    pub pipeline: String,
+    pub owner: Option<RunOwner>,
+    pub liveness: Liveness,
+    pub containers: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+/// What `gc` did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    /// Runs whose resources were removed (or would be, with `--dry-run`).
+    pub removed: Vec<RunResources>,
+    /// Runs left alone because their owner is alive (or cannot be judged).
+    pub kept: Vec<RunResources>,
+    pub errors: Vec<EngineError>,
+}
+
+/// Finds every flowctl-managed container and network, groups them by run, and removes the runs
+/// whose owner is no longer alive (all with `options.all`).
+pub fn gc(engine: &Engine, options: GcOptions) -> Result<GcReport, EngineError> {
+    let managed = [labels::managed_filter()];
+    let mut runs: BTreeMap<String, RunResources> = BTreeMap::new();
+    let entry = |runs: &mut BTreeMap<String, RunResources>, labels: &BTreeMap<String, String>| {
+        let run_id = labels.get(labels::RUN).cloned().unwrap_or_default();
+        runs.entry(run_id.clone())
+            .or_insert_with(|| {
+                let owner = RunOwner::from_labels(labels);
+                let liveness = match &owner {
+                    Some(owner) => owner.liveness(),
+                    None => Liveness::Unknown("no owner labels".into()),
+                };
+                RunResources {
+                    run_id,
+                    pipeline: labels.get(labels::PIPELINE).cloned().unwrap_or_default(),
+                    owner,
+                    liveness,
+                    containers: Vec::new(),
+                    networks: Vec::new(),
+                }
+            })
+            .run_id
+            .clone()
+    };
+    let ids = engine.list_containers(&managed)?;
+    for info in engine.inspect_containers(&ids)? {
+        let run = entry(&mut runs, &info.labels);
+        if let Some(r) = runs.get_mut(&run) {
+            r.containers.push(info.name);
+        }
+    }
+    for network in engine.list_networks(&managed)? {
+        let run = entry(&mut runs, &network.labels);
+        if let Some(r) = runs.get_mut(&run) {
+            r.networks.push(network.name);
+        }
+    }
+
+    let mut report = GcReport::default();
+    for (run_id, run) in runs {
+        let remove = options.all || run.liveness == Liveness::Dead;
+        if !remove {
+            report.kept.push(run);
+            continue;
+        }
+        if !options.dry_run {
+            if run_id.is_empty() {
+                // Managed but without a run label: remove by name, never by a broader filter.
+                if let Err(e) = engine.remove_containers(&run.containers) {
+                    report.errors.push(e);
+                }
+                for network in &run.networks {
+                    if let Err(e) = engine.remove_network(network) {
+                        report.errors.push(e);
+                    }
+                }
+            } else {
+                let removal = cleanup::remove_run(engine, &run_id, &StopOrder::default());
+                report.errors.extend(removal.errors);
+            }
+        }
+        report.removed.push(run);
+    }
+    Ok(report)
+}

@@ -1,0 +1,482 @@
+//! One component of the file, resolved: each concern (id, image, inputs, env, ports, health,
+//! gRPC, volumes, restart) is checked and turned into its plan by a function of its own. Every
+//! problem is collected (never only the first), worded as `field: what is wrong`; the caller
+//! prefixes the component.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{
+    ComponentPlan, GrpcPlan, GrpcService, HealthPlan, Naming, PortPlan, Protocol, RestartPolicy,
+    Role, VolumePlan, DEFAULT_HEALTH_TIMEOUT, DEFAULT_STOP_GRACE,
+};
+use crate::contract::HEALTH_PORT;
+use crate::spec::{self, ComponentSpec, PipelineFile};
+
+/// What a component is resolved against.
+pub(super) struct Context<'a> {
+    /// Every component id of the file, for `inputs`.
+    pub ids: &'a [&'a str],
+    /// The pipeline file's folder, for relative `host_path`s.
+    pub base_dir: &'a Path,
+    pub naming: &'a Naming,
+}
+
+/// Problems found so far, each `field: what is wrong`.
+type Problems = Vec<String>;
+
+pub(super) fn component(
+    role: Role,
+    spec: &ComponentSpec,
+    context: &Context,
+    problems: &mut Problems,
+) -> ComponentPlan {
+    // In the order the fields are usually written, so the problems read in that order too.
+    check_id(spec, problems);
+    check_type(role, spec, problems);
+    let image = image(spec, problems);
+    for field in spec.unsupported_fields() {
+        let hint = if field == "restart_policy" {
+            " (`restart: on-failure:N` restarts a failing component)"
+        } else {
+            ""
+        };
+        problems.push(format!(
+            "{field}: is an upstream flowctl field this flowctl does not support{hint}"
+        ));
+    }
+    let restart = restart(spec, problems);
+    if let Some(replicas) = spec.replicas.filter(|r| *r != 1) {
+        problems.push(format!(
+            "replicas: {replicas} is not supported (each component runs once)"
+        ));
+    }
+    let inputs = inputs(spec, context.ids, problems);
+    let mut env = env(spec, problems);
+    let mut ports = ports(spec, problems);
+    let health = health(spec, &ports, problems);
+    if let Some(health) = &health {
+        publish(&mut ports, health.container_port, "health");
+        env.entry(HEALTH_PORT.into())
+            .or_insert_with(|| health.container_port.to_string());
+    }
+    let grpc = grpc(spec, problems);
+    if let Some(grpc) = &grpc {
+        publish(&mut ports, grpc.container_port, "grpc");
+    }
+    let volumes = volumes(spec, context.base_dir, problems);
+    let health_timeout = spec
+        .health_timeout
+        .map(|d| d.0)
+        .unwrap_or(DEFAULT_HEALTH_TIMEOUT);
+    if health_timeout.is_zero() {
+        problems.push("health_timeout: must be greater than zero".into());
+    }
+    let (entrypoint, args) = match spec.command.split_first() {
+        Some((first, rest)) => (
+            Some(first.clone()),
+            rest.iter().chain(&spec.args).cloned().collect(),
+        ),
+        None => (None, spec.args.clone()),
+    };
+
+    ComponentPlan {
+        id: spec.id.clone(),
+        role,
+        container_name: match &context.naming.project {
+            Some(project) => format!("{project}-{}", spec.id),
+            None => spec.id.clone(),
+        },
+        image,
+        entrypoint,
+        args,
+        env,
+        inputs,
+        depth: 0,
+        ports,
+        health,
+        health_timeout,
+        stop_grace: spec
+            .stop_grace_period
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_STOP_GRACE),
+        volumes,
+        register: spec.register,
+        grpc,
+        restart,
+    }
+}
+
+/// Names of containers, networks and labels: what Docker accepts for a container name.
+pub(super) fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name.len() <= 63
+}
+
+/// `apiVersion`, `kind`, `metadata.name`, the pipeline-wide fields and the naming flags.
+pub(super) fn check_header(file: &PipelineFile, naming: &Naming, errors: &mut Problems) {
+    if file.api_version != "flowctl/v1" {
+        errors.push(format!(
+            "apiVersion: `{}` is not supported (use `flowctl/v1`)",
+            file.api_version
+        ));
+    }
+    if file.kind != "Pipeline" {
+        errors.push(format!(
+            "kind: `{}` is not supported (use `Pipeline`)",
+            file.kind
+        ));
+    }
+    if !is_valid_name(&file.metadata.name) {
+        errors.push(format!(
+            "metadata.name: `{}` must be 1-63 letters, digits, `_`, `.` or `-`, starting with a \
+             letter or digit",
+            file.metadata.name
+        ));
+    }
+    if let Some(driver) = file.spec.driver.as_ref().filter(|d| *d != "docker") {
+        errors.push(format!(
+            "spec.driver: `{driver}` is not supported (flowctl runs containers; use \
+             `docker`, and `--docker-bin podman` for Podman)"
+        ));
+    }
+    if file.spec.pipelines.is_some() {
+        errors.push("spec.pipelines: nested pipelines are not supported".into());
+    }
+    if file.spec.config.is_some() {
+        errors.push("spec.config: is not supported; pass settings to components with `env`".into());
+    }
+    for (flag, value) in [
+        ("--project", &naming.project),
+        ("--network", &naming.network),
+    ] {
+        if let Some(value) = value.as_ref().filter(|v| !is_valid_name(v)) {
+            errors.push(format!(
+                "{flag}: `{value}` must be 1-63 letters, digits, `_`, `.` or `-`"
+            ));
+        }
+    }
+}
+
+fn check_id(spec: &ComponentSpec, problems: &mut Problems) {
+    if spec.id.is_empty() {
+        problems.push("id: must not be empty".into());
+    } else if !is_valid_name(&spec.id) {
+        problems.push(format!(
+            "id: `{}` must be 1-63 letters, digits, `_`, `.` or `-`, starting with a letter or \
+             digit (it becomes a container name and a DNS name)",
+            spec.id
+        ));
+    }
+}
+
+fn check_type(role: Role, spec: &ComponentSpec, problems: &mut Problems) {
+    if let Some(kind) = spec.kind.as_ref().filter(|k| *k != role.as_str()) {
+        problems.push(format!(
+            "type: `{kind}` does not match the list it is in (spec.{})",
+            role.list()
+        ));
+    }
+}
+
+fn image(spec: &ComponentSpec, problems: &mut Problems) -> String {
+    let image = spec.image.clone().unwrap_or_default();
+    if image.trim().is_empty() {
+        problems.push("image: is required".into());
+    } else if image.starts_with('-') || image.chars().any(char::is_whitespace) {
+        problems.push(format!("image: `{image}` is not an image reference"));
+    }
+    image
+}
+
+fn restart(spec: &ComponentSpec, problems: &mut Problems) -> RestartPolicy {
+    match spec.restart.as_deref().map(RestartPolicy::parse) {
+        None => RestartPolicy::Never,
+        Some(Ok(policy)) => policy,
+        Some(Err(problem)) => {
+            problems.push(format!("restart: {problem}"));
+            RestartPolicy::Never
+        }
+    }
+}
+
+fn inputs(spec: &ComponentSpec, ids: &[&str], problems: &mut Problems) -> Vec<String> {
+    let mut inputs = Vec::new();
+    for input in &spec.inputs {
+        if input == &spec.id {
+            problems.push(format!("inputs: `{input}` names the component itself"));
+        } else if !ids.contains(&input.as_str()) {
+            let hint = spec::nearest(input, ids)
+                .map(|best| format!(" (did you mean `{best}`?)"))
+                .unwrap_or_default();
+            problems.push(format!("inputs: unknown component `{input}`{hint}"));
+        } else if inputs.contains(input) {
+            problems.push(format!("inputs: `{input}` is listed twice"));
+        } else {
+            inputs.push(input.clone());
+        }
+    }
+    inputs
+}
+
+/// The file's env; values are secret, so problems name keys only.
+fn env(spec: &ComponentSpec, problems: &mut Problems) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for (key, value) in &spec.env {
+        let key_ok = !key.is_empty()
+            && !key.contains('=')
+            && !key.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !key_ok {
+            problems.push(format!("env: `{key}` is not a valid variable name"));
+        } else if value.0.contains(['\n', '\r', '\0']) {
+            // Values travel in an env file (never on a command line), one per line.
+            problems.push(format!(
+                "env.{key}: the value contains a line break, which cannot be passed to a container"
+            ));
+        }
+        env.insert(key.clone(), value.0.clone());
+    }
+    env
+}
+
+fn ports(spec: &ComponentSpec, problems: &mut Problems) -> Vec<PortPlan> {
+    let mut ports: Vec<PortPlan> = Vec::new();
+    for (i, port) in spec.ports.iter().enumerate() {
+        let protocol = match port.protocol.as_deref().map(Protocol::from_name) {
+            None => Protocol::Tcp,
+            Some(Some(protocol)) => protocol,
+            Some(None) => {
+                problems.push(format!(
+                    "ports[{i}].protocol: `{}` must be `tcp` or `udp`",
+                    port.protocol.as_deref().unwrap_or_default()
+                ));
+                Protocol::Tcp
+            }
+        };
+        if port.container_port == 0 {
+            problems.push(format!("ports[{i}].containerPort: must be 1-65535"));
+        }
+        if port.host_port == Some(0) {
+            problems.push(format!(
+                "ports[{i}].hostPort: must be 1-65535 (leave it out to let the engine pick)"
+            ));
+        }
+        if ports
+            .iter()
+            .any(|p| p.container_port == port.container_port && p.protocol == protocol)
+        {
+            problems.push(format!(
+                "ports[{i}].containerPort: {} is declared twice",
+                port.container_port
+            ));
+        }
+        ports.push(PortPlan {
+            name: port.name.clone(),
+            container_port: port.container_port,
+            host_port: port.host_port.filter(|p| *p != 0),
+            protocol,
+        });
+    }
+    ports
+}
+
+/// Adds `container_port` to the published ports unless declared.
+fn publish(ports: &mut Vec<PortPlan>, container_port: u16, name: &str) {
+    let declared = ports
+        .iter()
+        .any(|p| p.container_port == container_port && p.protocol == Protocol::Tcp);
+    if container_port != 0 && !declared {
+        ports.push(PortPlan {
+            name: Some(name.into()),
+            container_port,
+            host_port: None,
+            protocol: Protocol::Tcp,
+        });
+    }
+}
+
+/// `health_port` (path `health_check`, default `/health`); else a port named `health`; else no
+/// HTTP check (ready when running).
+fn health(spec: &ComponentSpec, ports: &[PortPlan], problems: &mut Problems) -> Option<HealthPlan> {
+    let path = spec
+        .health_check
+        .clone()
+        .unwrap_or_else(|| "/health".into());
+    if !path.starts_with('/') {
+        problems.push(format!(
+            "health_check: `{path}` must be an HTTP path starting with `/`"
+        ));
+    }
+    let named = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("health"))
+        .map(|p| p.container_port);
+    let container_port = match (spec.health_port, named) {
+        (Some(0), _) => {
+            problems.push("health_port: must be 1-65535".into());
+            return None;
+        }
+        (Some(port), _) => port,
+        (None, Some(port)) => port,
+        (None, None) if spec.health_check.is_some() => {
+            problems.push(
+                "health_check: needs `health_port` (or a port named `health`) to probe".into(),
+            );
+            return None;
+        }
+        (None, None) => return None,
+    };
+    Some(HealthPlan {
+        container_port,
+        path,
+    })
+}
+
+fn grpc(spec: &ComponentSpec, problems: &mut Problems) -> Option<GrpcPlan> {
+    let grpc = spec.grpc.as_ref()?;
+    if grpc.port == 0 {
+        problems.push("grpc.port: must be 1-65535".into());
+    }
+    let service = GrpcService::from_name(&grpc.service);
+    if service.is_none() {
+        let names = GrpcService::ALL.map(GrpcService::name);
+        let hint = spec::nearest(&grpc.service, &names)
+            .map(|best| format!("did you mean `{best}`? "))
+            .unwrap_or_default();
+        problems.push(format!(
+            "grpc.service: unknown service `{}` ({hint}known: {})",
+            grpc.service,
+            names.join(", ")
+        ));
+    }
+    let (start_ledger, end_ledger) = match &grpc.verify {
+        Some(verify) => {
+            if verify.start_ledger == 0 {
+                problems.push("grpc.verify.start_ledger: must be at least 1".into());
+            }
+            if let Some(end) = verify.end_ledger.filter(|end| *end != 0) {
+                if end < verify.start_ledger {
+                    problems.push(format!(
+                        "grpc.verify.end_ledger: {end} is before start_ledger {}",
+                        verify.start_ledger
+                    ));
+                }
+            }
+            (Some(verify.start_ledger), verify.end_ledger)
+        }
+        None => (None, None),
+    };
+    Some(GrpcPlan {
+        container_port: grpc.port,
+        // An unknown service is already a problem; the placeholder never reaches a run.
+        service: service.unwrap_or(GrpcService::RawLedgers),
+        start_ledger,
+        end_ledger,
+    })
+}
+
+fn volumes(spec: &ComponentSpec, base_dir: &Path, problems: &mut Problems) -> Vec<VolumePlan> {
+    let mut volumes = Vec::new();
+    for (i, volume) in spec.volumes.iter().enumerate() {
+        let field = format!("volumes[{i}]");
+        for (name, value) in [
+            ("host_path", &volume.host_path),
+            ("container_path", &volume.container_path),
+        ] {
+            if value.is_empty() {
+                problems.push(format!("{field}.{name}: must not be empty"));
+            } else if value.contains([':', ',', '\n', '\0']) {
+                problems.push(format!(
+                    "{field}.{name}: `{value}` must not contain `:`, `,` or line breaks"
+                ));
+            }
+        }
+        if !volume.container_path.starts_with('/') {
+            problems.push(format!(
+                "{field}.container_path: `{}` must be an absolute path",
+                volume.container_path
+            ));
+        }
+        if volume.container_path.split('/').any(|part| part == "..") {
+            problems.push(format!(
+                "{field}.container_path: `{}` must not contain `..`",
+                volume.container_path
+            ));
+        }
+        let host_path = resolve_host_path(base_dir, &volume.host_path);
+        if !volume.host_path.is_empty() && !host_path.exists() {
+            problems.push(format!(
+                "{field}.host_path: `{}` does not exist",
+                host_path.display()
+            ));
+        } else if let Some(why) = refused_host_path(&host_path) {
+            problems.push(format!(
+                "{field}.host_path: `{}` {why}",
+                host_path.display()
+            ));
+        }
+        volumes.push(VolumePlan {
+            host_path,
+            container_path: volume.container_path.clone(),
+            readonly: volume.readonly.unwrap_or(true),
+        });
+    }
+    volumes
+}
+
+fn resolve_host_path(base_dir: &Path, host_path: &str) -> PathBuf {
+    let path = Path::new(host_path);
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    };
+    // Docker needs an absolute path; canonicalize also resolves `..` for the messages.
+    joined.canonicalize().unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(&joined))
+            .unwrap_or(joined)
+    })
+}
+
+/// Host paths no component may mount, whatever the file says: absolute and `..` paths are
+/// allowed (data lives where it lives), but not the whole host, the kernel's and devices' file
+/// systems, or a socket (the engine's socket would give the container control of the host).
+fn refused_host_path(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    if path == Path::new("/") {
+        return Some("is the host's root folder; mount only the data the component needs");
+    }
+    if ["/proc", "/sys", "/dev"]
+        .iter()
+        .any(|system| path.starts_with(system))
+    {
+        return Some("is a kernel or device file system, which flowctl does not mount");
+    }
+    let is_socket = std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    is_socket.then_some(
+        "is a socket (such as the container engine's), which would give the container control \
+         of a host service",
+    )
+}
+
+/// A host port can be pinned by one component only.
+pub(super) fn check_pinned_ports(components: &[ComponentPlan], errors: &mut Problems) {
+    let mut pinned: BTreeMap<(u16, Protocol), &str> = BTreeMap::new();
+    for component in components {
+        for port in &component.ports {
+            let Some(host_port) = port.host_port else {
+                continue;
+            };
+            if let Some(first) = pinned.insert((host_port, port.protocol), &component.id) {
+                errors.push(format!(
+                    "component `{}`: ports: hostPort {host_port} is also pinned by component \
+                     `{first}`",
+                    component.id
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Everything that can be checked before anything is created: images present, pinned host
+//! ports free, container and network names not taken. The engine is asked about every image
+//! and name at once, one CLI call each on threads of their own, and every problem is reported
+//! together.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{TcpListener, UdpSocket};
+use std::thread;
+
+use anyhow::{bail, Result};
+
+use crate::contract::PUBLISH_HOST_IP;
+use crate::engine::{ContainerInfo, Engine, EngineError};
+use crate::labels;
+use crate::owner::{Liveness, RunOwner};
+use crate::plan::{Protocol, RunPlan};
+
+/// Checks `plan` against `engine` and this host; the error lists every problem.
+pub fn check(engine: &Engine, plan: &RunPlan) -> Result<()> {
+    let images: BTreeSet<&str> = plan.components.iter().map(|c| c.image.as_str()).collect();
+    let (present, taken, network) = thread::scope(|scope| {
+        let images: Vec<_> = images
+            .into_iter()
+            .map(|image| (image, scope.spawn(move || engine.image_exists(image))))
+            .collect();
+        let names: Vec<_> = plan
+            .components
+            .iter()
+            .map(|c| scope.spawn(move || engine.inspect_container(&c.container_name)))
+            .collect();
+        let network = scope.spawn(|| engine.inspect_network(&plan.network));
+        let present = images
+            .into_iter()
+            .map(|(image, check)| Ok((image, joined(check)?)))
+            .collect::<Result<BTreeMap<&str, bool>>>();
+        let taken = names
+            .into_iter()
+            .map(joined)
+            .collect::<Result<Vec<Option<ContainerInfo>>>>();
+        (present, taken, joined(network))
+    });
+    let (present, taken, network) = (present?, taken?, network?);
+    let mut problems = Vec::new();
+
+    for component in &plan.components {
+        if !present[component.image.as_str()] {
+            let hint =
+                if component.image.starts_with("flowctl/") && component.image.ends_with(":dev") {
+                    "build it with scripts/build-images.sh".to_string()
+                } else {
+                    format!(
+                        "pull it with `{} pull {}`",
+                        engine.program().display(),
+                        component.image
+                    )
+                };
+            problems.push(format!(
+                "component `{}`: image `{}` is not present locally ({hint})",
+                component.id, component.image
+            ));
+        }
+    }
+
+    for component in &plan.components {
+        for port in &component.ports {
+            let Some(host_port) = port.host_port else {
+                continue;
+            };
+            let free = match port.protocol {
+                Protocol::Udp => UdpSocket::bind((PUBLISH_HOST_IP, host_port)).is_ok(),
+                Protocol::Tcp => TcpListener::bind((PUBLISH_HOST_IP, host_port)).is_ok(),
+            };
+            if !free {
+                problems.push(format!(
+                    "component `{}`: hostPort {host_port}/{} is already in use on {PUBLISH_HOST_IP}",
+                    component.id, port.protocol
+                ));
+            }
+        }
+    }
+
+    for taken in taken.into_iter().flatten() {
+        problems.push(format!(
+            "container name `{}` is taken by {}",
+            taken.name,
+            describe_owner(&taken.labels)
+        ));
+    }
+    if let Some(network) = network {
+        problems.push(format!(
+            "network name `{}` is taken by {}",
+            network.name,
+            describe_owner(&network.labels)
+        ));
+    }
+
+    match problems.as_slice() {
+        [] => Ok(()),
+        [one] => bail!("{one}"),
+        many => bail!("cannot start:\n  - {}", many.join("\n  - ")),
+    }
+}
+
+/// The result of a check run on a scoped thread.
+fn joined<T>(check: thread::ScopedJoinHandle<'_, Result<T, EngineError>>) -> Result<T> {
+    match check.join() {
+        Ok(result) => Ok(result?),
+        Err(_) => bail!("a start-up check panicked"),
+    }
+}
+
+/// Says who holds a name and what to do about it.
+fn describe_owner(labels: &BTreeMap<String, String>) -> String {
+    if labels.get(labels::MANAGED).map(String::as_str) != Some("true") {
+        return "something flowctl did not create; remove or rename it, or use --project".into();
+    }
+    let pipeline = labels.get(labels::PIPELINE).cloned().unwrap_or_default();
+    let run = labels.get(labels::RUN).cloned().unwrap_or_default();
+    match RunOwner::from_labels(labels).map(|o| (o.liveness(), o.pid)) {
+        Some((Liveness::Alive, pid)) => format!(
+            "a running flowctl (pipeline `{pipeline}`, pid {pid}); use --project to run \
+             another copy"
+        ),
+        _ => format!(
+            "a leftover of an earlier flowctl run (pipeline `{pipeline}`, run {run}); run \
+             `flowctl gc` to remove it"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_name_says_whose_it_is_and_what_to_do() {
+        let stranger = describe_owner(&BTreeMap::new());
+        assert!(stranger.contains("flowctl did not create"), "{stranger}");
+
+        let live = labels::run_labels("demo", None, "r1", RunOwner::current().labels());
+        let text = describe_owner(&live);
+        assert!(
+            text.contains("a running flowctl") && text.contains("--project"),
+            "{text}"
+        );
+
+        let dead_owner = RunOwner {
+            start_ticks: RunOwner::current().start_ticks + 1,
+            ..RunOwner::current()
+        };
+        let dead = labels::run_labels("demo", None, "r0", dead_owner.labels());
+        let text = describe_owner(&dead);
+        assert!(
+            text.contains("leftover") && text.contains("flowctl gc") && text.contains("r0"),
+            "{text}"
+        );
+    }
+}

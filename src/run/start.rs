@@ -1,0 +1,590 @@
+//! Bringing the pipeline up: the network and the control plane, every container created at
+//! once (none started), then the levels started in order, each component of a level in
+//! parallel and ready (healthy, and registered when it says `register: true`) before anything
+//! that reads from it starts. A container that exits non-zero meanwhile is replaced as its
+//! `restart` policy allows.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use super::notices::HostPorts;
+use super::teardown::{exit_error, ExitError, Halt, FAILURE_LOG_LINES};
+use crate::contract::{self, ControlPlaneAccess, PUBLISH_HOST_IP};
+use crate::control_plane::{ControlPlane, ControlPlaneConfig, ExpectedComponent};
+use crate::engine::{ContainerSpec, Engine, Mount, PortPublish};
+use crate::events::{Exit, RunEvents};
+use crate::health::{Backoff, HealthProbe};
+use crate::labels;
+use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
+use crate::plan::{ComponentPlan, RunPlan};
+
+/// The run's control plane: where components reach it, and the server.
+#[derive(Debug)]
+pub struct RunControlPlane {
+    /// The network gateway and the port.
+    pub endpoint: SocketAddr,
+    /// The running server; it stops when the last reference is dropped.
+    pub server: Arc<ControlPlane>,
+}
+
+/// What starting and supervising share: the plan, the engine, and what the run has made.
+pub struct LiveRun<'a> {
+    pub engine: &'a Engine,
+    pub plan: &'a RunPlan,
+    pub run_id: &'a str,
+    /// The run's labels (every container also gets its component's).
+    pub labels: &'a BTreeMap<String, String>,
+    pub events: &'a Arc<RunEvents>,
+    pub logs: &'a LogMux,
+    pub console: Console,
+    pub control: &'a RunControlPlane,
+    pub heartbeat_interval: Duration,
+    /// `(container port, host port)` of each started component.
+    pub host_ports: &'a HostPorts,
+}
+
+impl LiveRun<'_> {
+    /// [`Halt::Interrupted`] once a signal arrived.
+    pub fn check_interrupted(&self) -> Result<(), Halt> {
+        if self.events.snapshot().interrupts > 0 {
+            Err(Halt::Interrupted)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The env component `component`'s container gets: the file's plus what flowctl injects.
+    fn container_env(&self, component: &ComponentPlan) -> BTreeMap<String, String> {
+        let access = ControlPlaneAccess {
+            endpoint: self.control.endpoint.to_string(),
+            heartbeat_interval: self.heartbeat_interval,
+        };
+        contract::component_env(&component.env, &component.id, Some(&access))
+    }
+}
+
+/// Creates the run's bridge network; returns its gateway address.
+pub fn create_network(
+    engine: &Engine,
+    plan: &RunPlan,
+    labels: &BTreeMap<String, String>,
+    console: Console,
+) -> Result<String> {
+    let started = Instant::now();
+    engine
+        .create_network(&plan.network, labels)
+        .with_context(|| format!("cannot create the network {}", plan.network))?;
+    let gateway = engine
+        .network_gateway(&plan.network)
+        .with_context(|| format!("cannot read the gateway of network {}", plan.network))?;
+    console.info(format!(
+        "network {} created (gateway {gateway}) in {} ms",
+        plan.network,
+        elapsed_ms(started)
+    ));
+    Ok(gateway)
+}
+
+/// Starts the control plane on the network's gateway address (reachable from the pipeline's
+/// containers, not from other hosts).
+pub fn start_control_plane(
+    plan: &RunPlan,
+    gateway: &str,
+    port: u16,
+    heartbeat_interval: Duration,
+) -> Result<RunControlPlane> {
+    let ip: IpAddr = gateway
+        .parse()
+        .with_context(|| format!("the network gateway `{gateway}` is not an IP address"))?;
+    let expected = plan
+        .components
+        .iter()
+        .map(|c| ExpectedComponent {
+            id: c.id.clone(),
+            role: c.role,
+        })
+        .collect();
+    let mut config = ControlPlaneConfig::new(heartbeat_interval, expected);
+    config.status_signal = true;
+    let server = ControlPlane::start(SocketAddr::new(ip, port), config)
+        .context("--control-plane-port picks another port (0 = any free one)")?;
+    Ok(RunControlPlane {
+        endpoint: server.local_addr(),
+        server: Arc::new(server),
+    })
+}
+
+/// Runs `task` for each of `components` on threads of its own; the errors of all of them,
+/// one per line, or [`Halt::Interrupted`] if a signal arrived meanwhile.
+fn in_parallel(
+    run: &LiveRun,
+    components: &[&ComponentPlan],
+    task: impl Fn(&ComponentPlan) -> Result<(), Halt> + Sync,
+) -> Result<(), Halt> {
+    let task = &task;
+    let results: Vec<Result<(), Halt>> = thread::scope(|scope| {
+        let handles: Vec<_> = components
+            .iter()
+            .map(|component| scope.spawn(move || task(component)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a start-up thread panicked").into()))
+            })
+            .collect()
+    });
+    let mut halts: Vec<Halt> = results.into_iter().filter_map(Result::err).collect();
+    if halts.is_empty() {
+        return Ok(());
+    }
+    run.check_interrupted()?;
+    if halts.len() == 1 {
+        return Err(halts.remove(0));
+    }
+    let messages: Vec<String> = halts.iter().map(Halt::message).collect();
+    Err(anyhow!("{}", messages.join("\n")).into())
+}
+
+/// Creates every component's container at once, none started: starting a level later costs
+/// only `start`, and a container that cannot be created fails the run before any runs.
+pub fn create_all(run: &LiveRun) -> Result<(), Halt> {
+    let started = Instant::now();
+    for component in &run.plan.components {
+        for key in contract::INJECTED_ENV {
+            if component.env.contains_key(*key) {
+                run.console.warn(format!(
+                    "component `{}`: env {key} is set by flowctl; the file's value is ignored",
+                    component.id
+                ));
+            }
+        }
+    }
+    let all: Vec<&ComponentPlan> = run.plan.components.iter().collect();
+    in_parallel(run, &all, |component| Ok(create_container(run, component)?))?;
+    run.console.info(format!(
+        "created {} container(s) in {} ms",
+        all.len(),
+        elapsed_ms(started)
+    ));
+    run.check_interrupted()
+}
+
+/// Starts the levels in order; the components of one level start in parallel.
+pub fn start_all(run: &LiveRun, started: Instant) -> Result<(), Halt> {
+    let levels = run.plan.levels();
+    for (depth, level) in levels.iter().enumerate() {
+        in_parallel(run, level, |component| start_component(run, component))?;
+        if depth + 1 < levels.len() {
+            run.check_interrupted()?;
+        }
+    }
+    run.console.info(format!(
+        "pipeline {} is up: {} component(s) in {} ms (Ctrl+C to stop)",
+        run.plan.pipeline,
+        run.plan.components.len(),
+        elapsed_ms(started)
+    ));
+    Ok(())
+}
+
+/// A file holding a container's environment, readable only by us and removed as soon as
+/// `create` has read it: values never appear on a command line.
+pub(super) struct EnvFile {
+    pub path: PathBuf,
+}
+
+impl EnvFile {
+    pub fn write(run_id: &str, component: &str, env: &BTreeMap<String, String>) -> Result<EnvFile> {
+        let path = std::env::temp_dir().join(format!("flowctl-{run_id}-{component}.env"));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let env_file = EnvFile { path };
+        for (key, value) in env {
+            writeln!(file, "{key}={value}")
+                .with_context(|| format!("cannot write {}", env_file.path.display()))?;
+        }
+        Ok(env_file)
+    }
+}
+
+impl Drop for EnvFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// The container of `component`.
+fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -> ContainerSpec {
+    let mut labels = run.labels.clone();
+    labels.insert(labels::COMPONENT.to_string(), component.id.clone());
+    // Lets `flowctl status` find this run's control plane.
+    labels.insert(
+        labels::CONTROL_PLANE.to_string(),
+        run.control.endpoint.to_string(),
+    );
+    ContainerSpec {
+        name: component.container_name.clone(),
+        image: component.image.clone(),
+        network: run.plan.network.clone(),
+        aliases: vec![component.id.clone()],
+        labels,
+        env_file: Some(env_file),
+        publish: component
+            .ports
+            .iter()
+            .map(|p| PortPublish {
+                host_ip: PUBLISH_HOST_IP.to_string(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: p.protocol.as_str(),
+            })
+            .collect(),
+        mounts: component
+            .volumes
+            .iter()
+            .map(|v| Mount {
+                host_path: v.host_path.clone(),
+                container_path: v.container_path.clone(),
+                readonly: v.readonly,
+            })
+            .collect(),
+        entrypoint: component.entrypoint.clone(),
+        args: component.args.clone(),
+        stop_timeout: component.stop_grace,
+    }
+}
+
+/// Creates `component`'s container, not started. Its env reaches the engine in a private file
+/// that is deleted as soon as the container exists.
+fn create_container(run: &LiveRun, component: &ComponentPlan) -> Result<()> {
+    let id = &component.id;
+    let env_file = EnvFile::write(run.run_id, id, &run.container_env(component))?;
+    let spec = container_spec(run, component, env_file.path.clone());
+    run.engine
+        .create_container(&spec)
+        .with_context(|| format!("component `{id}`: cannot create its container"))?;
+    Ok(())
+}
+
+/// Runs one component's container and waits until it is ready; a container that exits
+/// non-zero meanwhile is replaced as its `restart` policy allows.
+pub fn start_component(run: &LiveRun, component: &ComponentPlan) -> Result<(), Halt> {
+    loop {
+        let attempt = run.events.snapshot().attempt_of(&component.id);
+        match start_container(run, component, attempt) {
+            Err(Halt::Exited(exited)) if may_restart(run, component) => {
+                restart(run, component, &exited)?;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether `component`'s policy allows another restart in this run.
+pub fn may_restart(run: &LiveRun, component: &ComponentPlan) -> bool {
+    run.events.snapshot().attempt_of(&component.id) < component.restart.max_restarts()
+}
+
+/// Says why and which restart this is, removes the stopped container and moves the
+/// component's events to the next attempt; the caller starts the new container.
+pub fn restart(run: &LiveRun, component: &ComponentPlan, exited: &ExitError) -> Result<(), Halt> {
+    let id = &component.id;
+    let attempt = run.events.snapshot().attempt_of(id) + 1;
+    run.console.warn(format!(
+        "component `{id}` {} {}; restarting it (restart {attempt} of {}, restart: {})",
+        exited.what,
+        exited.when,
+        component.restart.max_restarts(),
+        component.restart
+    ));
+    run.check_interrupted()?;
+    // Relay the rest of what the old container wrote before it is removed.
+    run.logs.wait_drained(id, Duration::from_secs(2));
+    run.engine
+        .remove_containers(std::slice::from_ref(&component.container_name))
+        .with_context(|| format!("component `{id}`: cannot remove its stopped container"))?;
+    run.events.restarting(id);
+    Ok(())
+}
+
+/// Runs container number `attempt` of `component` and waits until it is ready.
+fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Result<(), Halt> {
+    run.check_interrupted()?;
+    let id = &component.id;
+    let started = Instant::now();
+    if attempt > 0 {
+        // The failed container was removed; its replacement is created like the first.
+        create_container(run, component)?;
+    }
+    let keys: Vec<String> = run.container_env(component).into_keys().collect();
+    run.console.info(format!(
+        "starting {id} ({}) env: {}",
+        component.image,
+        keys.join(", ")
+    ));
+    run.engine
+        .start_container(&component.container_name)
+        .with_context(|| format!("component `{id}`: cannot start its container"))?;
+
+    // The ports first: the watcher and log follower below are two more CLI processes
+    // starting, which would slow this lookup on a small machine.
+    let published = if component.ports.is_empty() {
+        Ok(BTreeMap::new())
+    } else {
+        run.engine.published_ports(&component.container_name)
+    };
+    watch_exit(run, component, attempt)?;
+    let index = run
+        .plan
+        .components
+        .iter()
+        .position(|c| c.id == *id)
+        .unwrap_or(0);
+    run.logs
+        .follow(run.engine, id, index, &component.container_name)
+        .with_context(|| format!("component `{id}`: cannot follow its logs"))?;
+
+    let mut host_ports = Vec::new();
+    for port in &component.ports {
+        let lookup = match &published {
+            Ok(ports) => ports
+                .get(&(port.container_port, port.protocol.as_str().to_string()))
+                .copied()
+                .ok_or_else(|| "the engine lists no binding for it".to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        match lookup {
+            Ok(host_port) => host_ports.push((port.container_port, host_port)),
+            // A container that already exited has no published ports: report its exit.
+            Err(why) => match exited_early(run, component) {
+                Some(Ok(())) => {
+                    run.console.info(format!(
+                        "{id} finished its work (exit code 0) during start-up"
+                    ));
+                    return Ok(());
+                }
+                Some(Err(exit)) => return Err(Halt::Exited(exit)),
+                None => {
+                    return Err(anyhow!(
+                        "component `{id}`: cannot read the host port of {}/{}: {why}",
+                        port.container_port,
+                        port.protocol
+                    )
+                    .into())
+                }
+            },
+        }
+    }
+    run.host_ports
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .insert(id.clone(), host_ports.clone());
+
+    let probe = component.health.as_ref().and_then(|health| {
+        host_ports
+            .iter()
+            .find(|(container_port, _)| *container_port == health.container_port)
+            .map(|(_, host_port)| HealthProbe::new(*host_port, &health.path))
+    });
+    let check = ReadinessCheck {
+        component,
+        probe: probe.as_ref(),
+        control: run.control,
+    };
+    let finished = wait_ready(run, &check)? == Readiness::Finished;
+
+    let ports = host_ports
+        .iter()
+        .map(|(c, h)| format!("{c}→{PUBLISH_HOST_IP}:{h}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let how = match (probe.is_some(), component.register) {
+        _ if finished => "finished its work (exit code 0) during start-up",
+        (true, true) => "healthy and registered",
+        (true, false) => "healthy",
+        (false, true) => "running and registered",
+        (false, false) => "running",
+    };
+    run.console.info(format!(
+        "{id} {how} in {} ms{}",
+        elapsed_ms(started),
+        if ports.is_empty() {
+            String::new()
+        } else {
+            format!(" (ports {ports})")
+        }
+    ));
+    Ok(())
+}
+
+/// Watches for the container's exit from now on, so a crash during start-up is seen at once
+/// (one that happened already is reported at once, too).
+fn watch_exit(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Result<()> {
+    let engine = run.engine.clone();
+    let events = run.events.clone();
+    let container = component.container_name.clone();
+    let id = component.id.clone();
+    thread::Builder::new()
+        .name(format!("wait-{id}"))
+        .spawn(move || {
+            let (code, error) = match engine.wait(&container) {
+                Ok(code) => (Some(code), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            events.exited(Exit {
+                component: id,
+                attempt,
+                code,
+                error,
+            });
+        })
+        .with_context(|| format!("component `{}`: cannot watch its container", component.id))?;
+    Ok(())
+}
+
+/// When a component counts as started: its HTTP health check passes (if it has one) and, if
+/// it says `register: true`, it has registered with the control plane.
+struct ReadinessCheck<'a> {
+    component: &'a ComponentPlan,
+    /// `None`: no HTTP health check, ready once running.
+    probe: Option<&'a HealthProbe>,
+    control: &'a RunControlPlane,
+}
+
+impl ReadinessCheck<'_> {
+    /// `Ok` when ready; otherwise why not (shown if the timeout passes).
+    fn check(&self) -> Result<(), String> {
+        if let Some(probe) = self.probe {
+            probe.check()?;
+        }
+        if self.component.register && !self.control.server.is_registered(&self.component.id) {
+            return Err(format!(
+                "it has not registered with the control plane at {} (register: true; \
+                 does it read FLOWCTL_ENDPOINT and ENABLE_FLOWCTL?)",
+                self.control.endpoint
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `None` while `component`'s container runs; once it has stopped, `Ok` for exit code 0 (a
+/// bounded component already done) or its exit error.
+fn exited_early(run: &LiveRun, component: &ComponentPlan) -> Option<Result<(), ExitError>> {
+    let info = run
+        .engine
+        .inspect_container(&component.container_name)
+        .ok()
+        .flatten()?;
+    if info.state.running {
+        return None;
+    }
+    let exit = Exit {
+        component: component.id.clone(),
+        attempt: run.events.snapshot().attempt_of(&component.id),
+        code: Some(info.state.exit_code),
+        error: None,
+    };
+    Some(if exit.code == Some(0) {
+        Ok(())
+    } else {
+        Err(exit_error(
+            run.engine,
+            run.logs,
+            component,
+            &exit,
+            "while starting",
+        ))
+    })
+}
+
+/// How a component's start-up ended well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    Ready,
+    /// It exited 0 before it was seen ready: a bounded component that was quicker than the
+    /// first probe. Not a failure; supervision records it as finished.
+    Finished,
+}
+
+/// Polls readiness with back-off until ready, the component's timeout, its container's exit or
+/// a signal, whichever comes first. Waiting happens on the run's events, so an exit or a
+/// signal ends the wait at once.
+fn wait_ready(run: &LiveRun, check: &ReadinessCheck) -> Result<Readiness, Halt> {
+    let component = check.component;
+    let id = &component.id;
+    let deadline = Instant::now() + component.health_timeout;
+    let mut backoff = Backoff::default();
+    loop {
+        let state = run.events.snapshot();
+        if state.interrupts > 0 {
+            return Err(Halt::Interrupted);
+        }
+        if let Some(exit) = state.exit_of(id) {
+            if exit.code == Some(0) {
+                return Ok(Readiness::Finished);
+            }
+            return Err(Halt::Exited(exit_error(
+                run.engine,
+                run.logs,
+                component,
+                exit,
+                "while starting",
+            )));
+        }
+        let why_not = match check.check() {
+            Ok(()) => return Ok(Readiness::Ready),
+            Err(why) => why,
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            let logs = run
+                .engine
+                .logs_tail(&component.container_name, FAILURE_LOG_LINES)
+                .unwrap_or_default();
+            return Err(anyhow!(
+                "component `{id}` was not ready after {} s: {why_not}\nlast log lines:\n{}",
+                component.health_timeout.as_secs_f32(),
+                last_lines(&logs, FAILURE_LOG_LINES, id)
+            )
+            .into());
+        }
+        let wait = backoff.next_wait().min(deadline - now);
+        run.events.wait_change(state.version, wait);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_files_are_private_and_removed() {
+        let env = BTreeMap::from([("TOKEN".to_string(), "s3cret=x".to_string())]);
+        let file = EnvFile::write(&super::super::new_run_id(), "unit", &env).unwrap();
+        let path = file.path.clone();
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "TOKEN=s3cret=x\n");
+        drop(file);
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,100 @@
+//! Once the pipeline is up: prove the declared streams carry data, then wait until every sink
+//! has finished (or, without sinks, every component), a signal, or a component failing, whose
+//! restart policy decides whether it is replaced or the run fails.
+
+use std::time::Duration;
+
+use anyhow::anyhow;
+
+use super::start::{self, LiveRun};
+use super::teardown::{exit_error, Halt, RunOutcome};
+use crate::events::EventState;
+use crate::plan::{ComponentPlan, Role};
+use crate::verify;
+
+/// Proves with typed gRPC clients that the declared streams deliver data.
+pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
+    let host_ports = run
+        .host_ports
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    let (checks, notes) = verify::checks_for(run.plan, &host_ports);
+    for note in notes {
+        run.console.info(note);
+    }
+    if checks.is_empty() {
+        return Ok(());
+    }
+    run.console
+        .info(format!("verifying {} gRPC stream(s)...", checks.len()));
+    let mut failures = Vec::new();
+    for result in verify::verify_streams(&checks, timeout) {
+        match result {
+            Ok(report) => run.console.info(report.to_string()),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    run.check_interrupted()?;
+    match failures.as_slice() {
+        [] => Ok(()),
+        failures => Err(anyhow!(
+            "stream verification failed (--no-verify skips it):\n  - {}",
+            failures.join("\n  - ")
+        )
+        .into()),
+    }
+}
+
+/// Waits until every sink has exited 0 (or, without sinks, every component), a signal, or a
+/// component failing beyond what its restart policy allows.
+pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
+    let plan = run.plan;
+    let has_sinks = plan.components.iter().any(|c| c.role == Role::Sink);
+    let finishing: Vec<&ComponentPlan> = plan
+        .components
+        .iter()
+        .filter(|c| !has_sinks || c.role == Role::Sink)
+        .collect();
+    let mut reported = 0;
+    let mut state: EventState = run.events.snapshot();
+    loop {
+        if state.interrupts > 0 {
+            return Ok(RunOutcome::Interrupted);
+        }
+        for exit in &state.exits[reported..] {
+            let Some(component) = plan.component(&exit.component) else {
+                continue;
+            };
+            if exit.attempt != state.attempt_of(&component.id) {
+                continue; // a replaced container
+            }
+            if exit.code != Some(0) {
+                let error = exit_error(run.engine, run.logs, component, exit, "while running");
+                if !start::may_restart(run, component) {
+                    return Err(Halt::Exited(error));
+                }
+                start::restart(run, component, &error)?;
+                start::start_component(run, component)?;
+                continue;
+            }
+            run.console
+                .info(format!("{} finished (exit code 0)", component.id));
+        }
+        reported = state.exits.len();
+        let all_done = finishing
+            .iter()
+            .all(|c| state.exit_of(&c.id).is_some_and(|e| e.code == Some(0)));
+        if all_done {
+            run.console.info(format!(
+                "every {} finished: pipeline {} is complete",
+                if has_sinks { "sink" } else { "component" },
+                plan.pipeline
+            ));
+            return Ok(RunOutcome::Completed);
+        }
+        state = run
+            .events
+            .wait_change(state.version, Duration::from_secs(3600));
+    }
+}

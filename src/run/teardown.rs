@@ -1,0 +1,430 @@
+//! Every way a run ends, in one file: the signal policy (SIGINT, SIGTERM, SIGHUP), the typed
+//! outcome that start-up and supervision return ([`Halt`]), the stop order, and the
+//! [`CleanupGuard`] that removes the run through [`cleanup::remove_run`] on a normal end, a
+//! failure, a signal, or while unwinding from a panic.
+//!
+//! The signal policy is process-wide and installed once, by `main`, before anything runs
+//! (as just's `signal_handler.rs`): a run attaches to it once its engine is known. The first
+//! signal stops gracefully and kills the engine calls in flight (a hung daemon cannot hold
+//! flowctl), the second forces removal, a third exits at once.
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::cleanup::{self, StopGroup, StopOrder};
+use crate::engine::{self, Engine};
+use crate::events::{Exit, RunEvents};
+use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
+use crate::plan::{self, ComponentPlan, RunPlan};
+use crate::reaper::Reaper;
+
+/// The exit code after a stop by a signal (128 + SIGINT, as shells report).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Log lines shown with a failure.
+pub const FAILURE_LOG_LINES: usize = 20;
+
+/// How a run ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// Every sink exited 0.
+    Completed,
+    /// Stopped by SIGINT, SIGTERM or SIGHUP.
+    Interrupted,
+}
+
+/// Why start-up or supervision stopped early. Control flow matches on this, never on the text
+/// of an error.
+#[derive(Debug)]
+pub enum Halt {
+    /// SIGINT, SIGTERM or SIGHUP arrived.
+    Interrupted,
+    /// A component's container stopped with a failure (its restart policy decides what next).
+    Exited(ExitError),
+    /// Anything else that makes the run fail.
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Halt {
+    fn from(error: anyhow::Error) -> Halt {
+        Halt::Failed(error)
+    }
+}
+
+impl Halt {
+    /// The message for the user (`{:#}` of an error chain).
+    pub fn message(&self) -> String {
+        match self {
+            Halt::Interrupted => "interrupted".to_string(),
+            Halt::Exited(exit) => exit.to_string(),
+            Halt::Failed(error) => format!("{error:#}"),
+        }
+    }
+}
+
+/// A component's container stopped with a failure: what happened (its exit code or OOM kill),
+/// when, and its last log lines.
+#[derive(Debug)]
+pub struct ExitError {
+    pub id: String,
+    /// E.g. "exited with code 9".
+    pub what: String,
+    /// E.g. "while running".
+    pub when: &'static str,
+    logs: String,
+}
+
+impl std::fmt::Display for ExitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "component `{}` {} {}\nlast log lines:\n{}",
+            self.id,
+            self.what,
+            self.when,
+            last_lines(&self.logs, FAILURE_LOG_LINES, &self.id)
+        )
+    }
+}
+
+impl std::error::Error for ExitError {}
+
+/// The error for a component that stopped: its exit code (or OOM kill) and last log lines.
+pub fn exit_error(
+    engine: &Engine,
+    logs: &LogMux,
+    component: &ComponentPlan,
+    exit: &Exit,
+    when: &'static str,
+) -> ExitError {
+    let id = &component.id;
+    let oom = engine
+        .inspect_container(&component.container_name)
+        .ok()
+        .flatten()
+        .is_some_and(|info| info.state.oom_killed);
+    let what = match (&exit.code, &exit.error) {
+        (Some(code), _) if oom => {
+            format!("was killed for running out of memory (exit code {code})")
+        }
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(error)) => format!("could not be watched: {error}"),
+        (None, None) => "stopped".to_string(),
+    };
+    logs.wait_drained(id, Duration::from_secs(2));
+    let logs = engine
+        .logs_tail(&component.container_name, FAILURE_LOG_LINES)
+        .unwrap_or_default();
+    ExitError {
+        id: id.clone(),
+        what,
+        when,
+        logs,
+    }
+}
+
+/// What the signal policy needs of the run it serves.
+#[derive(Debug, Clone)]
+pub struct ActiveRun {
+    pub events: Arc<RunEvents>,
+    pub engine: Engine,
+    pub run_id: String,
+    pub console: Console,
+}
+
+/// The process-wide reaction to SIGINT, SIGTERM and SIGHUP.
+#[derive(Debug, Default)]
+pub struct SignalPolicy {
+    state: Mutex<PolicyState>,
+}
+
+#[derive(Debug, Default)]
+struct PolicyState {
+    /// Signals received, whether or not a run was attached.
+    signals: u32,
+    run: Option<ActiveRun>,
+}
+
+static POLICY: OnceLock<SignalPolicy> = OnceLock::new();
+
+/// Installs the signal policy. `main` calls this once, before anything else happens.
+pub fn install_signal_policy() -> Result<&'static SignalPolicy> {
+    let policy = POLICY.get_or_init(SignalPolicy::default);
+    ctrlc::set_handler(|| {
+        if let Some(policy) = POLICY.get() {
+            policy.on_signal();
+        }
+    })
+    .context("cannot install the signal handler")?;
+    Ok(policy)
+}
+
+/// While alive, signals go to the attached run; dropping it detaches.
+#[derive(Debug)]
+pub struct Attached<'a> {
+    policy: &'a SignalPolicy,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.policy.lock().run = None;
+    }
+}
+
+impl SignalPolicy {
+    fn lock(&self) -> MutexGuard<'_, PolicyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Routes signals to `run` from now on; signals that came before count as its own.
+    pub fn attach(&self, run: ActiveRun) -> Attached<'_> {
+        let mut state = self.lock();
+        for _ in 0..state.signals {
+            run.events.interrupt();
+        }
+        state.run = Some(run);
+        Attached { policy: self }
+    }
+
+    fn on_signal(&self) {
+        let (count, run) = {
+            let mut state = self.lock();
+            state.signals += 1;
+            (state.signals, state.run.clone())
+        };
+        let Some(run) = run else {
+            // Nothing to clean up yet (or any more): only a third signal ends flowctl here.
+            if count >= 3 {
+                engine::kill_in_flight();
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            return;
+        };
+        let console = run.console;
+        match run.events.interrupt() {
+            1 => {
+                console.info("stopping (press Ctrl+C again to force)");
+                // A call the daemon never answers would hold the run forever.
+                engine::kill_in_flight();
+            }
+            2 => {
+                console.info("forcing: removing every container of this run now");
+                engine::kill_in_flight();
+                let removal = cleanup::remove_run(&run.engine, &run.run_id, &StopOrder::default());
+                for error in removal.errors {
+                    console.warn(format!("cleanup: {error}"));
+                }
+            }
+            _ => {
+                engine::kill_in_flight();
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+        }
+    }
+}
+
+/// Removes the run on drop unless [`CleanupGuard::teardown`] already did. Made before the
+/// first thing of the run is created, like cross's container deleter, so dropping it (also
+/// while unwinding from a panic) removes whatever exists by then.
+#[derive(Debug)]
+pub struct CleanupGuard {
+    engine: Engine,
+    run_id: String,
+    order: StopOrder,
+    console: Console,
+    done: bool,
+    /// Dismissed once teardown removed everything; otherwise it sweeps when dropped.
+    reaper: Option<Reaper>,
+}
+
+impl CleanupGuard {
+    pub fn new(
+        engine: &Engine,
+        run_id: &str,
+        plan: &RunPlan,
+        console: Console,
+        reaper: Option<Reaper>,
+    ) -> CleanupGuard {
+        CleanupGuard {
+            engine: engine.clone(),
+            run_id: run_id.to_string(),
+            order: stop_order(plan),
+            console,
+            done: false,
+            reaper,
+        }
+    }
+
+    /// Stops the containers in order and removes everything of the run, once.
+    pub fn teardown(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let started = Instant::now();
+        self.console.info("stopping and removing containers...");
+        let removal = cleanup::remove_run(&self.engine, &self.run_id, &self.order);
+        if removal.is_complete() {
+            if let Some(reaper) = self.reaper.take() {
+                reaper.dismiss();
+            }
+            self.console.info(format!(
+                "removed {} container(s) and {} network(s) in {} ms",
+                removal.containers.len(),
+                removal.networks.len(),
+                elapsed_ms(started)
+            ));
+        } else {
+            for error in &removal.errors {
+                self.console.warn(format!("cleanup: {error}"));
+            }
+            self.console.warn(format!(
+                "some resources of run {} may be left; `flowctl gc` removes them",
+                self.run_id
+            ));
+        }
+    }
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// Reverse start order, one group per depth level: sinks stop before what feeds them.
+pub fn stop_order(plan: &RunPlan) -> StopOrder {
+    StopOrder {
+        groups: plan
+            .levels()
+            .into_iter()
+            .rev()
+            .map(|level| StopGroup {
+                containers: level.iter().map(|c| c.container_name.clone()).collect(),
+                grace: level
+                    .iter()
+                    .map(|c| c.stop_grace)
+                    .max()
+                    .unwrap_or(plan::DEFAULT_STOP_GRACE),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Naming;
+    use std::path::Path;
+
+    fn plan(components: &str) -> RunPlan {
+        let text = format!(
+            "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {{name: demo}}\nspec:\n{components}"
+        );
+        let file = crate::spec::parse(&text, "t.yaml").unwrap();
+        let naming = Naming {
+            project: Some("p".into()),
+            ..Naming::default()
+        };
+        RunPlan::build(&file, Path::new("."), &naming).unwrap()
+    }
+
+    #[test]
+    fn teardown_stops_sinks_first_one_level_at_a_time_with_the_longest_grace() {
+        let plan = plan(
+            "
+  sources:
+    - {id: a, image: img, stop_grace_period: 3s}
+    - {id: b, image: img, stop_grace_period: 20s}
+  processors:
+    - {id: mid, image: img, inputs: [a, b]}
+  sinks:
+    - {id: sink, image: img, inputs: [mid], stop_grace_period: 1s}
+",
+        );
+        let order = stop_order(&plan);
+        let groups: Vec<(Vec<&str>, u64)> = order
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.containers.iter().map(String::as_str).collect(),
+                    g.grace.as_secs(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                (vec!["p-sink"], 1),
+                (vec!["p-mid"], 10),
+                (vec!["p-a", "p-b"], 20)
+            ]
+        );
+    }
+
+    /// The panic path, against the real engine: a guard dropped while unwinding removes the
+    /// run's network and containers (what `flowctl run` relies on when it panics).
+    #[test]
+    fn a_guard_dropped_while_unwinding_removes_the_run() {
+        let program = std::env::var("FLOWCTL_DOCKER_BIN").unwrap_or_else(|_| "docker".into());
+        let engine = Engine::detect(program, engine::Deadlines::default())
+            .expect("these tests need the container engine (Docker or Podman) running");
+        let run_id = format!("unwind-{}", super::super::new_run_id());
+        let name = format!("flowctl-unit-{run_id}");
+        let labels = crate::labels::run_labels("unit-unwind", None, &run_id, Default::default());
+        engine.create_network(&name, &labels).unwrap();
+        let spec = engine::ContainerSpec {
+            name: name.clone(),
+            image: "flowctl/test-component:dev".into(),
+            network: name.clone(),
+            aliases: vec![],
+            labels: labels.clone(),
+            env_file: None,
+            publish: vec![],
+            mounts: vec![],
+            entrypoint: None,
+            args: vec![],
+            stop_timeout: std::time::Duration::from_secs(1),
+        };
+        engine
+            .create_container(&spec)
+            .expect("the image flowctl/test-component:dev is missing: run scripts/build-images.sh");
+        let plan = plan("  sources:\n    - {id: a, image: img}\n");
+        let console = Console { color: false };
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _guard = CleanupGuard::new(&engine, &run_id, &plan, console, None);
+            panic!("a bug in flowctl");
+        }));
+        assert!(unwound.is_err());
+        let filter = [crate::labels::run_filter(&run_id)];
+        assert_eq!(
+            engine.list_containers(&filter).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(engine.list_networks(&filter).unwrap().is_empty());
+    }
+
+    #[test]
+    fn signals_before_a_run_attaches_count_as_its_own() {
+        let policy = SignalPolicy::default();
+        policy.lock().signals = 1;
+        let events = Arc::new(RunEvents::default());
+        let run = ActiveRun {
+            events: events.clone(),
+            engine: Engine::known(
+                "/nonexistent/docker",
+                engine::EngineKind::Docker,
+                engine::Deadlines::default(),
+            ),
+            run_id: "r".into(),
+            console: Console { color: false },
+        };
+        let attached = policy.attach(run);
+        assert_eq!(events.snapshot().interrupts, 1);
+        drop(attached);
+        assert!(policy.lock().run.is_none());
+    }
+}

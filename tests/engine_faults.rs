@@ -1,0 +1,211 @@
+//! An engine that misbehaves, against the real engine behind a wrapper: a `start` that never
+//! returns (a daemon that stopped answering) must not hold flowctl, and a `docker` that is
+//! really Podman must be treated as Podman everywhere, the reaper included.
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use support::{docker_bin, Scratch, LONG_RUNNING};
+
+/// Failure bound for "within seconds" (a loaded 2-core machine stops containers slowly); not a
+/// measurement.
+const PROMPT: Duration = Duration::from_secs(45);
+
+/// The real CLI's path, for wrappers (which must not find themselves in `PATH`).
+fn real_cli() -> String {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {}", docker_bin())])
+        .output()
+        .expect("cannot run sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!path.is_empty(), "{} is not in PATH", docker_bin());
+    path
+}
+
+/// A CLI that passes every call to the real one except `start`, which records its pid and
+/// hangs as a daemon that stopped answering would.
+fn hanging_start_cli(dir: &Path) -> PathBuf {
+    let path = dir.join("hanging-docker");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = start ]; then echo $$ >> '{}'; exec sleep 300; fi\nexec '{}' \"$@\"\n",
+        dir.join("hung.pids").display(),
+        real_cli()
+    );
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn hung_pids(dir: &Path) -> Vec<u32> {
+    fs::read_to_string(dir.join("hung.pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+fn is_running(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rfind(')')?;
+            stat[after + 1..]
+                .split_whitespace()
+                .next()
+                .map(String::from)
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < PROMPT, "{what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn one_sigterm_ends_a_run_whose_engine_call_hangs_and_leaves_nothing() {
+    let scratch = Scratch::new("hungterm");
+    let cli = hanging_start_cli(&scratch.dir);
+    let pipeline = scratch.pipeline(LONG_RUNNING);
+    let cli_env = cli.display().to_string();
+    let mut run = scratch.run(&pipeline, &[], &[("FLOWCTL_DOCKER_BIN", &cli_env)]);
+    run.wait_for("starting source");
+    wait_until("the hung `start` never ran", || {
+        !hung_pids(&scratch.dir).is_empty()
+    });
+
+    let signalled = Instant::now();
+    run.signal("TERM");
+    let status = run.wait();
+    assert_eq!(status.code(), Some(130), "{}", run.output());
+    assert!(
+        signalled.elapsed() < PROMPT,
+        "one SIGTERM took {:?}\n{}",
+        signalled.elapsed(),
+        run.output()
+    );
+    assert_eq!(
+        scratch.leftovers(),
+        Vec::<String>::new(),
+        "{}",
+        run.output()
+    );
+    for pid in hung_pids(&scratch.dir) {
+        assert!(!is_running(pid), "the hung CLI call {pid} outlived flowctl");
+    }
+}
+
+#[test]
+fn a_hung_engine_call_fails_the_run_at_its_deadline_naming_the_command() {
+    let scratch = Scratch::new("hungdeadline");
+    let cli = hanging_start_cli(&scratch.dir);
+    let pipeline = scratch.pipeline(LONG_RUNNING);
+    let cli_env = cli.display().to_string();
+    let mut run = scratch.run(
+        &pipeline,
+        &[],
+        &[
+            ("FLOWCTL_DOCKER_BIN", &cli_env),
+            ("FLOWCTL_ENGINE_TIMEOUT", "2s"),
+        ],
+    );
+    assert_eq!(run.wait().code(), Some(1), "{}", run.output());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains("component `source`: cannot start its container")
+            && stderr.contains("hanging-docker start")
+            && stderr.contains("did not finish within 2 s")
+            && stderr.contains("not answering"),
+        "{stderr}"
+    );
+    assert_eq!(scratch.leftovers(), Vec::<String>::new(), "{stderr}");
+    for pid in hung_pids(&scratch.dir) {
+        assert!(!is_running(pid), "the hung CLI call {pid} outlived flowctl");
+    }
+}
+
+/// Whether podman is installed; without it the test fails with the install hint unless
+/// `FLOWCTL_TEST_SKIP` names `podman` (for local use; CI never sets it).
+fn podman_present() -> bool {
+    let present = Command::new("podman")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let skipped = std::env::var("FLOWCTL_TEST_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|name| name.trim() == "podman");
+    assert!(
+        present || skipped,
+        "podman is not installed: .ci/install-podman.sh installs it (FLOWCTL_TEST_SKIP=podman \
+         skips this test locally)"
+    );
+    present
+}
+
+/// Issue 12, bug 1: a `docker` that is a symlink to `podman`. flowctl must detect Podman once,
+/// before the reaper or the signal policy get their copy of the engine.
+#[test]
+fn a_docker_symlink_to_podman_is_podman_for_cleanup_and_the_reaper() {
+    if !podman_present() {
+        return;
+    }
+    let scratch = Scratch::new("dockerpodman");
+    let bin = scratch.dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let podman = {
+        let out = Command::new("sh")
+            .args(["-c", "command -v podman"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    symlink(&podman, bin.join("docker")).unwrap();
+    let docker = bin.join("docker").display().to_string();
+    let env = [("FLOWCTL_DOCKER_BIN", docker.as_str())];
+    let leftovers = || scratch.leftovers_on("podman");
+    let pipeline = scratch.pipeline(LONG_RUNNING);
+
+    // A container removed by hand, then a forced stop (the second signal).
+    let mut run = scratch.run(&pipeline, &[], &env);
+    run.wait_for("is up");
+    let reaper = run.reaper_pid().expect("flowctl names its reaper");
+    let cmdline = fs::read(format!("/proc/{reaper}/cmdline")).unwrap_or_default();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(
+        cmdline.contains("--engine-kind podman"),
+        "the reaper does not know it drives Podman: {cmdline}"
+    );
+    let removed = Command::new("podman")
+        .args(["rm", "--force", &scratch.container("sink")])
+        .output()
+        .unwrap();
+    assert!(removed.status.success());
+    run.signal("INT");
+    run.signal("INT");
+    let _ = run.wait();
+    wait_until("containers left after a forced stop", || {
+        leftovers().is_empty()
+    });
+
+    // kill -9 with a container already gone: the reaper removes the rest.
+    let mut run = scratch.run(&pipeline, &[], &env);
+    run.wait_for("is up");
+    let removed = Command::new("podman")
+        .args(["rm", "--force", &scratch.container("source")])
+        .output()
+        .unwrap();
+    assert!(removed.status.success());
+    run.signal("KILL");
+    let _ = run.wait();
+    wait_until("the reaper left containers", || leftovers().is_empty());
+}
