@@ -58,6 +58,13 @@ pub fn remove_run(engine: &Engine, run_id: &str, order: &StopOrder) -> Removal {
     match engine.list_networks(&filter) {
         Ok(networks) => {
             for network in networks {
+                // flowctl's own container joined the network when it ran in a CI job
+                // container; it is not the run's to remove, only to detach.
+                if let Some(owner) = network.labels.get(labels::OWNER_CONTAINER) {
+                    if let Err(e) = engine.disconnect_network(&network.id, owner) {
+                        removal.errors.push(e);
+                    }
+                }
                 let mut result = engine.remove_network(&network.id);
                 if result.is_err() {
                     // A container may have appeared meanwhile (a concurrent forced stop, a

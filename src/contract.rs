@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::plan::RunPlan;
 use crate::spec::format_duration;
 
 /// Published ports bind here only: nothing is reachable from other hosts by default.
@@ -28,6 +29,29 @@ pub const INJECTED_ENV: &[&str] = &[
     FLOWCTL_HEARTBEAT_INTERVAL,
     FLOWCTL_COMPONENT_ID,
 ];
+
+/// The control plane's name (container, network alias, service) when it runs as a container:
+/// in translated pipelines, and next to a remote engine's pipeline.
+pub const CONTROL_PLANE_SERVICE: &str = "flowctl-control-plane";
+/// Port the control plane serves gRPC on inside its container.
+pub const CONTROL_PLANE_PORT: u16 = 8080;
+
+/// The arguments of `flowctl control-plane` in a container: listen on every interface of its
+/// container, and expect the pipeline's components by role.
+pub fn control_plane_args(plan: &RunPlan, heartbeat_interval: Duration) -> Vec<String> {
+    let mut args = vec![
+        "control-plane".to_string(),
+        "--listen".to_string(),
+        format!("0.0.0.0:{CONTROL_PLANE_PORT}"),
+        "--heartbeat-interval".to_string(),
+        format_duration(heartbeat_interval),
+    ];
+    for component in &plan.components {
+        args.push("--expect".to_string());
+        args.push(format!("{}={}", component.id, component.role.as_str()));
+    }
+    args
+}
 
 /// Where a component finds the control plane, if there is one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// A container that stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub struct Exit {
     /// `None` when flowctl lost track of the container (`error` says why).
     pub code: Option<i64>,
     pub error: Option<String>,
+    /// When flowctl saw it.
+    pub at: SystemTime,
 }
 
 /// Everything recorded so far.
@@ -124,6 +126,7 @@ mod tests {
                 attempt: 0,
                 code: Some(3),
                 error: None,
+                at: SystemTime::now(),
             })
         });
         // Generous: the wait returns as soon as the exit is recorded.
@@ -137,11 +140,13 @@ mod tests {
     #[test]
     fn a_restart_hides_the_old_exit_and_counts_only_the_new_one() {
         let events = RunEvents::default();
+        let at = SystemTime::now();
         let exit = |attempt, code| Exit {
             component: "source".into(),
             attempt,
             code: Some(code),
             error: None,
+            at,
         };
         events.exited(exit(0, 9));
         events.exited(exit(0, 1));

@@ -16,6 +16,25 @@ pub struct GcOptions {
     pub all: bool,
     /// List only.
     pub dry_run: bool,
+    /// Only runs made from a CI job container that is gone (what every `flowctl run` in a job
+    /// container sweeps first).
+    pub job_orphans_only: bool,
+}
+
+/// Whether the run whose resources carry `labels` is still alive: its job container running,
+/// when it ran in one (pids there mean nothing here), else its owner process (see owner.rs).
+pub fn run_liveness(engine: &Engine, labels: &BTreeMap<String, String>) -> Liveness {
+    if let Some(container) = labels.get(labels::OWNER_CONTAINER) {
+        return match engine.inspect_container(container) {
+            Ok(Some(info)) if info.state.running => Liveness::Alive,
+            Ok(_) => Liveness::Dead,
+            Err(e) => Liveness::Unknown(format!("cannot inspect its job container: {e}")),
+        };
+    }
+    match RunOwner::from_labels(labels) {
+        Some(owner) => owner.liveness(),
+        None => Liveness::Unknown("no owner labels".into()),
+    }
 }
 
 /// One run found by `gc`.
@@ -49,10 +68,12 @@ pub fn gc(engine: &Engine, options: GcOptions) -> Result<GcReport, EngineError> 
         runs.entry(run_id.clone())
             .or_insert_with(|| {
                 let owner = RunOwner::from_labels(labels);
-                let liveness = match &owner {
-                    Some(owner) => owner.liveness(),
-                    None => Liveness::Unknown("no owner labels".into()),
-                };
+                let liveness =
+                    if options.job_orphans_only && !labels.contains_key(labels::OWNER_CONTAINER) {
+                        Liveness::Unknown("not a CI job's run".into())
+                    } else {
+                        run_liveness(engine, labels)
+                    };
                 RunResources {
                     run_id,
                     pipeline: labels.get(labels::PIPELINE).cloned().unwrap_or_default(),

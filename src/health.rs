@@ -1,6 +1,7 @@
-//! HTTP health probing of a component through its published port (CONTRACT.md §5), and the
-//! back-off between probes.
+//! HTTP health probing of a component (CONTRACT.md §5) at the address flowctl reaches it at (a
+//! published port, or its address on the pipeline network), and the back-off between probes.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// First wait between probes: a fast component is not kept waiting (a probe is one loopback
@@ -9,7 +10,7 @@ pub const FIRST_INTERVAL: Duration = Duration::from_millis(20);
 /// Longest wait between probes.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Probes `GET http://127.0.0.1:<port><path>`.
+/// Probes `GET http://<address><path>`.
 #[derive(Debug, Clone)]
 pub struct HealthProbe {
     agent: ureq::Agent,
@@ -17,8 +18,8 @@ pub struct HealthProbe {
 }
 
 impl HealthProbe {
-    /// A probe of `path` on the host port `host_port`.
-    pub fn new(host_port: u16, path: &str) -> HealthProbe {
+    /// A probe of `path` at `address`.
+    pub fn new(address: SocketAddr, path: &str) -> HealthProbe {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(2)))
             .http_status_as_error(false)
@@ -27,7 +28,7 @@ impl HealthProbe {
             .build();
         HealthProbe {
             agent: config.into(),
-            url: format!("http://127.0.0.1:{host_port}{path}"),
+            url: format!("http://{address}{path}"),
         }
     }
 
@@ -139,13 +140,14 @@ mod tests {
                 stream.write_all(response.as_bytes()).unwrap();
             }
         });
-        let probe = HealthProbe::new(port, "/health");
+        let address = SocketAddr::from(([127, 0, 0, 1], port));
+        let probe = HealthProbe::new(address, "/health");
         let err = probe.check().unwrap_err();
         assert!(err.contains("HTTP 503"), "{err}");
         probe.check().unwrap();
         server.join().unwrap();
         drop(probe);
-        let err = HealthProbe::new(port, "/health").check().unwrap_err();
+        let err = HealthProbe::new(address, "/health").check().unwrap_err();
         assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
     }
 }

@@ -17,6 +17,9 @@ pub const COMPONENT: &str = "io.flowctl.component";
 pub const CONTROL_PLANE: &str = "io.flowctl.control-plane";
 /// The component's role (`source`, `processor`, `sink`) on translated resources.
 pub const ROLE: &str = "io.flowctl.role";
+/// The container flowctl ran in, when it ran in one of the engine's containers (a CI job):
+/// the run is dead once that container is gone.
+pub const OWNER_CONTAINER: &str = "io.flowctl.owner-container";
 /// Who owns the run (see `owner.rs`): host, boot id, pid and process start time.
 pub const OWNER_HOST: &str = "io.flowctl.owner-host";
 pub const OWNER_BOOT: &str = "io.flowctl.owner-boot";

@@ -15,6 +15,7 @@ mod events;
 pub mod gc;
 mod health;
 pub mod labels;
+pub mod location;
 pub mod logs;
 pub mod owner;
 pub mod plan;

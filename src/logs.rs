@@ -1,8 +1,10 @@
 //! Output: components' log lines multiplexed on stdout, each prefixed with its component id
 //! (padded, coloured on a terminal only, like Compose), and flowctl's own progress lines on
-//! stderr.
+//! stderr. With `--logs-dir`, each component's whole output (every container it ran, restarts
+//! included) is also kept in `DIR/<id>.log`, unprefixed, for CI to keep.
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -57,6 +59,12 @@ pub struct LogMux {
     color: bool,
     out: Arc<Mutex<()>>,
     followers: Mutex<Vec<Follower>>,
+    /// `--logs-dir`.
+    dir: Option<PathBuf>,
+}
+
+fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
+    std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
 #[derive(Debug)]
@@ -68,13 +76,28 @@ struct Follower {
 
 impl LogMux {
     /// `ids` are all component ids (for the padding width), in start order.
-    pub fn new(ids: &[&str], color: bool) -> LogMux {
+    pub fn new(ids: &[&str], color: bool, dir: Option<PathBuf>) -> LogMux {
         LogMux {
             width: ids.iter().map(|id| id.len()).max().unwrap_or(0),
             color,
             out: Arc::new(Mutex::new(())),
             followers: Mutex::new(Vec::new()),
+            dir,
         }
+    }
+
+    /// Creates `--logs-dir` (if needed) and empties each component's log file, so the files
+    /// hold this run's output only; the error names the file.
+    pub fn prepare_dir(&self, ids: &[&str]) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).map_err(|e| with_path(e, dir))?;
+        for id in ids {
+            let path = dir.join(format!("{id}.log"));
+            std::fs::File::create(&path).map_err(|e| with_path(e, &path))?;
+        }
+        Ok(())
     }
 
     /// Starts following `container`'s output as component `id` (colour `index`).
@@ -92,6 +115,25 @@ impl LogMux {
         } else {
             format!("{id:<width$} | ", width = self.width)
         };
+        // One file handle per component, shared by its stdout and stderr readers and by every
+        // container it runs (appended to), so a restart's output follows the first's.
+        let file = match &self.dir {
+            Some(dir) => {
+                let path = dir.join(format!("{id}.log"));
+                let opened = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path);
+                match opened {
+                    Ok(file) => Some(Arc::new(Mutex::new(file))),
+                    Err(e) => {
+                        log::warn!("cannot write {}: {e}", path.display());
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let mut readers = Vec::new();
         let streams: [Option<Box<dyn Read + Send>>; 2] = [
             child
@@ -106,9 +148,10 @@ impl LogMux {
         for stream in streams.into_iter().flatten() {
             let prefix = prefix.clone();
             let out = self.out.clone();
+            let file = file.clone();
             let reader = thread::Builder::new()
                 .name(format!("logs-{id}"))
-                .spawn(move || copy_lines(stream, &prefix, &out));
+                .spawn(move || copy_lines(stream, &prefix, &out, file.as_deref()));
             match reader {
                 Ok(handle) => readers.push(handle),
                 Err(e) => log::warn!("cannot follow the logs of {container}: {e}"),
@@ -168,7 +211,12 @@ impl LogMux {
     }
 }
 
-fn copy_lines(stream: Box<dyn Read + Send>, prefix: &str, out: &Mutex<()>) {
+fn copy_lines(
+    stream: Box<dyn Read + Send>,
+    prefix: &str,
+    out: &Mutex<()>,
+    file: Option<&Mutex<std::fs::File>>,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -177,6 +225,10 @@ fn copy_lines(stream: Box<dyn Read + Send>, prefix: &str, out: &Mutex<()>) {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);
+                if let Some(file) = file {
+                    let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+                    let _ = writeln!(file, "{}", text.trim_end_matches(['\n', '\r']));
+                }
                 let _guard = out.lock().unwrap_or_else(|p| p.into_inner());
                 let mut stdout = std::io::stdout().lock();
                 // A closed stdout (e.g. piped into `head`) must not stop the run.

@@ -15,6 +15,7 @@ use anyhow::Context;
 
 use flowctl::engine::{Deadlines, Engine, EngineKind, DEFAULT_DOCKER_BIN};
 use flowctl::gc::{self, GcOptions};
+use flowctl::location::LocationSetting;
 use flowctl::logs::use_color;
 use flowctl::owner::Liveness;
 use flowctl::plan::{self, Naming};
@@ -153,6 +154,26 @@ struct RunArgs {
     /// Status tables with every column in full, even when wider than the terminal.
     #[arg(long)]
     wide: bool,
+    /// Where flowctl runs relative to the engine: auto (detect), host, container[:ID] (in a
+    /// container of the same engine, its socket mounted) or remote[:IP] (DOCKER_HOST tcp:// or
+    /// ssh://; IP: where its published ports are reached).
+    #[arg(
+        long,
+        env = "FLOWCTL_ENGINE_LOCATION",
+        default_value = "auto",
+        value_name = "WHERE"
+    )]
+    engine_location: LocationSetting,
+    /// Image that runs `flowctl control-plane` when the control plane cannot run inside
+    /// flowctl (a remote engine).
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_CONTROL_PLANE_IMAGE)]
+    control_plane_image: String,
+    /// Write each component's whole output (every restart included) to DIR/<id>.log.
+    #[arg(long, value_name = "DIR")]
+    logs_dir: Option<PathBuf>,
+    /// Write a JSON record of the run to FILE, whatever ends it.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
     /// How long stream verification waits for each stream's first message.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = positive_duration)]
     verify_timeout: Duration,
@@ -206,6 +227,10 @@ fn main() -> ExitCode {
                 naming: args.naming.into(),
                 docker_bin: cli.docker_bin,
                 deadlines,
+                location: args.engine_location,
+                control_plane_image: args.control_plane_image,
+                logs_dir: args.logs_dir,
+                summary: args.summary,
                 color: use_color(args.no_color, std::io::stderr().is_terminal()),
                 control_plane_port: args.control_plane_port,
                 heartbeat_interval: args.heartbeat_interval,
@@ -267,7 +292,16 @@ fn main() -> ExitCode {
         }),
         Command::Gc { all, dry_run } => Engine::detect(&cli.docker_bin, deadlines)
             .map_err(anyhow::Error::from)
-            .and_then(|engine| gc(&engine, GcOptions { all, dry_run })),
+            .and_then(|engine| {
+                gc(
+                    &engine,
+                    GcOptions {
+                        all,
+                        dry_run,
+                        job_orphans_only: false,
+                    },
+                )
+            }),
         Command::Reap {
             run_id,
             engine_kind,

@@ -11,13 +11,10 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
-use tonic::transport::Endpoint;
+use anyhow::Result;
 
-use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
-use flowctl_proto::flowctl::{ServiceStatus, ServiceType};
-
-use crate::control_plane::{MatchedBy, ServiceSnapshot};
+use crate::control_plane::remote::{list_services, snapshot_of};
+use crate::control_plane::ServiceSnapshot;
 use crate::engine::Engine;
 use crate::labels;
 use crate::status::{add_unlisted_services, render, StatusRow};
@@ -125,89 +122,4 @@ pub fn show(engine: &Engine, project: Option<&str>, width: Option<usize>) -> Res
         out.push_str(&render(&rows, width));
     }
     Ok(out)
-}
-
-/// Converts what `ListServices` returned into the shape the table uses; `now` dates the
-/// heartbeat ages.
-pub fn snapshot_of(status: ServiceStatus, now: SystemTime) -> ServiceSnapshot {
-    let last_heartbeat_age = status
-        .last_heartbeat
-        .and_then(|at| SystemTime::try_from(at).ok())
-        .map(|at| now.duration_since(at).unwrap_or_default());
-    ServiceSnapshot {
-        service_type: ServiceType::try_from(status.service_type).unwrap_or_default(),
-        component: (!status.component_id.is_empty()).then_some(status.component_id),
-        matched_by: MatchedBy::Unmatched,
-        service_id: status.service_id,
-        healthy: status.is_healthy,
-        last_heartbeat_age,
-        metrics: status.metrics.into_iter().collect::<BTreeMap<_, _>>(),
-    }
-}
-
-/// Calls `ListServices` on the control plane at `address`.
-pub fn list_services(address: SocketAddr, timeout: Duration) -> Result<Vec<ServiceStatus>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a tokio runtime")?;
-    runtime.block_on(async {
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to the control plane at {address}"))?;
-        let list = ControlPlaneClient::new(channel)
-            .list_services(())
-            .await
-            .map_err(|status| {
-                anyhow::anyhow!(
-                    "control plane at {address}: ListServices failed: {:?}: {}",
-                    status.code(),
-                    status.message()
-                )
-            })?;
-        Ok(list.into_inner().services)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_services_status_becomes_a_snapshot() {
-        let now = SystemTime::now();
-        let status = ServiceStatus {
-            service_id: "s".into(),
-            service_type: ServiceType::Sink as i32,
-            is_healthy: true,
-            last_heartbeat: Some((now - Duration::from_secs(4)).into()),
-            metrics: [("total_processed".to_string(), 2.0)].into(),
-            component_id: "consumer-app".into(),
-        };
-        let snapshot = snapshot_of(status, now);
-        assert_eq!(snapshot.component.as_deref(), Some("consumer-app"));
-        assert_eq!(snapshot.service_type, ServiceType::Sink);
-        assert_eq!(snapshot.last_heartbeat_age, Some(Duration::from_secs(4)));
-        assert_eq!(snapshot.metrics["total_processed"], 2.0);
-    }
-
-    #[test]
-    fn list_services_against_a_real_control_plane() {
-        use crate::control_plane::{ControlPlane, ControlPlaneConfig};
-        let plane = ControlPlane::start(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-            ControlPlaneConfig::new(Duration::from_secs(10), vec![]),
-        )
-        .unwrap();
-        assert!(list_services(plane.local_addr(), Duration::from_secs(10))
-            .unwrap()
-            .is_empty());
-        let address = plane.local_addr();
-        plane.shutdown();
-        let err = list_services(address, Duration::from_secs(2)).unwrap_err();
-        assert!(format!("{err:#}").contains(&address.to_string()), "{err:#}");
-    }
 }

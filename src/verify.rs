@@ -34,7 +34,7 @@ pub struct StreamCheck {
     pub component: String,
     /// The components reading from it (for the report line).
     pub consumers: Vec<String>,
-    /// Where flowctl reaches its gRPC port (the published host port).
+    /// Where flowctl reaches its gRPC port (a published port, or its network address).
     pub address: SocketAddr,
     /// Which service (and so which method) to call.
     pub service: GrpcService,
@@ -172,12 +172,12 @@ impl fmt::Display for VerifyError {
 
 impl std::error::Error for VerifyError {}
 
-/// The checks for the components of `plan` that declare `grpc:`, reached through their
-/// published ports (`(container port, host port)` by component id), plus notes about declared
-/// streams that cannot be checked.
+/// The checks for the components of `plan` that declare `grpc:`, reached at the addresses in
+/// `reach` (`(container port, address flowctl reaches it at)` by component id), plus notes
+/// about declared streams that cannot be checked.
 pub fn checks_for(
     plan: &RunPlan,
-    host_ports: &BTreeMap<String, Vec<(u16, u16)>>,
+    reach: &BTreeMap<String, Vec<(u16, SocketAddr)>>,
 ) -> (Vec<StreamCheck>, Vec<String>) {
     let mut checks = Vec::new();
     let mut notes = Vec::new();
@@ -193,15 +193,15 @@ pub fn checks_for(
             ));
             continue;
         };
-        let host_port = host_ports
+        let address = reach
             .get(id)
             .and_then(|ports| {
                 ports
                     .iter()
                     .find(|(container, _)| *container == grpc.container_port)
             })
-            .map(|(_, host)| *host);
-        let Some(host_port) = host_port else {
+            .map(|(_, address)| *address);
+        let Some(address) = address else {
             notes.push(format!(
                 "{id}: not verified (gRPC port {} is not published)",
                 grpc.container_port
@@ -216,7 +216,7 @@ pub fn checks_for(
                 .filter(|c| c.inputs.contains(id))
                 .map(|c| c.id.clone())
                 .collect(),
-            address: SocketAddr::from(([127, 0, 0, 1], host_port)),
+            address,
             service,
             start_ledger,
             end_ledger: grpc.end_ledger,
@@ -808,12 +808,13 @@ spec:
             &crate::plan::Naming::default(),
         )
         .unwrap();
-        let host_ports = BTreeMap::from([
-            ("src".to_string(), vec![(50052, 40001)]),
-            ("proc".to_string(), vec![(50051, 40002)]),
-            ("unverified".to_string(), vec![(50051, 40003)]),
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let reach = BTreeMap::from([
+            ("src".to_string(), vec![(50052, at(40001))]),
+            ("proc".to_string(), vec![(50051, at(40002))]),
+            ("unverified".to_string(), vec![(50051, at(40003))]),
         ]);
-        let (checks, notes) = checks_for(&plan, &host_ports);
+        let (checks, notes) = checks_for(&plan, &reach);
         assert_eq!(checks.len(), 2, "{checks:?}");
         assert_eq!(checks[0].component, "src");
         assert_eq!(checks[0].consumers, ["proc", "unverified"]);

@@ -6,6 +6,7 @@
 //! from any thread, and a queue of [`ControlPlaneEvent`]s (registered, unhealthy, recovered).
 
 mod registry;
+pub mod remote;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -252,6 +253,42 @@ fn listen(bind: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&bind.into())?;
     socket.listen(1024)?;
     Ok(socket.into())
+}
+
+/// What a run reads of its control plane, wherever that runs (embedded in flowctl, or as a
+/// container next to a remote engine's pipeline).
+pub trait ControlPlaneView: Send + Sync + fmt::Debug {
+    /// Every registered service, in registration order.
+    fn services(&self) -> Vec<ServiceSnapshot>;
+
+    /// Waits up to `timeout` for the next event.
+    fn next_event(&self, timeout: Duration) -> Option<ControlPlaneEvent>;
+
+    /// The current registration of `component`, if any.
+    fn service_of(&self, component: &str) -> Option<ServiceSnapshot> {
+        self.services()
+            .into_iter()
+            .find(|s| s.component.as_deref() == Some(component))
+    }
+
+    /// Whether `component` has a current registration.
+    fn is_registered(&self, component: &str) -> bool {
+        self.service_of(component).is_some()
+    }
+}
+
+impl ControlPlaneView for ControlPlane {
+    fn services(&self) -> Vec<ServiceSnapshot> {
+        ControlPlane::services(self)
+    }
+
+    fn next_event(&self, timeout: Duration) -> Option<ControlPlaneEvent> {
+        ControlPlane::next_event(self, timeout)
+    }
+
+    fn is_registered(&self, component: &str) -> bool {
+        ControlPlane::is_registered(self, component)
+    }
 }
 
 /// A running control plane. Dropping it shuts the server down.

@@ -17,6 +17,25 @@ pub struct ContainerInfo {
     pub image: String,
     /// Published ports as `host_ip:host_port->container_port/protocol`.
     pub ports: Vec<String>,
+    /// Its address on each network it is attached to, by network name.
+    pub networks: BTreeMap<String, String>,
+    /// Its mounts: where each comes from on the engine's host, and where it is inside.
+    pub mounts: Vec<MountInfo>,
+    /// When the current (or last) run of the container started and finished, as the engine
+    /// writes them (RFC 3339); empty when unknown.
+    pub started_at: String,
+    pub finished_at: String,
+    /// The image's content id (`Image`, `sha256:...`).
+    pub image_id: String,
+}
+
+/// One mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    /// On the engine's host.
+    pub source: String,
+    /// Inside the container.
+    pub destination: String,
 }
 
 /// A container's lifecycle state.
@@ -135,6 +154,25 @@ pub(crate) fn container_info(value: &Value) -> ContainerInfo {
         ports: published_ports(
             get(value, "NetworkSettings").and_then(|settings| get(settings, "Ports")),
         ),
+        networks: get(value, "NetworkSettings")
+            .and_then(|settings| get(settings, "Networks"))
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(name, network)| (name.clone(), string(network, "IPAddress")))
+            .collect(),
+        mounts: get(value, "Mounts")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|mount| MountInfo {
+                source: string(mount, "Source"),
+                destination: string(mount, "Destination"),
+            })
+            .collect(),
+        started_at: string(state, "StartedAt"),
+        finished_at: string(state, "FinishedAt"),
+        image_id: string(value, "Image"),
         state: ContainerState {
             status: string(state, "Status"),
             running: get(state, "Running")

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use command::{kill_in_flight, CommandExt, EngineError};
-pub use inspect::{ContainerInfo, ContainerState, NetworkInfo};
+pub use inspect::{ContainerInfo, ContainerState, MountInfo, NetworkInfo};
 
 /// The container CLI used when neither `--docker-bin` nor `FLOWCTL_DOCKER_BIN` says otherwise.
 pub const DEFAULT_DOCKER_BIN: &str = "docker";
@@ -139,7 +139,10 @@ impl Engine {
             version: String::new(),
         };
         let out = engine.command(["version"]).capture(deadlines.call)?;
-        if out.to_ascii_lowercase().contains("podman") {
+        // The client's part says which CLI this is (its dialect); a docker CLI talking to
+        // Podman's Docker-compatible service names Podman only under `Server:`.
+        let client = out.split("Server:").next().unwrap_or_default();
+        if client.to_ascii_lowercase().contains("podman") {
             engine.kind = EngineKind::Podman;
         }
         engine.version = out
@@ -209,11 +212,12 @@ impl Engine {
             .map_err(|e| EngineError::unexpected_output(command.command_line(), e))
     }
 
-    /// Whether `image` is present locally (flowctl never pulls).
-    pub fn image_exists(&self, image: &str) -> Result<bool, EngineError> {
+    /// The content id (`sha256:...`) of `image` when it is present locally, else `None`
+    /// (flowctl never pulls).
+    pub fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
         match self.call(["image", "inspect", "--format", "{{.Id}}", image]) {
-            Ok(_) => Ok(true),
-            Err(e) if e.spawn_error.is_none() && e.timed_out.is_none() => Ok(false),
+            Ok(id) => Ok(Some(id.trim().to_string())),
+            Err(e) if e.spawn_error.is_none() && e.timed_out.is_none() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -478,6 +482,21 @@ impl Engine {
         self.ignore_missing(result, containers)
     }
 
+    /// Attaches the running container `container` to `network` (flowctl's own container, when
+    /// it runs in one of this engine's containers).
+    pub fn connect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        self.call(["network", "connect", network, container])
+            .map(|_| ())
+    }
+
+    /// Detaches `container` from `network`; one that is not attached (or gone) is not an error.
+    pub fn disconnect_network(&self, network: &str, container: &str) -> Result<(), EngineError> {
+        match self.call(["network", "disconnect", "--force", network, container]) {
+            Err(e) if e.is_not_found() || e.stderr.contains("is not connected") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// Removes a network. A missing one is not an error. Never `network rm -f`: in Podman it
     /// also removes the containers on it.
     pub fn remove_network(&self, network: &str) -> Result<(), EngineError> {
@@ -605,6 +624,16 @@ esac"#,
             docker().remove_args(&["a".into()]),
             ["rm", "--force", "--volumes", "a"]
         );
+    }
+
+    #[test]
+    fn a_docker_cli_talking_to_podmans_service_speaks_docker() {
+        let fake = FakeCli::new(
+            "docker-to-podman",
+            r#"printf 'Client:\n Version: 28.2.2\n\nServer: linux/amd64\n Podman Engine:\n  Version: 4.3.1\n'"#,
+        );
+        let engine = Engine::detect(fake.dir.join("docker"), Deadlines::default()).unwrap();
+        assert_eq!(engine.kind(), EngineKind::Docker);
     }
 
     #[test]

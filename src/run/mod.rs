@@ -6,6 +6,7 @@
 
 mod notices;
 mod preflight;
+mod record;
 mod start;
 mod supervise;
 pub mod teardown;
@@ -20,14 +21,16 @@ use anyhow::{Context, Result};
 use crate::engine::{Deadlines, Engine};
 use crate::events::RunEvents;
 use crate::labels;
+use crate::location::{self, Location, LocationSetting};
 use crate::logs::{Console, LogMux};
 use crate::owner::RunOwner;
-use crate::plan::{self, Naming};
+use crate::plan::{self, Naming, RunPlan};
 use crate::reaper::Reaper;
 use crate::spec::format_duration;
 use notices::{Notices, StatusView};
-use start::LiveRun;
-use teardown::{ActiveRun, CleanupGuard, Halt, SignalPolicy};
+use record::{Recorder, SummaryWriter};
+use start::{EnvDir, LiveRun};
+use teardown::{ActiveRun, CleanupGuard, Halt, SignalPolicy, EXIT_INTERRUPTED};
 
 pub use teardown::RunOutcome;
 
@@ -42,6 +45,14 @@ pub struct RunOptions {
     pub docker_bin: PathBuf,
     /// Deadlines of the engine calls.
     pub deadlines: Deadlines,
+    /// Where flowctl runs relative to the engine (`--engine-location`).
+    pub location: LocationSetting,
+    /// The image that runs the control plane when it cannot run in flowctl (remote engines).
+    pub control_plane_image: String,
+    /// `--logs-dir`: each component's whole output in `DIR/<id>.log`.
+    pub logs_dir: Option<PathBuf>,
+    /// `--summary`: a JSON record of the run, written on every exit path.
+    pub summary: Option<PathBuf>,
     /// Colour in log prefixes and progress lines.
     pub color: bool,
     /// Control plane port on the network gateway; 0 picks a free one.
@@ -60,12 +71,37 @@ pub struct RunOptions {
 }
 
 /// Runs a pipeline until it completes, is interrupted or fails; everything it created is
-/// removed before this returns (or, on a panic, while unwinding). `signals` is the process's
-/// signal policy, which `main` installed.
+/// removed before this returns (or, on a panic, while unwinding), and `--summary` is written
+/// whatever happened. `signals` is the process's signal policy, which `main` installed.
 pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
+    let recorder = Recorder::default();
+    recorder.lock().file = options.pipeline.display().to_string();
+    let _summary = SummaryWriter::new(recorder.clone(), options.summary.clone());
+    let result = run_recorded(options, signals, &recorder);
+    let mut record = recorder.lock();
+    let (outcome, code) = match &result {
+        Ok(RunOutcome::Completed) => ("completed", 0),
+        Ok(RunOutcome::Interrupted) => ("interrupted", EXIT_INTERRUPTED),
+        Err(error) => {
+            record.error = Some(format!("{error:#}"));
+            ("failed", 1)
+        }
+    };
+    record.outcome = Some(outcome);
+    record.exit_code = Some(code);
+    result
+}
+
+/// The lifecycle: check, create, start, supervise, tear down.
+fn run_recorded(
+    options: &RunOptions,
+    signals: &SignalPolicy,
+    recorder: &Recorder,
+) -> Result<RunOutcome> {
     let console = Console {
         color: options.color,
     };
+    recorder.lock().started_at = Some(SystemTime::now());
     let plan = plan::load(&options.pipeline, &options.naming)?;
     let engine = Engine::detect(&options.docker_bin, options.deadlines)
         .context("the container engine is not available")?;
@@ -77,47 +113,76 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
         run_id: run_id.clone(),
         console,
     });
+    let location = location::detect(&engine, &options.location)?;
+    console.info(location.describe());
+    record_plan(recorder, &plan, &engine, &location, &run_id);
+    if location != Location::Host {
+        preflight::sweep_job_orphans(&engine, console);
+    }
 
-    preflight::check(&engine, &plan)?;
+    let control_plane_image = location
+        .control_plane_in_container()
+        .then_some(options.control_plane_image.as_str());
+    let image_ids = preflight::check(&engine, &plan, &location, control_plane_image)?;
+    for component in &plan.components {
+        recorder.lock().component(&component.id).image_id =
+            image_ids.get(&component.image).cloned();
+    }
     if events.snapshot().interrupts > 0 {
         return Ok(RunOutcome::Interrupted);
     }
+    let ids: Vec<&str> = plan.components.iter().map(|c| c.id.as_str()).collect();
+    let logs = LogMux::new(&ids, options.color, options.logs_dir.clone());
+    logs.prepare_dir(&ids)
+        .context("--logs-dir: cannot write the components' log files")?;
     let reaper = spawn_reaper(&engine, &run_id, console);
-    let labels = labels::run_labels(
+    let mut labels = labels::run_labels(
         &plan.pipeline,
         plan.project.as_deref(),
         &run_id,
         RunOwner::current().labels(),
     );
+    if let Some(own) = location.own_container() {
+        labels.insert(labels::OWNER_CONTAINER.to_string(), own.to_string());
+    }
+    let env_dir = EnvDir::new(&run_id)?;
     let mut guard = CleanupGuard::new(&engine, &run_id, &plan, console, reaper);
 
     let started = Instant::now();
-    let gateway = start::create_network(&engine, &plan, &labels, console)?;
-    let control = start::start_control_plane(
-        &plan,
-        &gateway,
-        options.control_plane_port,
-        options.heartbeat_interval,
-    )?;
+    let listen = start::create_network(&engine, &plan, &labels, &location, console)?;
+    let control = match control_plane_image {
+        Some(image) => start::start_control_plane_container(
+            &engine,
+            &plan,
+            &labels,
+            &location,
+            image,
+            options.heartbeat_interval,
+        )?,
+        None => start::start_control_plane(
+            &plan,
+            &listen,
+            options.control_plane_port,
+            options.heartbeat_interval,
+        )?,
+    };
     console.info(format!(
         "control plane listening on {} (heartbeat interval {})",
         control.endpoint,
         format_duration(options.heartbeat_interval)
     ));
-    let host_ports = Arc::new(Mutex::new(BTreeMap::new()));
+    let reachable = Arc::new(Mutex::new(BTreeMap::new()));
     let notices = Notices::start(
         StatusView {
             plan: plan.clone(),
             events: events.clone(),
             control: control.server.clone(),
-            host_ports: host_ports.clone(),
+            reachable: reachable.clone(),
             width: options.table_width,
         },
         console,
         options.status_interval,
     );
-    let ids: Vec<&str> = plan.components.iter().map(|c| c.id.as_str()).collect();
-    let logs = LogMux::new(&ids, options.color);
     let live = LiveRun {
         engine: &engine,
         plan: &plan,
@@ -128,7 +193,10 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
         console,
         control: &control,
         heartbeat_interval: options.heartbeat_interval,
-        host_ports: &host_ports,
+        location: &location,
+        env_dir: &env_dir,
+        reachable: &reachable,
+        record: recorder,
     };
 
     let result = start::create_all(&live)
@@ -144,6 +212,7 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
     // Components stop heartbeating while they are stopped: that is no news.
     notices.stop();
     drain_exited_logs(&live);
+    record_end(&live);
     guard.teardown();
     logs.finish(Duration::from_secs(2));
     match result {
@@ -151,6 +220,53 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
         Err(Halt::Interrupted) => Ok(RunOutcome::Interrupted),
         Err(Halt::Exited(exit)) => Err(exit.into()),
         Err(Halt::Failed(error)) => Err(error),
+    }
+}
+
+/// What the summary says of the run before anything starts.
+fn record_plan(
+    recorder: &Recorder,
+    plan: &RunPlan,
+    engine: &Engine,
+    location: &Location,
+    run_id: &str,
+) {
+    let mut record = recorder.lock();
+    record.pipeline = plan.pipeline.clone();
+    record.project = plan.project.clone();
+    record.run_id = run_id.to_string();
+    record.engine_cli = engine.program().display().to_string();
+    record.engine_kind = engine.kind().as_str().to_string();
+    record.engine_version = engine.version_line().to_string();
+    record.location = location.to_string();
+    for component in &plan.components {
+        let entry = record.component(&component.id);
+        entry.role = component.role.as_str().to_string();
+        entry.image = component.image.clone();
+        entry.container = component.container_name.clone();
+    }
+}
+
+/// What the summary says of each component once the run is over: exits, restarts, and its
+/// registration and last heartbeat's counters.
+fn record_end(live: &LiveRun) {
+    let state = live.events.snapshot();
+    let services = live.control.server.services();
+    let mut record = live.record.lock();
+    for component in &live.plan.components {
+        let entry = record.component(&component.id);
+        entry.restarts = state.attempt_of(&component.id);
+        if let Some(exit) = state.exit_of(&component.id) {
+            entry.exit_code = exit.code;
+            entry.exited_at = Some(exit.at);
+        }
+        if let Some(service) = services
+            .iter()
+            .find(|s| s.component.as_deref() == Some(component.id.as_str()))
+        {
+            entry.service_id = Some(service.service_id.clone());
+            entry.metrics = service.metrics.clone();
+        }
     }
 }
 

@@ -9,16 +9,44 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::contract::PUBLISH_HOST_IP;
-use crate::control_plane::{ControlPlane, ControlPlaneEvent};
+use std::net::SocketAddr;
+
+use crate::control_plane::{ControlPlaneEvent, ControlPlaneView};
 use crate::events::RunEvents;
 use crate::health::HealthProbe;
 use crate::logs::Console;
 use crate::plan::RunPlan;
 use crate::status::{add_unlisted_services, print_table, shorten, StatusRow};
 
-/// `(container port, host port)` pairs by component id, filled in as components start.
-pub type HostPorts = Mutex<BTreeMap<String, Vec<(u16, u16)>>>;
+/// How flowctl reaches one container port of a started component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortAccess {
+    pub container_port: u16,
+    /// Where the engine publishes it (`ip:port` on the engine's host), if it does.
+    pub published: Option<SocketAddr>,
+    /// Where flowctl connects to it: the published port, or the container's address on the
+    /// pipeline network when flowctl is on that network.
+    pub address: SocketAddr,
+}
+
+/// The ports of each started component, by component id, filled in as components start.
+pub type Reachable = Mutex<BTreeMap<String, Vec<PortAccess>>>;
+
+/// `(container port, address)` pairs by component id, as stream verification wants them.
+pub fn addresses(reachable: &Reachable) -> BTreeMap<String, Vec<(u16, SocketAddr)>> {
+    reachable
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .map(|(id, ports)| {
+            let pairs = ports
+                .iter()
+                .map(|p| (p.container_port, p.address))
+                .collect();
+            (id.clone(), pairs)
+        })
+        .collect()
+}
 
 /// What the status table of a `flowctl run` is built from.
 #[derive(Debug, Clone)]
@@ -28,9 +56,9 @@ pub struct StatusView {
     /// Container exits seen so far.
     pub events: Arc<RunEvents>,
     /// The run's control plane.
-    pub control: Arc<ControlPlane>,
-    /// `(container port, host port)` by component id, for started components.
-    pub host_ports: Arc<HostPorts>,
+    pub control: Arc<dyn ControlPlaneView>,
+    /// How each started component's ports are reached.
+    pub reachable: Arc<Reachable>,
     /// The terminal width tables are fitted to; `None` for full width.
     pub width: Option<usize>,
 }
@@ -39,8 +67,8 @@ impl StatusView {
     /// One row per component (probing each health endpoint now), plus registrations that
     /// belong to no component of the plan.
     pub fn rows(&self) -> Vec<StatusRow> {
-        let host_ports = self
-            .host_ports
+        let reachable = self
+            .reachable
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
@@ -50,7 +78,7 @@ impl StatusView {
             .components
             .iter()
             .map(|component| {
-                let ports = host_ports.get(&component.id);
+                let ports = reachable.get(&component.id);
                 let state = match (exits.exit_of(&component.id), ports) {
                     (Some(exit), _) => match exit.code {
                         Some(code) => format!("exited ({code})"),
@@ -61,8 +89,8 @@ impl StatusView {
                         let probe = component.health.as_ref().and_then(|health| {
                             ports
                                 .iter()
-                                .find(|(container, _)| *container == health.container_port)
-                                .map(|(_, host)| HealthProbe::new(*host, &health.path))
+                                .find(|port| port.container_port == health.container_port)
+                                .map(|port| HealthProbe::new(port.address, &health.path))
                         });
                         match probe.map(|probe| probe.check()) {
                             None => "running".to_string(),
@@ -78,7 +106,10 @@ impl StatusView {
                     ports: ports
                         .into_iter()
                         .flatten()
-                        .map(|(container, host)| format!("{PUBLISH_HOST_IP}:{host}->{container}"))
+                        .map(|port| {
+                            let at = port.published.unwrap_or(port.address);
+                            format!("{at}->{}", port.container_port)
+                        })
                         .collect(),
                     state,
                     expects_registration: component.register,
@@ -91,6 +122,7 @@ impl StatusView {
     }
 }
 
+/// The background thread of `flowctl run` that reports control plane events (registered,
 /// unhealthy, recovered) as they happen and prints the status table on SIGUSR1 and every
 /// `--status-interval`.
 #[derive(Debug)]

@@ -11,17 +11,28 @@ use anyhow::{bail, Result};
 
 use crate::contract::PUBLISH_HOST_IP;
 use crate::engine::{ContainerInfo, Engine, EngineError};
+use crate::gc;
 use crate::labels;
+use crate::location::Location;
+use crate::logs::Console;
 use crate::owner::{Liveness, RunOwner};
 use crate::plan::{Protocol, RunPlan};
 
-/// Checks `plan` against `engine` and this host; the error lists every problem.
-pub fn check(engine: &Engine, plan: &RunPlan) -> Result<()> {
-    let images: BTreeSet<&str> = plan.components.iter().map(|c| c.image.as_str()).collect();
+/// Checks `plan` against `engine` and where flowctl runs (and that `control_plane_image` is
+/// there, when the control plane runs as a container); the error lists every problem.
+/// Returns each image's content id.
+pub fn check(
+    engine: &Engine,
+    plan: &RunPlan,
+    location: &Location,
+    control_plane_image: Option<&str>,
+) -> Result<BTreeMap<String, String>> {
+    let mut images: BTreeSet<&str> = plan.components.iter().map(|c| c.image.as_str()).collect();
+    images.extend(control_plane_image);
     let (present, taken, network) = thread::scope(|scope| {
         let images: Vec<_> = images
             .into_iter()
-            .map(|image| (image, scope.spawn(move || engine.image_exists(image))))
+            .map(|image| (image, scope.spawn(move || engine.image_id(image))))
             .collect();
         let names: Vec<_> = plan
             .components
@@ -32,7 +43,7 @@ pub fn check(engine: &Engine, plan: &RunPlan) -> Result<()> {
         let present = images
             .into_iter()
             .map(|(image, check)| Ok((image, joined(check)?)))
-            .collect::<Result<BTreeMap<&str, bool>>>();
+            .collect::<Result<BTreeMap<&str, Option<String>>>>();
         let taken = names
             .into_iter()
             .map(joined)
@@ -42,8 +53,15 @@ pub fn check(engine: &Engine, plan: &RunPlan) -> Result<()> {
     let (present, taken, network) = (present?, taken?, network?);
     let mut problems = Vec::new();
 
+    if let Some(image) = control_plane_image.filter(|image| present[image].is_none()) {
+        problems.push(format!(
+            "the control plane image `{image}` is not present on the engine (the control plane \
+             runs as a container next to a remote engine; scripts/build-images.sh builds \
+             flowctl/flowctl:dev, --control-plane-image names another)"
+        ));
+    }
     for component in &plan.components {
-        if !present[component.image.as_str()] {
+        if present[component.image.as_str()].is_none() {
             let hint =
                 if component.image.starts_with("flowctl/") && component.image.ends_with(":dev") {
                     "build it with scripts/build-images.sh".to_string()
@@ -62,6 +80,20 @@ pub fn check(engine: &Engine, plan: &RunPlan) -> Result<()> {
     }
 
     for component in &plan.components {
+        for (i, volume) in component.volumes.iter().enumerate() {
+            if let Err(why) = location.engine_path(&volume.host_path) {
+                problems.push(format!(
+                    "component `{}`: volumes[{i}].host_path: `{}` {why}",
+                    component.id,
+                    volume.host_path.display()
+                ));
+            }
+        }
+    }
+
+    // Pinned ports can be checked only where they are published: on this host.
+    let ports_here = *location == Location::Host;
+    for component in plan.components.iter().filter(|_| ports_here) {
         for port in &component.ports {
             let Some(host_port) = port.host_port else {
                 continue;
@@ -83,21 +115,48 @@ pub fn check(engine: &Engine, plan: &RunPlan) -> Result<()> {
         problems.push(format!(
             "container name `{}` is taken by {}",
             taken.name,
-            describe_owner(&taken.labels)
+            describe_owner(gc::run_liveness(engine, &taken.labels), &taken.labels)
         ));
     }
     if let Some(network) = network {
         problems.push(format!(
             "network name `{}` is taken by {}",
             network.name,
-            describe_owner(&network.labels)
+            describe_owner(gc::run_liveness(engine, &network.labels), &network.labels)
         ));
     }
 
+    let ids = present
+        .into_iter()
+        .filter_map(|(image, id)| Some((image.to_string(), id?)))
+        .collect();
     match problems.as_slice() {
-        [] => Ok(()),
+        [] => Ok(ids),
         [one] => bail!("{one}"),
         many => bail!("cannot start:\n  - {}", many.join("\n  - ")),
+    }
+}
+
+/// Removes what runs made from CI job containers that are gone left on this engine (a killed
+/// job takes its reaper with it); says what it removed.
+pub fn sweep_job_orphans(engine: &Engine, console: Console) {
+    let options = gc::GcOptions {
+        job_orphans_only: true,
+        ..gc::GcOptions::default()
+    };
+    match gc::gc(engine, options) {
+        Ok(report) => {
+            for run in &report.removed {
+                console.info(format!(
+                    "removed the leftovers of run {} (pipeline {}): its CI job container is gone",
+                    run.run_id, run.pipeline
+                ));
+            }
+            for error in report.errors {
+                console.warn(format!("removing leftovers of dead CI jobs: {error}"));
+            }
+        }
+        Err(e) => console.warn(format!("cannot look for leftovers of dead CI jobs: {e}")),
     }
 }
 
@@ -110,14 +169,17 @@ fn joined<T>(check: thread::ScopedJoinHandle<'_, Result<T, EngineError>>) -> Res
 }
 
 /// Says who holds a name and what to do about it.
-fn describe_owner(labels: &BTreeMap<String, String>) -> String {
+fn describe_owner(liveness: Liveness, labels: &BTreeMap<String, String>) -> String {
     if labels.get(labels::MANAGED).map(String::as_str) != Some("true") {
         return "something flowctl did not create; remove or rename it, or use --project".into();
     }
     let pipeline = labels.get(labels::PIPELINE).cloned().unwrap_or_default();
     let run = labels.get(labels::RUN).cloned().unwrap_or_default();
-    match RunOwner::from_labels(labels).map(|o| (o.liveness(), o.pid)) {
-        Some((Liveness::Alive, pid)) => format!(
+    let pid = RunOwner::from_labels(labels)
+        .map(|o| o.pid)
+        .unwrap_or_default();
+    match liveness {
+        Liveness::Alive => format!(
             "a running flowctl (pipeline `{pipeline}`, pid {pid}); use --project to run \
              another copy"
         ),
@@ -134,22 +196,18 @@ mod tests {
 
     #[test]
     fn a_taken_name_says_whose_it_is_and_what_to_do() {
-        let stranger = describe_owner(&BTreeMap::new());
+        let stranger = describe_owner(Liveness::Dead, &BTreeMap::new());
         assert!(stranger.contains("flowctl did not create"), "{stranger}");
 
         let live = labels::run_labels("demo", None, "r1", RunOwner::current().labels());
-        let text = describe_owner(&live);
+        let text = describe_owner(Liveness::Alive, &live);
         assert!(
             text.contains("a running flowctl") && text.contains("--project"),
             "{text}"
         );
 
-        let dead_owner = RunOwner {
-            start_ticks: RunOwner::current().start_ticks + 1,
-            ..RunOwner::current()
-        };
-        let dead = labels::run_labels("demo", None, "r0", dead_owner.labels());
-        let text = describe_owner(&dead);
+        let dead = labels::run_labels("demo", None, "r0", RunOwner::current().labels());
+        let text = describe_owner(Liveness::Dead, &dead);
         assert!(
             text.contains("leftover") && text.contains("flowctl gc") && text.contains("r0"),
             "{text}"

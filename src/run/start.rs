@@ -8,32 +8,37 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::notices::HostPorts;
+use super::notices::{PortAccess, Reachable};
+use super::record::Recorder;
 use super::teardown::{exit_error, ExitError, Halt, FAILURE_LOG_LINES};
-use crate::contract::{self, ControlPlaneAccess, PUBLISH_HOST_IP};
-use crate::control_plane::{ControlPlane, ControlPlaneConfig, ExpectedComponent};
+use crate::contract::{self, ControlPlaneAccess, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE};
+use crate::control_plane::remote::RemoteControlPlane;
+use crate::control_plane::{ControlPlane, ControlPlaneConfig, ControlPlaneView, ExpectedComponent};
 use crate::engine::{ContainerSpec, Engine, Mount, PortPublish};
 use crate::events::{Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
 use crate::labels;
+use crate::location::Location;
 use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
 use crate::plan::{ComponentPlan, RunPlan};
 
-/// The run's control plane: where components reach it, and the server.
+/// The run's control plane: where components reach it, and what flowctl reads of it.
 #[derive(Debug)]
 pub struct RunControlPlane {
-    /// The network gateway and the port.
-    pub endpoint: SocketAddr,
-    /// The running server; it stops when the last reference is dropped.
-    pub server: Arc<ControlPlane>,
+    /// `host:port` as the components reach it (`FLOWCTL_ENDPOINT`).
+    pub endpoint: String,
+    /// `ip:port` where `flowctl status` reaches it (the container label).
+    pub status_address: SocketAddr,
+    /// Its registry; an embedded server stops when the last reference is dropped.
+    pub server: Arc<dyn ControlPlaneView>,
 }
 
 /// What starting and supervising share: the plan, the engine, and what the run has made.
@@ -48,8 +53,14 @@ pub struct LiveRun<'a> {
     pub console: Console,
     pub control: &'a RunControlPlane,
     pub heartbeat_interval: Duration,
-    /// `(container port, host port)` of each started component.
-    pub host_ports: &'a HostPorts,
+    /// Where flowctl runs relative to the engine.
+    pub location: &'a Location,
+    /// Where env files are written.
+    pub env_dir: &'a EnvDir,
+    /// How each started component's ports are reached.
+    pub reachable: &'a Reachable,
+    /// What `--summary` writes.
+    pub record: &'a Recorder,
 }
 
 impl LiveRun<'_> {
@@ -65,18 +76,21 @@ impl LiveRun<'_> {
     /// The env component `component`'s container gets: the file's plus what flowctl injects.
     fn container_env(&self, component: &ComponentPlan) -> BTreeMap<String, String> {
         let access = ControlPlaneAccess {
-            endpoint: self.control.endpoint.to_string(),
+            endpoint: self.control.endpoint.clone(),
             heartbeat_interval: self.heartbeat_interval,
         };
         contract::component_env(&component.env, &component.id, Some(&access))
     }
 }
 
-/// Creates the run's bridge network; returns its gateway address.
+/// Creates the run's bridge network; returns the address on it where flowctl itself can
+/// listen: the network's gateway (the engine's host), or, when flowctl runs in one of the
+/// engine's containers, that container's address after joining the network.
 pub fn create_network(
     engine: &Engine,
     plan: &RunPlan,
     labels: &BTreeMap<String, String>,
+    location: &Location,
     console: Console,
 ) -> Result<String> {
     let started = Instant::now();
@@ -91,20 +105,35 @@ pub fn create_network(
         plan.network,
         elapsed_ms(started)
     ));
-    Ok(gateway)
+    let Some(own) = location.own_container() else {
+        return Ok(gateway);
+    };
+    engine
+        .connect_network(&plan.network, own)
+        .with_context(|| format!("cannot attach flowctl's container to {}", plan.network))?;
+    let address = engine
+        .inspect_container(own)?
+        .and_then(|info| info.networks.get(&plan.network).cloned())
+        .filter(|ip| !ip.is_empty())
+        .with_context(|| format!("flowctl's container has no address on {}", plan.network))?;
+    console.info(format!(
+        "flowctl's container joined {} as {address}",
+        plan.network
+    ));
+    Ok(address)
 }
 
-/// Starts the control plane on the network's gateway address (reachable from the pipeline's
-/// containers, not from other hosts).
+/// Starts the embedded control plane on `listen` (the network's gateway, or flowctl's own
+/// address on the network): reachable from the pipeline's containers, not from other hosts.
 pub fn start_control_plane(
     plan: &RunPlan,
-    gateway: &str,
+    listen: &str,
     port: u16,
     heartbeat_interval: Duration,
 ) -> Result<RunControlPlane> {
-    let ip: IpAddr = gateway
+    let ip: IpAddr = listen
         .parse()
-        .with_context(|| format!("the network gateway `{gateway}` is not an IP address"))?;
+        .with_context(|| format!("the network address `{listen}` is not an IP address"))?;
     let expected = plan
         .components
         .iter()
@@ -118,7 +147,64 @@ pub fn start_control_plane(
     let server = ControlPlane::start(SocketAddr::new(ip, port), config)
         .context("--control-plane-port picks another port (0 = any free one)")?;
     Ok(RunControlPlane {
-        endpoint: server.local_addr(),
+        endpoint: server.local_addr().to_string(),
+        status_address: server.local_addr(),
+        server: Arc::new(server),
+    })
+}
+
+/// Runs `flowctl control-plane` from `image` as a container on the pipeline network (for a
+/// remote engine, whose containers may not reach flowctl): components reach it by its network
+/// alias, flowctl through its port published on the engine host's address.
+pub fn start_control_plane_container(
+    engine: &Engine,
+    plan: &RunPlan,
+    labels: &BTreeMap<String, String>,
+    location: &Location,
+    image: &str,
+    heartbeat_interval: Duration,
+) -> Result<RunControlPlane> {
+    let name = match &plan.project {
+        Some(project) => format!("{project}-{CONTROL_PLANE_SERVICE}"),
+        None => CONTROL_PLANE_SERVICE.to_string(),
+    };
+    let mut labels = labels.clone();
+    labels.insert(
+        labels::COMPONENT.to_string(),
+        CONTROL_PLANE_SERVICE.to_string(),
+    );
+    let spec = ContainerSpec {
+        name: name.clone(),
+        image: image.to_string(),
+        network: plan.network.clone(),
+        aliases: vec![CONTROL_PLANE_SERVICE.to_string()],
+        labels,
+        env_file: None,
+        publish: vec![PortPublish {
+            host_ip: location.publish_ip().to_string(),
+            host_port: None,
+            container_port: CONTROL_PLANE_PORT,
+            protocol: "tcp",
+        }],
+        mounts: Vec::new(),
+        entrypoint: None,
+        args: contract::control_plane_args(plan, heartbeat_interval),
+        stop_timeout: Duration::from_secs(2),
+    };
+    engine
+        .create_container(&spec)
+        .and_then(|_| engine.start_container(&name))
+        .context("cannot start the control plane container")?;
+    let host_port = engine
+        .published_ports(&name)?
+        .get(&(CONTROL_PLANE_PORT, "tcp".to_string()))
+        .copied()
+        .context("the control plane container has no published port")?;
+    let address = SocketAddr::new(location.publish_ip(), host_port);
+    let server = RemoteControlPlane::connect(address, Duration::from_secs(30))?;
+    Ok(RunControlPlane {
+        endpoint: format!("{CONTROL_PLANE_SERVICE}:{CONTROL_PLANE_PORT}"),
+        status_address: address,
         server: Arc::new(server),
     })
 }
@@ -198,6 +284,50 @@ pub fn start_all(run: &LiveRun, started: Instant) -> Result<(), Halt> {
     Ok(())
 }
 
+/// Where a run writes its env files: `$TMPDIR` (else `/tmp`) when it exists, else a private
+/// folder of the run's own in the current directory (a `FROM scratch` CI job image has no
+/// `/tmp`), removed when the run ends.
+#[derive(Debug)]
+pub struct EnvDir {
+    path: PathBuf,
+    /// Made by the run, so removed by it.
+    own: bool,
+}
+
+impl EnvDir {
+    pub fn new(run_id: &str) -> Result<EnvDir> {
+        let temp = std::env::temp_dir();
+        if temp.is_dir() {
+            return Ok(EnvDir {
+                path: temp,
+                own: false,
+            });
+        }
+        let path = std::env::current_dir()
+            .unwrap_or_default()
+            .join(format!(".flowctl-{run_id}"));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .with_context(|| {
+                format!(
+                    "no folder for the containers' env files: {} does not exist and {} cannot be                      created; set TMPDIR to a writable folder",
+                    temp.display(),
+                    path.display()
+                )
+            })?;
+        Ok(EnvDir { path, own: true })
+    }
+}
+
+impl Drop for EnvDir {
+    fn drop(&mut self) {
+        if self.own {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
 /// A file holding a container's environment, readable only by us and removed as soon as
 /// `create` has read it: values never appear on a command line.
 pub(super) struct EnvFile {
@@ -205,8 +335,13 @@ pub(super) struct EnvFile {
 }
 
 impl EnvFile {
-    pub fn write(run_id: &str, component: &str, env: &BTreeMap<String, String>) -> Result<EnvFile> {
-        let path = std::env::temp_dir().join(format!("flowctl-{run_id}-{component}.env"));
+    pub fn write(
+        dir: &EnvDir,
+        run_id: &str,
+        component: &str,
+        env: &BTreeMap<String, String>,
+    ) -> Result<EnvFile> {
+        let path = dir.path.join(format!("flowctl-{run_id}-{component}.env"));
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -235,7 +370,7 @@ fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -
     // Lets `flowctl status` find this run's control plane.
     labels.insert(
         labels::CONTROL_PLANE.to_string(),
-        run.control.endpoint.to_string(),
+        run.control.status_address.to_string(),
     );
     ContainerSpec {
         name: component.container_name.clone(),
@@ -248,7 +383,7 @@ fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -
             .ports
             .iter()
             .map(|p| PortPublish {
-                host_ip: PUBLISH_HOST_IP.to_string(),
+                host_ip: run.location.publish_ip().to_string(),
                 host_port: p.host_port,
                 container_port: p.container_port,
                 protocol: p.protocol.as_str(),
@@ -258,7 +393,11 @@ fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -
             .volumes
             .iter()
             .map(|v| Mount {
-                host_path: v.host_path.clone(),
+                // Checked by preflight: every path is visible to the engine.
+                host_path: run
+                    .location
+                    .engine_path(&v.host_path)
+                    .unwrap_or_else(|_| v.host_path.clone()),
                 container_path: v.container_path.clone(),
                 readonly: v.readonly,
             })
@@ -273,7 +412,7 @@ fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -
 /// that is deleted as soon as the container exists.
 fn create_container(run: &LiveRun, component: &ComponentPlan) -> Result<()> {
     let id = &component.id;
-    let env_file = EnvFile::write(run.run_id, id, &run.container_env(component))?;
+    let env_file = EnvFile::write(run.env_dir, run.run_id, id, &run.container_env(component))?;
     let spec = container_spec(run, component, env_file.path.clone());
     run.engine
         .create_container(&spec)
@@ -337,17 +476,14 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
         component.image,
         keys.join(", ")
     ));
+    run.record.lock().component(id).started_at = Some(SystemTime::now());
     run.engine
         .start_container(&component.container_name)
         .with_context(|| format!("component `{id}`: cannot start its container"))?;
 
     // The ports first: the watcher and log follower below are two more CLI processes
     // starting, which would slow this lookup on a small machine.
-    let published = if component.ports.is_empty() {
-        Ok(BTreeMap::new())
-    } else {
-        run.engine.published_ports(&component.container_name)
-    };
+    let ports = port_access(run, component);
     watch_exit(run, component, attempt)?;
     let index = run
         .plan
@@ -358,48 +494,30 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
     run.logs
         .follow(run.engine, id, index, &component.container_name)
         .with_context(|| format!("component `{id}`: cannot follow its logs"))?;
-
-    let mut host_ports = Vec::new();
-    for port in &component.ports {
-        let lookup = match &published {
-            Ok(ports) => ports
-                .get(&(port.container_port, port.protocol.as_str().to_string()))
-                .copied()
-                .ok_or_else(|| "the engine lists no binding for it".to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        match lookup {
-            Ok(host_port) => host_ports.push((port.container_port, host_port)),
-            // A container that already exited has no published ports: report its exit.
-            Err(why) => match exited_early(run, component) {
-                Some(Ok(())) => {
-                    run.console.info(format!(
-                        "{id} finished its work (exit code 0) during start-up"
-                    ));
-                    return Ok(());
-                }
-                Some(Err(exit)) => return Err(Halt::Exited(exit)),
-                None => {
-                    return Err(anyhow!(
-                        "component `{id}`: cannot read the host port of {}/{}: {why}",
-                        port.container_port,
-                        port.protocol
-                    )
-                    .into())
-                }
-            },
-        }
-    }
-    run.host_ports
+    let ports = match ports {
+        Ok(ports) => ports,
+        // A container that already exited has no published ports or address: report its exit.
+        Err(why) => match exited_early(run, component) {
+            Some(Ok(())) => {
+                run.console.info(format!(
+                    "{id} finished its work (exit code 0) during start-up"
+                ));
+                return Ok(());
+            }
+            Some(Err(exit)) => return Err(Halt::Exited(exit)),
+            None => return Err(anyhow!("component `{id}`: {why}").into()),
+        },
+    };
+    run.reachable
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .insert(id.clone(), host_ports.clone());
+        .insert(id.clone(), ports.clone());
 
     let probe = component.health.as_ref().and_then(|health| {
-        host_ports
+        ports
             .iter()
-            .find(|(container_port, _)| *container_port == health.container_port)
-            .map(|(_, host_port)| HealthProbe::new(*host_port, &health.path))
+            .find(|port| port.container_port == health.container_port)
+            .map(|port| HealthProbe::new(port.address, &health.path))
     });
     let check = ReadinessCheck {
         component,
@@ -407,10 +525,16 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
         control: run.control,
     };
     let finished = wait_ready(run, &check)? == Readiness::Finished;
+    if !finished {
+        run.record.lock().component(id).ready_at = Some(SystemTime::now());
+    }
 
-    let ports = host_ports
+    let ports = ports
         .iter()
-        .map(|(c, h)| format!("{c}→{PUBLISH_HOST_IP}:{h}"))
+        .map(|port| {
+            let at = port.published.unwrap_or(port.address);
+            format!("{}→{at}", port.container_port)
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let how = match (probe.is_some(), component.register) {
@@ -432,6 +556,59 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
     Ok(())
 }
 
+/// How flowctl reaches each port of `component`'s running container: through the port the
+/// engine published on its host, or, when flowctl is on the pipeline network, at the
+/// container's own address there. The error says what could not be read.
+fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAccess>, String> {
+    if component.ports.is_empty() {
+        return Ok(Vec::new());
+    }
+    let container = &component.container_name;
+    let published = run
+        .engine
+        .published_ports(container)
+        .map_err(|e| format!("cannot read its published ports: {e}"))?;
+    let network_ip: Option<IpAddr> = if run.location.on_pipeline_network() {
+        let info = run
+            .engine
+            .inspect_container(container)
+            .map_err(|e| e.to_string())?
+            .ok_or("its container is gone")?;
+        let ip = info
+            .networks
+            .get(&run.plan.network)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| format!("it has no address on network {}", run.plan.network))?;
+        Some(ip)
+    } else {
+        None
+    };
+    let publish_ip = run.location.publish_ip();
+    let mut access = Vec::new();
+    for port in &component.ports {
+        let host_port = published
+            .get(&(port.container_port, port.protocol.as_str().to_string()))
+            .copied();
+        let published = host_port.map(|p| SocketAddr::new(publish_ip, p));
+        let address = match (network_ip, published) {
+            (Some(ip), _) => SocketAddr::new(ip, port.container_port),
+            (None, Some(published)) => published,
+            (None, None) => {
+                return Err(format!(
+                    "cannot read the host port of {}/{}: the engine lists no binding for it",
+                    port.container_port, port.protocol
+                ))
+            }
+        };
+        access.push(PortAccess {
+            container_port: port.container_port,
+            published,
+            address,
+        });
+    }
+    Ok(access)
+}
+
 /// Watches for the container's exit from now on, so a crash during start-up is seen at once
 /// (one that happened already is reported at once, too).
 fn watch_exit(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Result<()> {
@@ -451,6 +628,7 @@ fn watch_exit(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Result<
                 attempt,
                 code,
                 error,
+                at: SystemTime::now(),
             });
         })
         .with_context(|| format!("component `{}`: cannot watch its container", component.id))?;
@@ -499,6 +677,7 @@ fn exited_early(run: &LiveRun, component: &ComponentPlan) -> Option<Result<(), E
         attempt: run.events.snapshot().attempt_of(&component.id),
         code: Some(info.state.exit_code),
         error: None,
+        at: SystemTime::now(),
     };
     Some(if exit.code == Some(0) {
         Ok(())
@@ -576,7 +755,8 @@ mod tests {
     #[test]
     fn env_files_are_private_and_removed() {
         let env = BTreeMap::from([("TOKEN".to_string(), "s3cret=x".to_string())]);
-        let file = EnvFile::write(&super::super::new_run_id(), "unit", &env).unwrap();
+        let dir = EnvDir::new("unit").unwrap();
+        let file = EnvFile::write(&dir, &super::super::new_run_id(), "unit", &env).unwrap();
         let path = file.path.clone();
         let mode = std::fs::metadata(&path).unwrap().permissions();
         assert_eq!(

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
+use super::notices;
+use super::record::VerificationRecord;
 use super::start::{self, LiveRun};
 use super::teardown::{exit_error, Halt, RunOutcome};
 use crate::events::EventState;
@@ -14,12 +16,7 @@ use crate::verify;
 
 /// Proves with typed gRPC clients that the declared streams deliver data.
 pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
-    let host_ports = run
-        .host_ports
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    let (checks, notes) = verify::checks_for(run.plan, &host_ports);
+    let (checks, notes) = verify::checks_for(run.plan, &notices::addresses(run.reachable));
     for note in notes {
         run.console.info(note);
     }
@@ -30,6 +27,21 @@ pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
         .info(format!("verifying {} gRPC stream(s)...", checks.len()));
     let mut failures = Vec::new();
     for result in verify::verify_streams(&checks, timeout) {
+        let record = match &result {
+            Ok(report) => VerificationRecord {
+                flow: report.flow.clone(),
+                ok: true,
+                detail: report.to_string(),
+                events: report.events.map(|e| e.count),
+            },
+            Err(error) => VerificationRecord {
+                flow: error.component.clone(),
+                ok: false,
+                detail: error.to_string(),
+                events: None,
+            },
+        };
+        run.record.lock().verification.push(record);
         match result {
             Ok(report) => run.console.info(report.to_string()),
             Err(error) => failures.push(error.to_string()),

@@ -21,14 +21,10 @@ use serde_yaml::{Mapping, Value};
 
 use crate::contract;
 use crate::plan::{ComponentPlan, Naming, Role, RunPlan};
-use crate::spec::format_duration;
 
 /// The image that runs `flowctl control-plane` (built by `scripts/build-images.sh`).
 pub const DEFAULT_CONTROL_PLANE_IMAGE: &str = "flowctl/flowctl:dev";
-/// Service name (and DNS name) of the control plane in the translated pipeline.
-pub const CONTROL_PLANE_SERVICE: &str = "flowctl-control-plane";
-/// Port the control plane serves gRPC on inside its container.
-pub const CONTROL_PLANE_PORT: u16 = 8080;
+pub use crate::contract::{CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE};
 
 /// What to translate to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,21 +210,10 @@ pub(crate) fn component_env(
     env
 }
 
-/// The arguments of `flowctl control-plane` in a translated pipeline: listen on every
-/// interface of its container, and expect the pipeline's components by role.
+/// The arguments of `flowctl control-plane` in a translated pipeline (see
+/// [`contract::control_plane_args`]).
 pub(crate) fn control_plane_args(plan: &RunPlan, options: &TranslateOptions) -> Vec<String> {
-    let mut args = vec![
-        "control-plane".to_string(),
-        "--listen".to_string(),
-        format!("0.0.0.0:{CONTROL_PLANE_PORT}"),
-        "--heartbeat-interval".to_string(),
-        format_duration(options.heartbeat_interval),
-    ];
-    for component in &plan.components {
-        args.push("--expect".to_string());
-        args.push(format!("{}={}", component.id, component.role.as_str()));
-    }
-    args
+    contract::control_plane_args(plan, options.heartbeat_interval)
 }
 
 /// The command a Compose healthcheck runs in the component's own container: its `healthcheck`
