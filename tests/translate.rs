@@ -6,50 +6,23 @@
 //! absolute path written as `/REPO`. Regenerate with
 //! `FLOWCTL_UPDATE_GOLDEN=1 cargo test --release --test translate`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use flowctl::plan::{self, Naming};
 use flowctl::translate::{self, join_documents, Target, TranslateOptions};
+use support::{flowctl_command as flowctl, repo, require_images_in, require_tool, unique, TempDir};
 
 /// Upper bound for a Compose run; reaching it fails the test (it is not a measurement).
 const PATIENCE: Duration = Duration::from_secs(180);
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .canonicalize()
-        .expect("the repository folder exists")
-}
-
-fn flowctl() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flowctl"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}{}x{nanos:08x}", std::process::id())
-}
-
-/// A scratch folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique(prefix));
-        std::fs::create_dir_all(&path).expect("cannot create a scratch folder");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+/// The engine Compose drives: `docker-compose` (and the `docker compose` plugin) talk to the
+/// Docker daemon whatever `FLOWCTL_DOCKER_BIN` says, so the images and leftovers are looked up
+/// there.
+const COMPOSE_ENGINE: &str = "docker";
 
 /// The translation of a pipeline of the repository, as one text, with the repository's path
 /// replaced by `/REPO` so the golden files do not depend on where it is checked out.
@@ -279,23 +252,16 @@ fn cli_writes_a_folder_or_a_file_and_never_prints_env_values() {
     assert!(!scratch.0.join("never.yaml").exists());
 }
 
-/// The offline Kubernetes schema validator, or `None` (with a loud message) when it is not
-/// installed: `pip install kubernetes-validate`.
+/// The offline Kubernetes schema validator, or `None` when `FLOWCTL_TEST_SKIP` names `k8s`;
+/// without it the test fails ([`require_tool`]).
 fn kubernetes_validate() -> Option<PathBuf> {
-    let found = Command::new("kubernetes-validate")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(PathBuf::from("kubernetes-validate"));
-    }
-    eprintln!(
-        "\n==============================================================================\n\
-         SKIPPED: Kubernetes schema validation: `kubernetes-validate` is not installed.\n\
-         Install it with `pip install kubernetes-validate` (.ci/run does).\n\
-         ==============================================================================\n"
+    let present = require_tool(
+        "k8s",
+        Command::new("kubernetes-validate").arg("--version"),
+        "the Kubernetes manifests are validated offline with kubernetes-validate: \
+         `pip install kubernetes-validate` (scripts/test.sh does)",
     );
-    None
+    present.then(|| PathBuf::from("kubernetes-validate"))
 }
 
 fn validate(validator: &Path, files: &[PathBuf]) -> Output {
@@ -386,7 +352,7 @@ fn compose_command() -> Command {
     if v1 {
         return Command::new("docker-compose");
     }
-    let v2 = Command::new("docker")
+    let v2 = Command::new(COMPOSE_ENGINE)
         .args(["compose", "version"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -395,22 +361,9 @@ fn compose_command() -> Command {
         "no Compose tool: install docker-compose (or the docker compose plugin), or set \
          FLOWCTL_COMPOSE_BIN"
     );
-    let mut command = Command::new("docker");
+    let mut command = Command::new(COMPOSE_ENGINE);
     command.arg("compose");
     command
-}
-
-fn require_images(images: &[&str]) {
-    for image in images {
-        let present = Command::new("docker")
-            .args(["image", "inspect", "--format", "{{.Id}}", image])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            present,
-            "the image {image} is missing: run scripts/build-images.sh before the tests"
-        );
-    }
 }
 
 /// A Compose project under test: `down -v` on drop, whatever happened.
@@ -470,7 +423,7 @@ impl ComposeProject {
     }
 
     fn containers_left(&self) -> String {
-        let output = Command::new("docker")
+        let output = Command::new(COMPOSE_ENGINE)
             .args(["ps", "-aq", "--filter"])
             .arg(format!("label=com.docker.compose.project={}", self.name))
             .output()
@@ -479,7 +432,7 @@ impl ComposeProject {
     }
 
     fn networks_left(&self) -> String {
-        let output = Command::new("docker")
+        let output = Command::new(COMPOSE_ENGINE)
             .args(["network", "ls", "-q", "--filter"])
             .arg(format!("label=com.docker.compose.project={}", self.name))
             .output()
@@ -492,6 +445,18 @@ impl ComposeProject {
             .args(["down", "-v", "--remove-orphans", "-t", "5"])
             .output()
             .expect("the Compose tool runs")
+    }
+
+    /// `down -v` succeeds and no container or network of the project is left.
+    fn down_leaves_nothing(&self) {
+        let down = self.down();
+        assert!(
+            down.status.success(),
+            "{}",
+            String::from_utf8_lossy(&down.stderr)
+        );
+        assert_eq!(self.containers_left(), "", "containers left behind");
+        assert_eq!(self.networks_left(), "", "networks left behind");
     }
 }
 
@@ -519,7 +484,7 @@ fn wait_with_patience(mut child: Child) -> Option<i32> {
 
 /// What a (stopped, not yet removed) container wrote to stdout.
 fn container_stdout(container: &str) -> String {
-    let output = Command::new("docker")
+    let output = Command::new(COMPOSE_ENGINE)
         .args(["logs", container])
         .stderr(Stdio::null())
         .output()
@@ -530,12 +495,15 @@ fn container_stdout(container: &str) -> String {
 
 #[test]
 fn compose_output_runs_the_example_pipeline_end_to_end() {
-    require_images(&[
-        "flowctl/stellar-live-source-datalake:dev",
-        "flowctl/ttp-processor:dev",
-        "flowctl/consumer-app:dev",
-        "flowctl/flowctl:dev",
-    ]);
+    require_images_in(
+        COMPOSE_ENGINE,
+        &[
+            "flowctl/stellar-live-source-datalake:dev",
+            "flowctl/ttp-processor:dev",
+            "flowctl/consumer-app:dev",
+            "flowctl/flowctl:dev",
+        ],
+    );
     let project = ComposeProject::translate("examples/ttp-pipeline.yaml", &[]);
     let (code, log) = project.up("consumer-app");
     assert_eq!(code, Some(0), "docker-compose up failed:\n{log}");
@@ -571,19 +539,12 @@ fn compose_output_runs_the_example_pipeline_end_to_end() {
         );
     }
 
-    let down = project.down();
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
-    assert_eq!(project.containers_left(), "", "containers left behind");
-    assert_eq!(project.networks_left(), "", "networks left behind");
+    project.down_leaves_nothing();
 }
 
 #[test]
 fn compose_output_starts_in_health_order_and_resolves_ids() {
-    require_images(&["flowctl/test-component:dev"]);
+    require_images_in(COMPOSE_ENGINE, &["flowctl/test-component:dev"]);
     let project =
         ComposeProject::translate("tests/golden/test-pipeline.yaml", &["--no-control-plane"]);
     // `sink` only gets healthy dependencies if Compose honoured the health checks, and exits 0
@@ -614,14 +575,7 @@ fn compose_output_starts_in_health_order_and_resolves_ids() {
     assert!(position("source") < position("processor"), "{log}");
     assert!(position("processor") < position("sink"), "{log}");
 
-    let down = project.down();
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
-    assert_eq!(project.containers_left(), "", "containers left behind");
-    assert_eq!(project.networks_left(), "", "networks left behind");
+    project.down_leaves_nothing();
 }
 
 #[test]
