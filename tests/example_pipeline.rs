@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{docker_bin, flowctl_command, repo, require_images, unique, TempDir};
+use support::{docker_bin, flowctl_command, repo, require_images, unique, wait_bounded, TempDir};
 
 const IMAGES: [&str; 3] = [
     "flowctl/stellar-live-source-datalake:dev",
@@ -122,18 +122,7 @@ fn run_bounded(pipeline: &Path, project: &str) -> (std::process::ExitStatus, Str
     let stderr = child.stderr.take().unwrap();
     let out = thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let err = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let began = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if began.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("flowctl run did not end within {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_bounded(&mut child, RUN_LIMIT, "flowctl run");
     (status, out.join().unwrap(), err.join().unwrap())
 }
 
@@ -403,17 +392,7 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let began = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if began.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            panic!("flowctl did not stop after SIGINT");
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_bounded(&mut child, RUN_LIMIT, "flowctl after SIGINT");
     let stdout = reader.join().unwrap();
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
     // Ctrl+C is how a live pipeline is meant to end: a clean stop, not a failure.

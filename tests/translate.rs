@@ -9,12 +9,15 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use flowctl::plan::{self, Naming};
 use flowctl::translate::{self, join_documents, Target, TranslateOptions};
-use support::{flowctl_command as flowctl, repo, require_images_in, require_tool, unique, TempDir};
+use support::{
+    flowctl_command as flowctl, repo, require_images_in, require_tool, unique, wait_bounded,
+    TempDir,
+};
 
 /// Upper bound for a Compose run; reaching it fails the test (it is not a measurement).
 const PATIENCE: Duration = Duration::from_secs(180);
@@ -23,6 +26,25 @@ const PATIENCE: Duration = Duration::from_secs(180);
 /// Docker daemon whatever `FLOWCTL_DOCKER_BIN` says, so the images and leftovers are looked up
 /// there.
 const COMPOSE_ENGINE: &str = "docker";
+
+/// `flowctl translate ARGS -o OUT` in the repository's folder, which must succeed; returns
+/// what it wrote to stderr.
+fn translate_ok(args: &[&str], out: &Path) -> String {
+    let output = flowctl()
+        .arg("translate")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .current_dir(repo())
+        .output()
+        .expect("flowctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "flowctl translate {args:?}: {stderr}"
+    );
+    stderr
+}
 
 /// The translation of a pipeline of the repository, as one text, with the repository's path
 /// replaced by `/REPO` so the golden files do not depend on where it is checked out.
@@ -174,20 +196,10 @@ fn kubernetes_output_refuses_ids_that_are_not_dns_labels() {
 fn cli_writes_a_folder_or_a_file_and_never_prints_env_values() {
     let scratch = TempDir::new("flowctl-translate-cli-");
     let folder = scratch.0.join("manifests");
-    let output = flowctl()
-        .args([
-            "translate",
-            "--to",
-            "kubernetes",
-            "tests/golden/test-pipeline.yaml",
-            "-o",
-        ])
-        .arg(&folder)
-        .current_dir(repo())
-        .output()
-        .expect("flowctl runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let stderr = translate_ok(
+        &["--to", "kubernetes", "tests/golden/test-pipeline.yaml"],
+        &folder,
+    );
     let mut names: Vec<String> = std::fs::read_dir(&folder)
         .expect("the folder was written")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -207,21 +219,15 @@ fn cli_writes_a_folder_or_a_file_and_never_prints_env_values() {
     assert!(!stderr.contains("not-a-real-secret"), "{stderr}");
 
     let file = scratch.0.join("pipeline.compose.yaml");
-    let output = flowctl()
-        .args([
-            "translate",
+    let stderr = translate_ok(
+        &[
             "--to",
             "compose",
             "tests/golden/test-pipeline.yaml",
-        ])
-        .arg("--no-control-plane")
-        .arg("-o")
-        .arg(&file)
-        .current_dir(repo())
-        .output()
-        .expect("flowctl runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+            "--no-control-plane",
+        ],
+        &file,
+    );
     assert!(!stderr.contains("not-a-real-secret"), "{stderr}");
     let text = std::fs::read_to_string(&file).expect("the file was written");
     assert!(text.contains("API_TOKEN: not-a-real-secret"));
@@ -285,17 +291,7 @@ fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
         let folder = scratch
             .0
             .join(Path::new(pipeline).file_stem().expect("stem"));
-        let output = flowctl()
-            .args(["translate", "--to", "kubernetes", pipeline, "-o"])
-            .arg(&folder)
-            .current_dir(repo())
-            .output()
-            .expect("flowctl runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        translate_ok(&["--to", "kubernetes", pipeline], &folder);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
             .expect("written")
             .map(|e| e.expect("entry").path())
@@ -380,19 +376,9 @@ impl ComposeProject {
         let name = unique("fct");
         let scratch = TempDir::new("flowctl-translate-compose-");
         let file = scratch.0.join("compose.yaml");
-        let output = flowctl()
-            .args(["translate", "--to", "compose", pipeline, "--project", &name])
-            .args(extra)
-            .arg("-o")
-            .arg(&file)
-            .current_dir(repo())
-            .output()
-            .expect("flowctl runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut args = vec!["--to", "compose", pipeline, "--project", &name];
+        args.extend(extra);
+        translate_ok(&args, &file);
         ComposeProject {
             name,
             file,
@@ -411,14 +397,14 @@ impl ComposeProject {
     fn up(&self, sink: &str) -> (Option<i32>, String) {
         let log = self.scratch.0.join("up.log");
         let log_file = std::fs::File::create(&log).expect("create log");
-        let child = self
+        let mut child = self
             .command()
             .args(["up", "--no-color", "--exit-code-from", sink])
             .stdout(Stdio::from(log_file.try_clone().expect("clone")))
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("the Compose tool runs");
-        let code = wait_with_patience(child);
+        let code = wait_bounded(&mut child, PATIENCE, "the Compose run").code();
         (code, std::fs::read_to_string(&log).unwrap_or_default())
     }
 
@@ -463,22 +449,6 @@ impl ComposeProject {
 impl Drop for ComposeProject {
     fn drop(&mut self) {
         let _ = self.down();
-    }
-}
-
-fn wait_with_patience(mut child: Child) -> Option<i32> {
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.code(),
-            Ok(None) if started.elapsed() > PATIENCE => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the Compose run did not end within {PATIENCE:?}");
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => panic!("cannot wait for the Compose tool: {e}"),
-        }
     }
 }
 
@@ -614,7 +584,7 @@ fn control_plane_serves_alone_and_stops_on_sigterm() {
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let code = wait_with_patience(child);
+    let code = wait_bounded(&mut child, PATIENCE, "flowctl control-plane").code();
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).expect("read");
     assert_eq!(code, Some(0), "{rest}");
