@@ -93,6 +93,18 @@ impl Variant {
         fs::write(&file, text).unwrap();
         Variant { dir, file }
     }
+
+    /// Mounts the data lake at `lake` instead of the real testnet lake.
+    fn mount_lake(&self, lake: &Path) {
+        let real = format!(
+            "host_path: {}/testnet-997-999",
+            repo().join("examples/ledgers").display()
+        );
+        let text = fs::read_to_string(&self.file).unwrap();
+        assert!(text.contains(&real), "the example no longer mounts {real}");
+        let mounted = format!("host_path: {}", lake.display());
+        fs::write(&self.file, text.replace(&real, &mounted)).unwrap();
+    }
 }
 
 fn flowctl_run(pipeline: &Path, project: &str) -> Command {
@@ -289,14 +301,7 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
     )
     .unwrap();
     publish_testnet_ledger(&lake, 997);
-    let real = format!(
-        "host_path: {}/testnet-997-999",
-        repo().join("examples/ledgers").display()
-    );
-    let text = fs::read_to_string(&variant.file).unwrap();
-    assert!(text.contains(&real));
-    let mounted = format!("host_path: {}", lake.display());
-    fs::write(&variant.file, text.replace(&real, &mounted)).unwrap();
+    variant.mount_lake(&lake);
 
     let project = project("live");
     let _cleanup = Cleanup(project.clone());
@@ -424,10 +429,6 @@ fn generated_lake_through_three_containers_matches_the_generators_events() {
         "{} is missing: build it with scripts/build-images.sh",
         generator.display()
     );
-    let real = format!(
-        "host_path: {}/testnet-997-999",
-        repo().join("examples/ledgers").display()
-    );
     let variant = Variant::new(
         "generated",
         &[
@@ -466,10 +467,7 @@ fn generated_lake_through_three_containers_matches_the_generators_events() {
         .output()
         .unwrap();
     assert!(generated.status.success(), "{}", stderr_of(&generated));
-    let text = fs::read_to_string(&variant.file).unwrap();
-    assert!(text.contains(&real));
-    let mounted = format!("host_path: {}", lake.display());
-    fs::write(&variant.file, text.replace(&real, &mounted)).unwrap();
+    variant.mount_lake(&lake);
 
     let project = project("generated");
     let _cleanup = Cleanup(project.clone());
