@@ -1,13 +1,65 @@
 #!/usr/bin/env bash
-# The project's test command: builds every binary once (release, static), wraps the component
-# binaries into FROM scratch images, then runs all unit and integration tests against the real
-# container engine with those same release artifacts.
+# The project's one test command (README, "Running the tests"; `.ci/run` calls it too). It first
+# prepares what the tests need, idempotently, then runs every unit and integration test against
+# the real container engines with the same release artifacts:
+# - Podman: the reliability scenarios and the example re-run under it. Installed with
+#   .ci/install-podman.sh when missing and running as root; without root it stops here with the
+#   hint, unless FLOWCTL_TEST_SKIP names `podman`.
+# - kubernetes-validate (tests/translate.rs): `pip install`ed when missing, unless
+#   FLOWCTL_TEST_SKIP names `k8s`.
+# - the images: every binary built once (release, static), then wrapped into FROM scratch
+#   images for each engine under test (each engine has its own image store).
+# Then `cargo test --no-fail-fast`: every test binary runs even after a failure, and the script
+# still exits non-zero when anything failed.
 #
 # Usage: scripts/test.sh [extra cargo test args]
+#        FLOWCTL_TEST_SKIP=podman,k8s scripts/test.sh   (knowingly skip the tests of a missing tool)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
-scripts/build-images.sh
-cargo test --release --workspace "$@"
+skip_list=${FLOWCTL_TEST_SKIP:-}
+skip_requested() { [[ ",${skip_list// /}," == *",$1,"* ]]; }
+
+# The engines to build images for: Docker always (Compose runs on it), the one the tests use
+# (FLOWCTL_DOCKER_BIN) and Podman when its re-runs will run.
+engines=()
+add_engine() {
+  local known
+  for known in "${engines[@]}"; do [ "$known" = "$1" ] && return 0; done
+  engines+=("$1")
+}
+add_engine docker
+add_engine "${FLOWCTL_DOCKER_BIN:-docker}"
+
+if skip_requested podman; then
+  echo "test.sh: FLOWCTL_TEST_SKIP names podman: the Podman re-runs will be skipped"
+elif command -v podman >/dev/null 2>&1; then
+  add_engine podman
+elif [ "$(id -u)" -eq 0 ]; then
+  .ci/install-podman.sh
+  add_engine podman
+else
+  echo "test.sh: podman is not installed and installing it needs root: run" \
+    "'sudo .ci/install-podman.sh' once, or set FLOWCTL_TEST_SKIP=podman to skip its tests" >&2
+  exit 1
+fi
+
+if skip_requested k8s; then
+  echo "test.sh: FLOWCTL_TEST_SKIP names k8s: the Kubernetes schema validation will be skipped"
+elif ! command -v kubernetes-validate >/dev/null 2>&1; then
+  pip install --quiet kubernetes-validate
+  if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    echo "test.sh: 'pip install kubernetes-validate' did not put kubernetes-validate on the" \
+      "PATH (add pip's script folder to PATH, or set FLOWCTL_TEST_SKIP=k8s)" >&2
+    exit 1
+  fi
+fi
+
+cargo build --release --workspace --bins
+for engine in "${engines[@]}"; do
+  FLOWCTL_DOCKER_BIN=$engine FLOWCTL_SKIP_CARGO_BUILD=1 scripts/build-images.sh
+done
+
+cargo test --release --workspace --no-fail-fast "$@"

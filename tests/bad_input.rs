@@ -13,29 +13,7 @@ use std::path::{Path, PathBuf};
 
 use flowctl::plan::{Naming, RunPlan};
 use flowctl::spec::{self, MAX_FILE_BYTES};
-use support::flowctl;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A scratch folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("flowctl-bad-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+use support::{flowctl, repo, TempDir};
 
 fn validate(path: &Path) -> (Option<i32>, String) {
     // A CLI that does not exist proves validation never calls the engine.
@@ -48,7 +26,7 @@ fn validate(path: &Path) -> (Option<i32>, String) {
 
 #[test]
 fn the_corpus_fails_validate_with_each_files_expected_error() {
-    let dir = root().join("tests/pipelines/invalid");
+    let dir = repo().join("tests/pipelines/invalid");
     let mut files: Vec<PathBuf> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -94,7 +72,7 @@ fn the_corpus_fails_validate_with_each_files_expected_error() {
 
 #[test]
 fn a_file_over_the_size_limit_is_refused_before_parsing() {
-    let dir = TempDir::new("huge");
+    let dir = TempDir::new("flowctl-bad-huge-");
     let path = dir.0.join("huge.yaml");
     // Valid YAML, so only the size check can refuse it.
     let mut text = String::from("apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {name: huge}\n");
@@ -113,7 +91,7 @@ fn a_file_over_the_size_limit_is_refused_before_parsing() {
 
 #[test]
 fn a_large_legal_file_still_validates() {
-    let dir = TempDir::new("large");
+    let dir = TempDir::new("flowctl-bad-large-");
     let path = dir.0.join("large.yaml");
     let mut text =
         String::from("apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {name: large}\nspec:\n");
@@ -132,7 +110,7 @@ fn a_large_legal_file_still_validates() {
 
 #[test]
 fn a_socket_is_never_mounted() {
-    let dir = TempDir::new("socket");
+    let dir = TempDir::new("flowctl-bad-socket-");
     let socket = dir.0.join("engine.sock");
     let _listener = UnixListener::bind(&socket).unwrap();
     let path = dir.0.join("p.yaml");
@@ -287,11 +265,12 @@ fn no_mutated_pipeline_makes_the_parser_or_the_plan_panic() {
         "examples/ttp-pipeline.yaml",
     ]
     .iter()
-    .map(|p| root().join(p))
-    .filter(|p| p.exists())
-    .map(|p| fs::read(p).unwrap())
+    .map(|p| {
+        let path = repo().join(p);
+        fs::read(&path).unwrap_or_else(|e| panic!("seed {}: {e}", path.display()))
+    })
     .collect();
-    let mut corpus: Vec<PathBuf> = fs::read_dir(root().join("tests/pipelines/invalid"))
+    let mut corpus: Vec<PathBuf> = fs::read_dir(repo().join("tests/pipelines/invalid"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -301,7 +280,7 @@ fn no_mutated_pipeline_makes_the_parser_or_the_plan_panic() {
     seeds.extend(corpus.iter().map(|p| fs::read(p).unwrap()));
     assert!(seeds.len() > 10);
 
-    let base_dir = root().join("tests/pipelines");
+    let base_dir = repo().join("tests/pipelines");
     let naming = Naming::default();
     let mut rng = Rng(0x5eed_f10c_7c71_0001);
     let (mut parsed, mut planned) = (0usize, 0usize);

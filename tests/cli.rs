@@ -6,13 +6,8 @@ mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 
-use support::flowctl;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::{flowctl, repo};
 
 #[test]
 fn validate_prints_the_start_order_without_touching_the_engine() {
@@ -20,10 +15,8 @@ fn validate_prints_the_start_order_without_touching_the_engine() {
         "tests/pipelines/three-stage.yaml",
         "examples/ttp-pipeline.yaml",
     ] {
-        let path = root().join(file);
-        if !Path::new(&path).exists() {
-            continue;
-        }
+        // A missing file fails below (validate exits 1), never skipped.
+        let path = repo().join(file);
         let (status, stdout, stderr) = flowctl(
             &["validate", &path.display().to_string()],
             // Proves no engine call: this CLI does not exist.
@@ -35,7 +28,7 @@ fn validate_prints_the_start_order_without_touching_the_engine() {
     let (_, stdout, _) = flowctl(
         &[
             "validate",
-            &root()
+            &repo()
                 .join("tests/pipelines/three-stage.yaml")
                 .display()
                 .to_string(),
@@ -50,7 +43,7 @@ fn validate_prints_the_start_order_without_touching_the_engine() {
 
 #[test]
 fn validate_reports_errors_with_exit_code_1() {
-    let path = root().join("tests/pipelines/invalid/cycle.yaml");
+    let path = repo().join("tests/pipelines/invalid/cycle.yaml");
     let (status, _, stderr) = flowctl(&["validate", &path.display().to_string()], &[]);
     assert_eq!(status.code(), Some(1));
     assert!(stderr.contains("cycle: a → b → c → a"), "{stderr}");
@@ -58,7 +51,7 @@ fn validate_reports_errors_with_exit_code_1() {
 
 #[test]
 fn a_missing_container_cli_is_a_clear_error() {
-    let path = root().join("tests/pipelines/three-stage.yaml");
+    let path = repo().join("tests/pipelines/three-stage.yaml");
     let (status, _, stderr) = flowctl(
         &[
             "run",
@@ -92,7 +85,7 @@ fn an_unreachable_daemon_is_a_clear_error_before_anything_is_created() {
     )
     .unwrap();
     fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
-    let path = root().join("tests/pipelines/three-stage.yaml");
+    let path = repo().join("tests/pipelines/three-stage.yaml");
     let (status, _, stderr) = flowctl(
         &["run", &path.display().to_string()],
         &[("FLOWCTL_DOCKER_BIN", fake.to_str().unwrap())],

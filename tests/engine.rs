@@ -135,17 +135,9 @@ fn published_ports_reach_components_and_sigint_leaves_nothing() {
         .local_addr()
         .unwrap()
         .port();
+    // The sink is LONG_RUNNING's last component, so these lines extend it.
     let pipeline = scratch.pipeline(&format!(
-        "
-  sources:
-    - id: source
-      image: flowctl/test-component:dev
-      health_port: 8088
-  sinks:
-    - id: sink
-      image: flowctl/test-component:dev
-      inputs: [source]
-      ports:
+        "{LONG_RUNNING}      ports:
         - {{name: health, containerPort: 8088, hostPort: {pinned}}}
 "
     ));

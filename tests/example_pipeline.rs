@@ -15,9 +15,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::docker_bin;
+use support::{docker_bin, flowctl_command, repo, require_images, unique, wait_bounded, TempDir};
 
-const FLOWCTL: &str = env!("CARGO_BIN_EXE_flowctl");
 const IMAGES: [&str; 3] = [
     "flowctl/stellar-live-source-datalake:dev",
     "flowctl/ttp-processor:dev",
@@ -26,14 +25,11 @@ const IMAGES: [&str; 3] = [
 /// Upper bound for a whole run, only so that a broken run fails instead of hanging the suite.
 const RUN_LIMIT: Duration = Duration::from_secs(300);
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn example() -> PathBuf {
     repo().join("examples/ttp-pipeline.yaml")
 }
 
+/// The container CLI's output, whatever its status (cleanup tries removals that may fail).
 fn docker(args: &[&str]) -> Output {
     Command::new(docker_bin())
         .args(args)
@@ -41,21 +37,9 @@ fn docker(args: &[&str]) -> Output {
         .expect("the container CLI runs")
 }
 
-fn require_images() {
-    for image in IMAGES {
-        let out = docker(&["image", "inspect", "--format", "{{.Id}}", image]);
-        assert!(
-            out.status.success(),
-            "image {image} is missing: build it with scripts/build-images.sh \
-             (FLOWCTL_DOCKER_BIN={} for this engine)",
-            docker_bin()
-        );
-    }
-}
-
 /// A project name no other test (or concurrent run of this suite) uses.
 fn project(test: &str) -> String {
-    format!("ex-{test}-{}", std::process::id())
+    unique(&format!("ex-{test}-"))
 }
 
 /// Containers and networks of `project` that still exist.
@@ -85,7 +69,7 @@ impl Drop for Cleanup {
 /// A copy of the example pipeline with `replacements` applied, in a scratch folder (removed on
 /// drop). Relative `host_path`s are made absolute, since the copy lives elsewhere.
 struct Variant {
-    dir: PathBuf,
+    dir: TempDir,
     file: PathBuf,
 }
 
@@ -104,23 +88,27 @@ impl Variant {
             );
             text = text.replace(from, to);
         }
-        let dir =
-            std::env::temp_dir().join(format!("flowctl-example-{}-{test}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("pipeline.yaml");
+        let dir = TempDir::new(&format!("flowctl-example-{test}-"));
+        let file = dir.0.join("pipeline.yaml");
         fs::write(&file, text).unwrap();
         Variant { dir, file }
     }
-}
 
-impl Drop for Variant {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
+    /// Mounts the data lake at `lake` instead of the real testnet lake.
+    fn mount_lake(&self, lake: &Path) {
+        let real = format!(
+            "host_path: {}/testnet-997-999",
+            repo().join("examples/ledgers").display()
+        );
+        let text = fs::read_to_string(&self.file).unwrap();
+        assert!(text.contains(&real), "the example no longer mounts {real}");
+        let mounted = format!("host_path: {}", lake.display());
+        fs::write(&self.file, text.replace(&real, &mounted)).unwrap();
     }
 }
 
 fn flowctl_run(pipeline: &Path, project: &str) -> Command {
-    let mut command = Command::new(FLOWCTL);
+    let mut command = flowctl_command();
     command
         .args([
             "run",
@@ -146,18 +134,7 @@ fn run_bounded(pipeline: &Path, project: &str) -> (std::process::ExitStatus, Str
     let stderr = child.stderr.take().unwrap();
     let out = thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
     let err = thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let began = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if began.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("flowctl run did not end within {RUN_LIMIT:?}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_bounded(&mut child, RUN_LIMIT, "flowctl run");
     (status, out.join().unwrap(), err.join().unwrap())
 }
 
@@ -189,7 +166,7 @@ fn summary(output: &str) -> serde_json::Value {
 
 #[test]
 fn testnet_997_998_through_three_containers_matches_upstream_exactly() {
-    require_images();
+    require_images(&IMAGES);
     let project = project("testnet");
     let _cleanup = Cleanup(project.clone());
     let (status, stdout, stderr) = run_bounded(&example(), &project);
@@ -228,7 +205,7 @@ fn podman_runs_the_example_end_to_end() {
 
 #[test]
 fn standalone_p25_bounded_range_ends_without_a_later_ledger() {
-    require_images();
+    require_images(&IMAGES);
     // 10077 is the lake's last ledger: the run must end after it, not wait for 10078.
     let variant = Variant::new(
         "standalone",
@@ -310,13 +287,13 @@ fn wait_line(
 /// flowctl stops everything and leaves nothing.
 #[test]
 fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
-    require_images();
+    require_images(&IMAGES);
     let variant = Variant::new(
         "live",
         &[("args: [\"997\", \"998\"]", "args: [\"997\", \"0\"]")],
     );
     // A copy of the testnet lake holding only 997 for now, mounted instead of the real one.
-    let lake = variant.dir.join("lake");
+    let lake = variant.dir.0.join("lake");
     fs::create_dir_all(&lake).unwrap();
     fs::copy(
         repo().join("examples/ledgers/testnet-997-999/.config.json"),
@@ -324,14 +301,7 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
     )
     .unwrap();
     publish_testnet_ledger(&lake, 997);
-    let real = format!(
-        "host_path: {}/testnet-997-999",
-        repo().join("examples/ledgers").display()
-    );
-    let text = fs::read_to_string(&variant.file).unwrap();
-    assert!(text.contains(&real));
-    let mounted = format!("host_path: {}", lake.display());
-    fs::write(&variant.file, text.replace(&real, &mounted)).unwrap();
+    variant.mount_lake(&lake);
 
     let project = project("live");
     let _cleanup = Cleanup(project.clone());
@@ -427,17 +397,7 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
         .status()
         .unwrap();
     assert!(kill.success());
-    let began = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if began.elapsed() > RUN_LIMIT {
-            let _ = child.kill();
-            panic!("flowctl did not stop after SIGINT");
-        }
-        thread::sleep(Duration::from_millis(50));
-    };
+    let status = wait_bounded(&mut child, RUN_LIMIT, "flowctl after SIGINT");
     let stdout = reader.join().unwrap();
     let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default();
     // Ctrl+C is how a live pipeline is meant to end: a clean stop, not a failure.
@@ -462,16 +422,12 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
 /// computed on its own, in order.
 #[test]
 fn generated_lake_through_three_containers_matches_the_generators_events() {
-    require_images();
+    require_images(&IMAGES);
     let generator = repo().join("target/x86_64-unknown-linux-gnu/release/datalake-gen");
     assert!(
         generator.is_file(),
         "{} is missing: build it with scripts/build-images.sh",
         generator.display()
-    );
-    let real = format!(
-        "host_path: {}/testnet-997-999",
-        repo().join("examples/ledgers").display()
     );
     let variant = Variant::new(
         "generated",
@@ -490,8 +446,8 @@ fn generated_lake_through_three_containers_matches_the_generators_events() {
             ("args: [\"997\", \"998\"]", "args: [\"6400\", \"6527\"]"),
         ],
     );
-    let lake = variant.dir.join("lake");
-    let expected_file = variant.dir.join("expected.jsonl");
+    let lake = variant.dir.0.join("lake");
+    let expected_file = variant.dir.0.join("expected.jsonl");
     let generated = Command::new(&generator)
         .args([
             "--start",
@@ -511,10 +467,7 @@ fn generated_lake_through_three_containers_matches_the_generators_events() {
         .output()
         .unwrap();
     assert!(generated.status.success(), "{}", stderr_of(&generated));
-    let text = fs::read_to_string(&variant.file).unwrap();
-    assert!(text.contains(&real));
-    let mounted = format!("host_path: {}", lake.display());
-    fs::write(&variant.file, text.replace(&real, &mounted)).unwrap();
+    variant.mount_lake(&lake);
 
     let project = project("generated");
     let _cleanup = Cleanup(project.clone());

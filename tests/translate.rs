@@ -6,49 +6,44 @@
 //! absolute path written as `/REPO`. Regenerate with
 //! `FLOWCTL_UPDATE_GOLDEN=1 cargo test --release --test translate`.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use flowctl::plan::{self, Naming};
 use flowctl::translate::{self, join_documents, Target, TranslateOptions};
+use support::{
+    flowctl_command as flowctl, repo, require_images_in, require_tool, unique, wait_bounded,
+    TempDir,
+};
 
 /// Upper bound for a Compose run; reaching it fails the test (it is not a measurement).
 const PATIENCE: Duration = Duration::from_secs(180);
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .canonicalize()
-        .expect("the repository folder exists")
-}
+/// The engine Compose drives: `docker-compose` (and the `docker compose` plugin) talk to the
+/// Docker daemon whatever `FLOWCTL_DOCKER_BIN` says, so the images and leftovers are looked up
+/// there.
+const COMPOSE_ENGINE: &str = "docker";
 
-fn flowctl() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flowctl"))
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}{}x{nanos:08x}", std::process::id())
-}
-
-/// A scratch folder removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique(prefix));
-        std::fs::create_dir_all(&path).expect("cannot create a scratch folder");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// `flowctl translate ARGS -o OUT` in the repository's folder, which must succeed; returns
+/// what it wrote to stderr.
+fn translate_ok(args: &[&str], out: &Path) -> String {
+    let output = flowctl()
+        .arg("translate")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .current_dir(repo())
+        .output()
+        .expect("flowctl runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "flowctl translate {args:?}: {stderr}"
+    );
+    stderr
 }
 
 /// The translation of a pipeline of the repository, as one text, with the repository's path
@@ -201,20 +196,10 @@ fn kubernetes_output_refuses_ids_that_are_not_dns_labels() {
 fn cli_writes_a_folder_or_a_file_and_never_prints_env_values() {
     let scratch = TempDir::new("flowctl-translate-cli-");
     let folder = scratch.0.join("manifests");
-    let output = flowctl()
-        .args([
-            "translate",
-            "--to",
-            "kubernetes",
-            "tests/golden/test-pipeline.yaml",
-            "-o",
-        ])
-        .arg(&folder)
-        .current_dir(repo())
-        .output()
-        .expect("flowctl runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    let stderr = translate_ok(
+        &["--to", "kubernetes", "tests/golden/test-pipeline.yaml"],
+        &folder,
+    );
     let mut names: Vec<String> = std::fs::read_dir(&folder)
         .expect("the folder was written")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -234,21 +219,15 @@ fn cli_writes_a_folder_or_a_file_and_never_prints_env_values() {
     assert!(!stderr.contains("not-a-real-secret"), "{stderr}");
 
     let file = scratch.0.join("pipeline.compose.yaml");
-    let output = flowctl()
-        .args([
-            "translate",
+    let stderr = translate_ok(
+        &[
             "--to",
             "compose",
             "tests/golden/test-pipeline.yaml",
-        ])
-        .arg("--no-control-plane")
-        .arg("-o")
-        .arg(&file)
-        .current_dir(repo())
-        .output()
-        .expect("flowctl runs");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+            "--no-control-plane",
+        ],
+        &file,
+    );
     assert!(!stderr.contains("not-a-real-secret"), "{stderr}");
     let text = std::fs::read_to_string(&file).expect("the file was written");
     assert!(text.contains("API_TOKEN: not-a-real-secret"));
@@ -279,23 +258,16 @@ fn cli_writes_a_folder_or_a_file_and_never_prints_env_values() {
     assert!(!scratch.0.join("never.yaml").exists());
 }
 
-/// The offline Kubernetes schema validator, or `None` (with a loud message) when it is not
-/// installed: `pip install kubernetes-validate`.
+/// The offline Kubernetes schema validator, or `None` when `FLOWCTL_TEST_SKIP` names `k8s`;
+/// without it the test fails ([`require_tool`]).
 fn kubernetes_validate() -> Option<PathBuf> {
-    let found = Command::new("kubernetes-validate")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(PathBuf::from("kubernetes-validate"));
-    }
-    eprintln!(
-        "\n==============================================================================\n\
-         SKIPPED: Kubernetes schema validation: `kubernetes-validate` is not installed.\n\
-         Install it with `pip install kubernetes-validate` (.ci/run does).\n\
-         ==============================================================================\n"
+    let present = require_tool(
+        "k8s",
+        Command::new("kubernetes-validate").arg("--version"),
+        "the Kubernetes manifests are validated offline with kubernetes-validate: \
+         `pip install kubernetes-validate` (scripts/test.sh does)",
     );
-    None
+    present.then(|| PathBuf::from("kubernetes-validate"))
 }
 
 fn validate(validator: &Path, files: &[PathBuf]) -> Output {
@@ -319,17 +291,7 @@ fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
         let folder = scratch
             .0
             .join(Path::new(pipeline).file_stem().expect("stem"));
-        let output = flowctl()
-            .args(["translate", "--to", "kubernetes", pipeline, "-o"])
-            .arg(&folder)
-            .current_dir(repo())
-            .output()
-            .expect("flowctl runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        translate_ok(&["--to", "kubernetes", pipeline], &folder);
         let mut files: Vec<PathBuf> = std::fs::read_dir(&folder)
             .expect("written")
             .map(|e| e.expect("entry").path())
@@ -386,7 +348,7 @@ fn compose_command() -> Command {
     if v1 {
         return Command::new("docker-compose");
     }
-    let v2 = Command::new("docker")
+    let v2 = Command::new(COMPOSE_ENGINE)
         .args(["compose", "version"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -395,22 +357,9 @@ fn compose_command() -> Command {
         "no Compose tool: install docker-compose (or the docker compose plugin), or set \
          FLOWCTL_COMPOSE_BIN"
     );
-    let mut command = Command::new("docker");
+    let mut command = Command::new(COMPOSE_ENGINE);
     command.arg("compose");
     command
-}
-
-fn require_images(images: &[&str]) {
-    for image in images {
-        let present = Command::new("docker")
-            .args(["image", "inspect", "--format", "{{.Id}}", image])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            present,
-            "the image {image} is missing: run scripts/build-images.sh before the tests"
-        );
-    }
 }
 
 /// A Compose project under test: `down -v` on drop, whatever happened.
@@ -427,19 +376,9 @@ impl ComposeProject {
         let name = unique("fct");
         let scratch = TempDir::new("flowctl-translate-compose-");
         let file = scratch.0.join("compose.yaml");
-        let output = flowctl()
-            .args(["translate", "--to", "compose", pipeline, "--project", &name])
-            .args(extra)
-            .arg("-o")
-            .arg(&file)
-            .current_dir(repo())
-            .output()
-            .expect("flowctl runs");
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let mut args = vec!["--to", "compose", pipeline, "--project", &name];
+        args.extend(extra);
+        translate_ok(&args, &file);
         ComposeProject {
             name,
             file,
@@ -458,19 +397,19 @@ impl ComposeProject {
     fn up(&self, sink: &str) -> (Option<i32>, String) {
         let log = self.scratch.0.join("up.log");
         let log_file = std::fs::File::create(&log).expect("create log");
-        let child = self
+        let mut child = self
             .command()
             .args(["up", "--no-color", "--exit-code-from", sink])
             .stdout(Stdio::from(log_file.try_clone().expect("clone")))
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("the Compose tool runs");
-        let code = wait_with_patience(child);
+        let code = wait_bounded(&mut child, PATIENCE, "the Compose run").code();
         (code, std::fs::read_to_string(&log).unwrap_or_default())
     }
 
     fn containers_left(&self) -> String {
-        let output = Command::new("docker")
+        let output = Command::new(COMPOSE_ENGINE)
             .args(["ps", "-aq", "--filter"])
             .arg(format!("label=com.docker.compose.project={}", self.name))
             .output()
@@ -479,7 +418,7 @@ impl ComposeProject {
     }
 
     fn networks_left(&self) -> String {
-        let output = Command::new("docker")
+        let output = Command::new(COMPOSE_ENGINE)
             .args(["network", "ls", "-q", "--filter"])
             .arg(format!("label=com.docker.compose.project={}", self.name))
             .output()
@@ -493,6 +432,18 @@ impl ComposeProject {
             .output()
             .expect("the Compose tool runs")
     }
+
+    /// `down -v` succeeds and no container or network of the project is left.
+    fn down_leaves_nothing(&self) {
+        let down = self.down();
+        assert!(
+            down.status.success(),
+            "{}",
+            String::from_utf8_lossy(&down.stderr)
+        );
+        assert_eq!(self.containers_left(), "", "containers left behind");
+        assert_eq!(self.networks_left(), "", "networks left behind");
+    }
 }
 
 impl Drop for ComposeProject {
@@ -501,25 +452,9 @@ impl Drop for ComposeProject {
     }
 }
 
-fn wait_with_patience(mut child: Child) -> Option<i32> {
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.code(),
-            Ok(None) if started.elapsed() > PATIENCE => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the Compose run did not end within {PATIENCE:?}");
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => panic!("cannot wait for the Compose tool: {e}"),
-        }
-    }
-}
-
 /// What a (stopped, not yet removed) container wrote to stdout.
 fn container_stdout(container: &str) -> String {
-    let output = Command::new("docker")
+    let output = Command::new(COMPOSE_ENGINE)
         .args(["logs", container])
         .stderr(Stdio::null())
         .output()
@@ -530,12 +465,15 @@ fn container_stdout(container: &str) -> String {
 
 #[test]
 fn compose_output_runs_the_example_pipeline_end_to_end() {
-    require_images(&[
-        "flowctl/stellar-live-source-datalake:dev",
-        "flowctl/ttp-processor:dev",
-        "flowctl/consumer-app:dev",
-        "flowctl/flowctl:dev",
-    ]);
+    require_images_in(
+        COMPOSE_ENGINE,
+        &[
+            "flowctl/stellar-live-source-datalake:dev",
+            "flowctl/ttp-processor:dev",
+            "flowctl/consumer-app:dev",
+            "flowctl/flowctl:dev",
+        ],
+    );
     let project = ComposeProject::translate("examples/ttp-pipeline.yaml", &[]);
     let (code, log) = project.up("consumer-app");
     assert_eq!(code, Some(0), "docker-compose up failed:\n{log}");
@@ -571,19 +509,12 @@ fn compose_output_runs_the_example_pipeline_end_to_end() {
         );
     }
 
-    let down = project.down();
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
-    assert_eq!(project.containers_left(), "", "containers left behind");
-    assert_eq!(project.networks_left(), "", "networks left behind");
+    project.down_leaves_nothing();
 }
 
 #[test]
 fn compose_output_starts_in_health_order_and_resolves_ids() {
-    require_images(&["flowctl/test-component:dev"]);
+    require_images_in(COMPOSE_ENGINE, &["flowctl/test-component:dev"]);
     let project =
         ComposeProject::translate("tests/golden/test-pipeline.yaml", &["--no-control-plane"]);
     // `sink` only gets healthy dependencies if Compose honoured the health checks, and exits 0
@@ -614,14 +545,7 @@ fn compose_output_starts_in_health_order_and_resolves_ids() {
     assert!(position("source") < position("processor"), "{log}");
     assert!(position("processor") < position("sink"), "{log}");
 
-    let down = project.down();
-    assert!(
-        down.status.success(),
-        "{}",
-        String::from_utf8_lossy(&down.stderr)
-    );
-    assert_eq!(project.containers_left(), "", "containers left behind");
-    assert_eq!(project.networks_left(), "", "networks left behind");
+    project.down_leaves_nothing();
 }
 
 #[test]
@@ -660,7 +584,7 @@ fn control_plane_serves_alone_and_stops_on_sigterm() {
         .status()
         .expect("kill runs");
     assert!(killed.success());
-    let code = wait_with_patience(child);
+    let code = wait_bounded(&mut child, PATIENCE, "flowctl control-plane").code();
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).expect("read");
     assert_eq!(code, Some(0), "{rest}");

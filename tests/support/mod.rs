@@ -1,12 +1,14 @@
 //! Helpers for integration tests against the real container engine: a unique pipeline per
 //! test, a running `flowctl` process to watch and signal, and a guard that removes everything
-//! labelled with the test's pipeline even when the test fails.
+//! labelled with the test's pipeline even when the test fails. Also the one rule for tests whose
+//! tool may be missing ([`require_tool`]): they fail with an install hint unless
+//! `FLOWCTL_TEST_SKIP` names them, so a test that did not run never counts as passed.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,76 @@ pub const TEST_IMAGE: &str = "flowctl/test-component:dev";
 /// measurement).
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
+/// The repository's root folder (this crate's manifest folder), without symlinks, as flowctl
+/// resolves the paths it prints.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .expect("the repository folder exists")
+}
+
+/// `flowctl` as a command to complete with arguments (the binary cargo built for these tests).
+pub fn flowctl_command() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_flowctl"))
+}
+
+/// `prefix` followed by this process's id and a per-process counter: unique among the tests of
+/// this binary and among concurrent runs of the suite.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A scratch folder with a unique name, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The variable that lets tests whose tool is missing be skipped: comma-separated names
+/// (`podman`, `k8s`). CI never sets it.
+pub const SKIP_ENV: &str = "FLOWCTL_TEST_SKIP";
+
+/// Whether `FLOWCTL_TEST_SKIP` names `name`.
+pub fn skip_requested(name: &str) -> bool {
+    std::env::var(SKIP_ENV)
+        .map(|names| names.split(',').any(|n| n.trim() == name))
+        .unwrap_or(false)
+}
+
+/// Whether a test that needs the tool `name` runs: `false` (with a loud SKIPPED line) when
+/// `FLOWCTL_TEST_SKIP` names it, `true` when `probe` succeeds; otherwise the test fails with
+/// `hint` (how to install the tool), because a test that did not run must not pass.
+pub fn require_tool(name: &str, probe: &mut Command, hint: &str) -> bool {
+    if skip_requested(name) {
+        eprintln!("\n!!! SKIPPED ({SKIP_ENV} names {name}): this test did not run !!!\n");
+        return false;
+    }
+    let found = probe.output().is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "this test needs {name}, and {probe:?} failed: {hint}. To skip it knowingly: \
+         {SKIP_ENV}={name}"
+    );
+    true
+}
+
 /// The container CLI the tests use (the same variable flowctl reads).
 pub fn docker_bin() -> String {
     std::env::var("FLOWCTL_DOCKER_BIN").unwrap_or_else(|_| "docker".into())
@@ -29,20 +101,18 @@ const PODMAN_RERUN_ENV: &str = "FLOWCTL_PODMAN_RERUN";
 
 /// Runs `tests` of the calling test binary again with `FLOWCTL_DOCKER_BIN=podman` and checks
 /// that `passed` tests passed. Does nothing inside such a re-run or when this run already
-/// uses Podman; without Podman installed it says so loudly and passes (`.ci/run` installs it).
+/// uses Podman; without Podman it fails ([`require_tool`]) unless `FLOWCTL_TEST_SKIP` names
+/// `podman`.
 pub fn rerun_under_podman(what: &str, args: &[&str], passed: usize) {
     if std::env::var_os(PODMAN_RERUN_ENV).is_some() || docker_bin().contains("podman") {
         return;
     }
-    let present = Command::new("podman")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present {
-        eprintln!(
-            "\n!!! SKIPPED: podman is not installed; {what} ran under Docker only \
-             (.ci/install-podman.sh installs it) !!!\n"
-        );
+    let hint = format!(
+        "{what} must also run under Podman: install it with .ci/install-podman.sh (as root), \
+         then build its images with FLOWCTL_DOCKER_BIN=podman scripts/build-images.sh (or run \
+         scripts/test.sh, which does both)"
+    );
+    if !require_tool("podman", Command::new("podman").arg("version"), &hint) {
         return;
     }
     let output = Command::new(std::env::current_exe().expect("the test binary"))
@@ -79,19 +149,30 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Fails with instructions when one of `images` is missing from `engine`'s image store (each
+/// engine has its own).
+pub fn require_images_in(engine: &str, images: &[&str]) {
+    for image in images {
+        let present = Command::new(engine)
+            .args(["image", "inspect", "--format", "{{.Id}}", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            present,
+            "the image {image} is missing from {engine}: run scripts/test.sh, or \
+             FLOWCTL_DOCKER_BIN={engine} scripts/build-images.sh, before the integration tests"
+        );
+    }
+}
+
+/// [`require_images_in`] the engine the tests use.
+pub fn require_images(images: &[&str]) {
+    require_images_in(&docker_bin(), images);
+}
+
 /// Fails with instructions when the test image is missing.
 pub fn require_test_image() {
-    let present = Command::new(docker_bin())
-        .args(["image", "inspect", "--format", "{{.Id}}", TEST_IMAGE])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        present,
-        "the image {TEST_IMAGE} is missing: run scripts/build-images.sh (or \
-         `cargo build --release -p flowctl-test-component && FLOWCTL_SKIP_CARGO_BUILD=1 \
-         scripts/build-images.sh`) before the integration tests"
-    );
+    require_images(&[TEST_IMAGE]);
 }
 
 /// A source and a sink of the test component that run until stopped.
@@ -117,13 +198,8 @@ pub struct Scratch {
 impl Scratch {
     /// `test` should be short; a counter and the pid make the name unique.
     pub fn new(test: &str) -> Scratch {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
         require_test_image();
-        let name = format!(
-            "ft-{test}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
+        let name = unique(&format!("ft-{test}-"));
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch { name, dir }
@@ -278,7 +354,7 @@ pub struct Flowctl {
 impl Flowctl {
     /// Starts `flowctl ARGS` with extra environment.
     pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Flowctl {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowctl"))
+        let mut child = flowctl_command()
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -424,7 +500,7 @@ fn collect(
 
 /// Runs `flowctl ARGS` to completion; returns (status, stdout, stderr).
 pub fn flowctl(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_flowctl"))
+    let output = flowctl_command()
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())
@@ -435,6 +511,24 @@ pub fn flowctl(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String, Stri
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Waits for `child` to exit, at most `limit` (a bound, not a measurement): past it the child is
+/// killed and the test fails naming `what`.
+pub fn wait_bounded(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let began = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if began.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not end within {limit:?}");
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("cannot wait for {what}: {e}"),
+        }
+    }
 }
 
 /// The position of the first line containing `text` in `output`.

@@ -908,18 +908,7 @@ fn unified_event(world: &World, e: &Event, tok: Tok) -> Result<ContractEvent> {
         None => None,
     };
     if let Some(val) = to_muxed_id {
-        let ContractEventBody::V0(body) = &mut event.body;
-        let entries = vec![
-            ScMapEntry {
-                key: symbol("amount"),
-                val: body.data.clone(),
-            },
-            ScMapEntry {
-                key: symbol("to_muxed_id"),
-                val,
-            },
-        ];
-        body.data = ScVal::Map(Some(ScMap(entries.try_into()?)));
+        put_to_muxed_id(&mut event, val);
     }
     Ok(event)
 }
@@ -934,20 +923,26 @@ fn sac_event_muxed(
 ) -> ContractEvent {
     let mut event = sac_event(contract, topics, amount);
     if let Some(id) = to_mux {
-        let ContractEventBody::V0(body) = &mut event.body;
-        let entries = vec![
-            ScMapEntry {
-                key: symbol("amount"),
-                val: body.data.clone(),
-            },
-            ScMapEntry {
-                key: symbol("to_muxed_id"),
-                val: ScVal::U64(id),
-            },
-        ];
-        body.data = ScVal::Map(entries.try_into().ok().map(ScMap));
+        put_to_muxed_id(&mut event, ScVal::U64(id));
     }
     event
+}
+
+/// Turns the event's data (the amount) into the CAP-67 map `{amount, to_muxed_id}`.
+fn put_to_muxed_id(event: &mut ContractEvent, to_muxed_id: ScVal) {
+    let ContractEventBody::V0(body) = &mut event.body;
+    let entries = vec![
+        ScMapEntry {
+            key: symbol("amount"),
+            val: body.data.clone(),
+        },
+        ScMapEntry {
+            key: symbol("to_muxed_id"),
+            val: to_muxed_id,
+        },
+    ];
+    // Two entries are always within the map's length limit.
+    body.data = ScVal::Map(entries.try_into().ok().map(ScMap));
 }
 
 /// A contract event of a Stellar Asset Contract with an i128 amount.

@@ -484,6 +484,19 @@ fn path_payment(
     )
 }
 
+/// A SAC transfer of XLM from `from` to another user: the call planned when there is no issued
+/// asset to mint or burn.
+fn native_transfer(rng: &mut SplitMix64, world: &World, from: usize) -> (usize, SacCall, Tok, i64) {
+    let to = other_user(rng, world, from);
+    let amount = some_of(rng, world, from, Tok::Native);
+    let call = SacCall::Transfer {
+        from,
+        to,
+        mux: None,
+    };
+    (from, call, Tok::Native, amount)
+}
+
 /// Plans a Soroban transaction calling a Stellar Asset Contract: transfer (XLM or an issued
 /// asset, between accounts), mint (by the issuer, the SAC admin) or burn.
 pub fn soroban_tx(rng: &mut SplitMix64, world: &mut World) -> TxPlan {
@@ -512,18 +525,7 @@ pub fn soroban_tx(rng: &mut SplitMix64, world: &mut World) -> TxPlan {
             ),
             None => {
                 let from = user(rng, world);
-                let to = other_user(rng, world, from);
-                let amount = some_of(rng, world, from, Tok::Native);
-                (
-                    from,
-                    SacCall::Transfer {
-                        from,
-                        to,
-                        mux: None,
-                    },
-                    Tok::Native,
-                    amount,
-                )
+                native_transfer(rng, world, from)
             }
         }
     } else {
@@ -533,20 +535,7 @@ pub fn soroban_tx(rng: &mut SplitMix64, world: &mut World) -> TxPlan {
                 let amount = some_of(rng, world, from, Tok::Issued(a));
                 (from, SacCall::Burn { from }, Tok::Issued(a), amount)
             }
-            Tok::Native => {
-                let to = other_user(rng, world, from);
-                let amount = some_of(rng, world, from, Tok::Native);
-                (
-                    from,
-                    SacCall::Transfer {
-                        from,
-                        to,
-                        mux: None,
-                    },
-                    Tok::Native,
-                    amount,
-                )
-            }
+            Tok::Native => native_transfer(rng, world, from),
         }
     };
     let resource_fee = rng.range(40_000, 400_000);

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use anyhow::{anyhow, bail, Context, Result};
 use stellar_xdr::{
-    FeeBumpTransactionInnerTx, GeneralizedTransactionSet, LedgerCloseMeta, LedgerEntryChange,
-    LedgerEntryChanges, Memo, MuxedAccount, Operation, OperationResult, TransactionEnvelope,
-    TransactionExt, TransactionMeta, TransactionPhase, TransactionResultPair,
-    TransactionResultResult, TxSetComponent, Uint256,
+    FeeBumpTransactionInnerTx, GeneralizedTransactionSet, LedgerCloseMeta, LedgerCloseMetaV0,
+    LedgerCloseMetaV1, LedgerEntryChange, LedgerEntryChanges, Memo, MuxedAccount, Operation,
+    OperationResult, TransactionEnvelope, TransactionExt, TransactionMeta, TransactionPhase,
+    TransactionResultPair, TransactionResultResult, TxSetComponent, Uint256,
 };
 
 use super::changes::{changes_of, Change};
@@ -106,19 +106,10 @@ pub fn ledger_transactions<'a>(
         Ok(())
     };
     match meta {
-        LedgerCloseMeta::V0(v) => {
-            for (i, p) in v.tx_processing.iter().enumerate() {
-                push(
-                    i,
-                    &p.result,
-                    &p.fee_processing,
-                    &p.tx_apply_processing,
-                    None,
-                )?;
-            }
-        }
-        LedgerCloseMeta::V1(v) => {
-            for (i, p) in v.tx_processing.iter().enumerate() {
+        // V0 and V1 carry the same per-transaction record, without post-apply fee changes.
+        LedgerCloseMeta::V0(LedgerCloseMetaV0 { tx_processing, .. })
+        | LedgerCloseMeta::V1(LedgerCloseMetaV1 { tx_processing, .. }) => {
+            for (i, p) in tx_processing.iter().enumerate() {
                 push(
                     i,
                     &p.result,
