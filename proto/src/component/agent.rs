@@ -52,7 +52,8 @@ pub fn spawn_agent(
     Some(tokio::spawn(run(endpoint, info, interval, metrics)))
 }
 
-fn endpoint_uri(endpoint: &str) -> String {
+/// `endpoint` with `http://` when it has no scheme (`FLOWCTL_ENDPOINT` is usually `host:port`).
+pub(super) fn endpoint_uri(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
     } else {

@@ -451,7 +451,7 @@ fn report(metrics: &Metrics, tally: &Tally, reported: &mut Tally) {
 }
 
 /// Polls `future` once: its output if it is ready now, `None` if it would wait.
-async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+pub async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         Poll::Ready(match Pin::new(&mut *future).poll(cx) {
             Poll::Ready(output) => Some(output),
