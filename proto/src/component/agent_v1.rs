@@ -9,19 +9,14 @@
 
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
 
-use super::agent::endpoint_uri;
+use super::agent::{endpoint_uri, lazy_channel, run_agent, Registrar, REGISTER_DEADLINE};
 use super::env::ComponentEnv;
 use super::health::{HealthStatus, Metrics};
 use crate::flowctl::v1::control_plane_service_client::ControlPlaneServiceClient;
 use crate::flowctl::v1::{self, ComponentInfo, HeartbeatRequest, RegisterRequest};
-
-/// Upstream components give registration this long.
-const REGISTER_DEADLINE: Duration = Duration::from_secs(5);
-/// The longest pause between two registration attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Starts the agent on the current tokio runtime when `ENABLE_FLOWCTL` is set; `None` otherwise.
 /// `component.id` is sent as `RegisterRequest.component_id` too, so the control plane uses it as
@@ -57,80 +52,52 @@ pub fn v1_metrics(metrics: &Metrics) -> std::collections::HashMap<String, String
         .collect()
 }
 
-async fn run(endpoint: String, component: ComponentInfo, interval: Duration, metrics: Metrics) {
-    let channel = match Endpoint::from_shared(endpoint.clone()) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(REGISTER_DEADLINE)
-            .timeout(REGISTER_DEADLINE),
-        Err(e) => {
-            log::error!("FLOWCTL_ENDPOINT {endpoint:?} is not a valid address: {e}");
-            return;
-        }
-    }
-    .connect_lazy();
-    let mut client = ControlPlaneServiceClient::new(channel);
-    let request = RegisterRequest {
-        component_id: component.id.clone(),
-        component: Some(component),
-    };
-    loop {
-        let service_id = register(&mut client, &endpoint, &request).await;
-        heartbeat_until_forgotten(&mut client, &service_id, interval, &metrics).await;
-        log::warn!("control plane no longer knows {service_id}; registering again");
-    }
+/// The v1 protocol's two calls.
+struct V1Registrar {
+    client: ControlPlaneServiceClient<Channel>,
+    request: RegisterRequest,
+    metrics: Metrics,
 }
 
-async fn register(
-    client: &mut ControlPlaneServiceClient<Channel>,
-    endpoint: &str,
-    request: &RegisterRequest,
-) -> String {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let mut call = Request::new(request.clone());
+impl Registrar for V1Registrar {
+    async fn register(&mut self) -> Result<String, Status> {
+        let mut call = Request::new(self.request.clone());
         call.set_timeout(REGISTER_DEADLINE);
-        match client.register_component(call).await {
-            Ok(response) => {
-                let service_id = response.into_inner().service_id;
-                log::info!(
-                    "registered with flowctl.v1.ControlPlaneService at {endpoint} as {service_id}"
-                );
-                return service_id;
-            }
-            Err(status) => {
-                log::warn!(
-                    "registering with flowctl.v1.ControlPlaneService at {endpoint} failed \
-                     ({:?}: {}); retrying in {backoff:?}",
-                    status.code(),
-                    status.message()
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
-        }
+        Ok(self
+            .client
+            .register_component(call)
+            .await?
+            .into_inner()
+            .service_id)
     }
-}
 
-/// Heartbeats until the control plane answers `NOT_FOUND` (it forgot us, e.g. it restarted).
-async fn heartbeat_until_forgotten(
-    client: &mut ControlPlaneServiceClient<Channel>,
-    service_id: &str,
-    interval: Duration,
-    metrics: &Metrics,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
+    async fn heartbeat(&mut self, service_id: &str) -> Result<(), Status> {
         let heartbeat = HeartbeatRequest {
             service_id: service_id.to_string(),
-            status: v1_health_status(metrics.status()) as i32,
-            metrics: v1_metrics(metrics),
+            status: v1_health_status(self.metrics.status()) as i32,
+            metrics: v1_metrics(&self.metrics),
         };
-        match client.heartbeat(heartbeat).await {
-            Ok(_) => {}
-            Err(status) if status.code() == Code::NotFound => return,
-            Err(status) => log::warn!("heartbeat failed: {}", status.message()),
-        }
+        self.client.heartbeat(heartbeat).await.map(|_| ())
     }
+}
+
+async fn run(endpoint: String, component: ComponentInfo, interval: Duration, metrics: Metrics) {
+    let Some(channel) = lazy_channel(&endpoint) else {
+        return;
+    };
+    let registrar = V1Registrar {
+        client: ControlPlaneServiceClient::new(channel),
+        request: RegisterRequest {
+            component_id: component.id.clone(),
+            component: Some(component),
+        },
+        metrics,
+    };
+    run_agent(
+        "flowctl.v1.ControlPlaneService",
+        &endpoint,
+        registrar,
+        interval,
+    )
+    .await;
 }

@@ -9,12 +9,22 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::future::Future;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
 use flowctl_proto::component::{
-    spawn_v1_agent, v1_health_status, v1_metrics, ComponentEnv, HealthServer, Metrics,
+    spawn_v1_agent, v1_health_status, v1_metrics, ComponentEnv, Metrics,
 };
 use flowctl_proto::flowctl::v1::{
     ComponentHealth, ComponentInfo, ComponentType, HealthCheckResponse,
 };
+use flowctl_proto::flowctl::ServiceType;
+use stellar_components::component as first_generation;
+use stellar_components::grpc;
+use stellar_components::shutdown::{self, Shutdown};
+use tokio::net::TcpListener;
+use tonic::transport::server::Router;
 
 /// How a v1 component describes itself.
 #[derive(Debug, Clone, Copy)]
@@ -85,28 +95,32 @@ fn to_strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|item| item.to_string()).collect()
 }
 
-/// Starts `/health` on `HEALTH_PORT` and, when `ENABLE_FLOWCTL=true`, registration and
-/// heartbeats with `flowctl.v1.ControlPlaneService` (retried, never fatal). Must run inside the
-/// tokio runtime.
+/// Starts `/health` on `HEALTH_PORT` (the first generation's, with its legacy registration off)
+/// and, when `ENABLE_FLOWCTL=true`, registration and heartbeats with
+/// `flowctl.v1.ControlPlaneService` (retried, never fatal). Must run inside the tokio runtime.
 pub fn start(
     identity: &V1Identity,
     env: &ComponentEnv,
     info: ComponentInfo,
 ) -> anyhow::Result<Running> {
-    let metrics = Metrics::with_keys(identity.metric_keys);
-    let health = HealthServer::start(env.health_port, metrics.clone()).map_err(|e| {
-        anyhow::anyhow!(
-            "HEALTH_PORT: cannot listen on port {}: {e}",
-            env.health_port
-        )
-    })?;
-    log::info!(
-        "{} ({}) health endpoint on :{}/health",
-        identity.name,
-        info.id,
-        health.local_addr().port()
-    );
-    if spawn_v1_agent(env, info.clone(), metrics.clone()).is_some() {
+    let legacy = first_generation::Identity {
+        name: identity.name,
+        service_type: match identity.component_type {
+            ComponentType::Source => ServiceType::Source,
+            ComponentType::Processor => ServiceType::Processor,
+            ComponentType::Consumer => ServiceType::Sink,
+            ComponentType::Unspecified => ServiceType::Unspecified,
+        },
+        input_event_types: identity.input_event_types,
+        output_event_types: identity.output_event_types,
+        metric_keys: identity.metric_keys,
+    };
+    let without_legacy_agent = ComponentEnv {
+        enable_flowctl: false,
+        ..env.clone()
+    };
+    let running = first_generation::start(&legacy, without_legacy_agent, HashMap::new())?;
+    if spawn_v1_agent(env, info.clone(), running.metrics.clone()).is_some() {
         log::info!(
             "registering with flowctl.v1.ControlPlaneService at {} as {} (endpoint {:?})",
             env.flowctl_endpoint,
@@ -115,10 +129,67 @@ pub fn start(
         );
     }
     Ok(Running {
-        metrics,
-        health_addr: health.local_addr(),
+        metrics: running.metrics,
+        health_addr: running.health.local_addr(),
         info: Arc::new(info),
     })
+}
+
+/// A v1 component's process from start to exit: the `healthcheck` subcommand, or reads its
+/// settings (`from_env`; a bad one exits 2 naming the variable), starts as [`start`] with
+/// `metadata(&config)` in its `ComponentInfo`, listens on `PORT` and runs `serve` until
+/// SIGTERM/SIGINT (the first generation's [`first_generation::run`]).
+pub fn main<C, F>(
+    identity: &'static V1Identity,
+    args: &[String],
+    from_env: impl FnOnce() -> Result<C, String>,
+    metadata: impl FnOnce(&C) -> HashMap<String, String>,
+    serve: impl FnOnce(TcpListener, C, Running, Shutdown) -> F,
+) -> ExitCode
+where
+    F: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
+    if let Some(code) = first_generation::server_arguments(
+        identity.name,
+        args,
+        "[healthcheck]",
+        "configured by environment variables",
+    ) {
+        return code;
+    }
+    first_generation::run(identity.name, from_env, |env, config| async move {
+        let lookup = |key: &str| std::env::var(key).ok();
+        let endpoint = port(identity, lookup);
+        let listen = grpc::listen_addr("PORT", &endpoint).map_err(anyhow::Error::msg)?;
+        let info = component_info(
+            identity,
+            component_id(identity, lookup),
+            endpoint,
+            metadata(&config),
+        );
+        let running = start(identity, &env, info)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("PORT: cannot listen on {listen}"))?;
+        let (trigger, shutdown) = shutdown::channel();
+        Ok(first_generation::serve_until_signalled(
+            identity.name,
+            serve(listener, config, running, shutdown),
+            trigger,
+        )
+        .await)
+    })
+}
+
+/// Serves `router` on `listener` until `shutdown` starts.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    router
+        .serve_with_incoming_shutdown(first_generation::incoming(listener), shutdown.wait())
+        .await
 }
 
 /// The `HealthCheck` answer: the status and metrics `/health` reports, and `details` when the

@@ -15,7 +15,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use anyhow::Context as _;
 use flowctl_proto::component::Metrics;
 use flowctl_proto::flowctl::v1::consumer_service_server::{ConsumerService, ConsumerServiceServer};
 use flowctl_proto::flowctl::v1::{
@@ -23,11 +22,10 @@ use flowctl_proto::flowctl::v1::{
 };
 use flowctl_proto::token_transfer::TokenTransferEvent;
 use prost::Message;
-use stellar_components::component as first_generation;
-use stellar_components::consumer::{poll_once, Tally};
+use stellar_components::consumer::{poll_once, print_events_setting, Tally};
 use stellar_components::grpc;
 use stellar_components::processor::LedgerRange;
-use stellar_components::shutdown::{self, Shutdown};
+use stellar_components::shutdown::Shutdown;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -66,14 +64,7 @@ impl ConsumerV1Config {
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<ConsumerV1Config, String> {
-        let print_events = match lookup("PRINT_EVENTS").map(|v| v.trim().to_ascii_lowercase()) {
-            None => true,
-            Some(value) => match value.as_str() {
-                "" | "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => return Err(format!("PRINT_EVENTS: {value:?} is not true or false")),
-            },
-        };
+        let print_events = print_events_setting(&lookup)?;
         Ok(ConsumerV1Config { print_events })
     }
 }
@@ -280,52 +271,27 @@ pub async fn serve(
     let server = ConsumerServiceServer::new(service)
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES);
-    grpc::server()
-        .add_service(server)
-        .serve_with_incoming_shutdown(first_generation::incoming(listener), shutdown.wait())
-        .await
+    component::serve(listener, grpc::server().add_service(server), shutdown).await
 }
 
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
-    if let Some(code) = first_generation::server_arguments(
-        IDENTITY.name,
+    component::main(
+        &IDENTITY,
         args,
-        "[healthcheck]",
-        "configured by environment variables",
-    ) {
-        return code;
-    }
-    first_generation::run(
-        IDENTITY.name,
         ConsumerV1Config::from_env,
-        |env, config| async move {
-            let lookup = |key: &str| std::env::var(key).ok();
-            let endpoint = component::port(&IDENTITY, lookup);
-            let listen = grpc::listen_addr("PORT", &endpoint).map_err(anyhow::Error::msg)?;
-            let info = component::component_info(
-                &IDENTITY,
-                component::component_id(&IDENTITY, lookup),
-                endpoint,
-                HashMap::new(),
+        |_| HashMap::new(),
+        |listener, config, running, shutdown| {
+            log::info!(
+                "serving flowctl.v1.ConsumerService on {}",
+                running.info.endpoint
             );
-            let running = component::start(&IDENTITY, &env, info)?;
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("PORT: cannot listen on {listen}"))?;
-            log::info!("serving flowctl.v1.ConsumerService on {listen}");
             let out: Output = Arc::new(Mutex::new(BufWriter::with_capacity(
                 1 << 16,
                 std::io::stdout(),
             )));
-            let (trigger, shutdown) = shutdown::channel();
             let service = JsonLinesConsumer::new(config, running.info, running.metrics, out);
-            Ok(first_generation::serve_until_signalled(
-                IDENTITY.name,
-                serve(listener, service, shutdown),
-                trigger,
-            )
-            .await)
+            serve(listener, service, shutdown)
         },
     )
 }

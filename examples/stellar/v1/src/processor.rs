@@ -23,7 +23,6 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use anyhow::Context as _;
 use flowctl_proto::component::Metrics;
 use flowctl_proto::flowctl::v1::processor_service_server::{
     ProcessorService, ProcessorServiceServer,
@@ -34,9 +33,8 @@ use flowctl_proto::flowctl::v1::{
 use flowctl_proto::stellar::v1::RawLedger;
 use flowctl_proto::token_transfer::TokenTransferEvent;
 use prost::Message;
-use stellar_components::component as first_generation;
 use stellar_components::grpc;
-use stellar_components::shutdown::{self, Shutdown, UntilShutdown};
+use stellar_components::shutdown::{Shutdown, UntilShutdown};
 use stellar_ttp::events::{event_kind, Extractor};
 use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
 use tokio::net::TcpListener;
@@ -389,61 +387,35 @@ pub async fn serve(
     let server = ProcessorServiceServer::new(service)
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES);
-    grpc::server()
-        .add_service(server)
-        .serve_with_incoming_shutdown(first_generation::incoming(listener), shutdown.wait())
-        .await
+    component::serve(listener, grpc::server().add_service(server), shutdown).await
 }
 
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
-    if let Some(code) = first_generation::server_arguments(
-        IDENTITY.name,
+    component::main(
+        &IDENTITY,
         args,
-        "[healthcheck]",
-        "configured by environment variables",
-    ) {
-        return code;
-    }
-    first_generation::run(
-        IDENTITY.name,
         ProcessorV1Config::from_env,
-        |env, config| async move {
-            let lookup = |key: &str| std::env::var(key).ok();
-            let endpoint = component::port(&IDENTITY, lookup);
-            let listen = grpc::listen_addr("PORT", &endpoint).map_err(anyhow::Error::msg)?;
-            let metadata = HashMap::from([(
+        |config| {
+            HashMap::from([(
                 "network_passphrase".to_string(),
                 config.network_passphrase.clone(),
-            )]);
-            let info = component::component_info(
-                &IDENTITY,
-                component::component_id(&IDENTITY, lookup),
-                endpoint,
-                metadata,
-            );
-            let running = component::start(&IDENTITY, &env, info)?;
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("PORT: cannot listen on {listen}"))?;
+            )])
+        },
+        |listener, config, running, shutdown| {
             log::info!(
-                "serving flowctl.v1.ProcessorService on {listen}: network {:?}, {} workers",
+                "serving flowctl.v1.ProcessorService on {}: network {:?}, {} workers",
+                running.info.endpoint,
                 config.network_passphrase,
                 config.workers
             );
-            let (trigger, shutdown) = shutdown::channel();
             let service = TokenTransferProcessor::new(
                 config,
                 running.info,
                 running.metrics,
                 shutdown.clone(),
             );
-            Ok(first_generation::serve_until_signalled(
-                IDENTITY.name,
-                serve(listener, service, shutdown),
-                trigger,
-            )
-            .await)
+            serve(listener, service, shutdown)
         },
     )
 }

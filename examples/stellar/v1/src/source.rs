@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::Context as _;
 use flowctl_proto::component::Metrics;
 use flowctl_proto::flowctl::v1::source_service_server::{SourceService, SourceServiceServer};
 use flowctl_proto::flowctl::v1::{
@@ -33,9 +32,8 @@ use flowctl_proto::raw_ledger_service::raw_ledger_service_server::RawLedgerServi
 use flowctl_proto::raw_ledger_service::{RawLedger as LakeLedger, StreamLedgersRequest};
 use flowctl_proto::stellar::v1::RawLedger;
 use prost::Message;
-use stellar_components::component as first_generation;
 use stellar_components::grpc;
-use stellar_components::shutdown::{self, Shutdown};
+use stellar_components::shutdown::Shutdown;
 use stellar_components::source::{LedgerSource, SourceConfig};
 use stellar_xdr::{ExtensionPoint, LedgerHeaderHistoryEntry, Limited, Limits, ReadXdr};
 use tokio::net::TcpListener;
@@ -438,62 +436,37 @@ pub async fn serve(
     let server = SourceServiceServer::new(service)
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES);
-    grpc::server()
-        .add_service(server)
-        .serve_with_incoming_shutdown(first_generation::incoming(listener), shutdown.wait())
-        .await
+    component::serve(listener, grpc::server().add_service(server), shutdown).await
 }
 
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
-    if let Some(code) = first_generation::server_arguments(
-        IDENTITY.name,
+    component::main(
+        &IDENTITY,
         args,
-        "[healthcheck]",
-        "configured by environment variables",
-    ) {
-        return code;
-    }
-    first_generation::run(
-        IDENTITY.name,
         SourceV1Config::from_env,
-        |env, config| async move {
+        |config| {
             for note in &config.lake.notes {
                 log::warn!("{note}");
             }
-            let lookup = |key: &str| std::env::var(key).ok();
-            let metadata = HashMap::from([
+            HashMap::from([
                 (
                     "network_passphrase".to_string(),
                     config.lake.network_passphrase.clone(),
                 ),
                 ("storage_type".to_string(), "FS".to_string()),
-            ]);
-            let info = component::component_info(
-                &IDENTITY,
-                component::component_id(&IDENTITY, lookup),
-                component::port(&IDENTITY, lookup),
-                metadata,
-            );
-            let running = component::start(&IDENTITY, &env, info)?;
-            let listen = config.lake.listen;
-            let listener = TcpListener::bind(listen)
-                .await
-                .with_context(|| format!("PORT: cannot listen on {listen}"))?;
+            ])
+        },
+        |listener, config, running, shutdown| {
             log::info!(
-                "serving flowctl.v1.SourceService on {listen}: data lake {}, network {:?}",
+                "serving flowctl.v1.SourceService on {}: data lake {}, network {:?}",
+                config.lake.listen,
                 config.lake.lake.root().display(),
                 config.lake.network_passphrase
             );
-            let (trigger, shutdown) = shutdown::channel();
             let service =
                 LedgerEventSource::new(config, running.info, running.metrics, shutdown.clone());
-            Ok(first_generation::serve_until_signalled(
-                IDENTITY.name,
-                serve(listener, service, shutdown),
-                trigger,
-            )
-            .await)
+            serve(listener, service, shutdown)
         },
     )
 }

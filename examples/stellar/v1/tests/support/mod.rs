@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::transport::{Channel, Endpoint, Server};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 pub const TESTNET: &str = "Test SDF Network ; September 2015";
 
@@ -81,54 +81,22 @@ pub async fn relay(
     consumer: Channel,
     request: StreamRequest,
 ) -> Result<ConsumeResponse, RelayError> {
-    let mut source_events = SourceServiceClient::new(source)
+    let source_events = SourceServiceClient::new(source)
         .stream_events(request)
         .await
         .map_err(RelayError::Source)?
         .into_inner();
     let source_failure: Arc<Mutex<Option<Status>>> = Arc::default();
     let (to_processor, processor_input) = mpsc::channel::<Event>(8);
-    let failure = source_failure.clone();
-    tokio::spawn(async move {
-        loop {
-            match source_events.message().await {
-                Ok(Some(event)) => {
-                    if to_processor.send(event).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(status) => {
-                    *failure.lock().unwrap() = Some(status);
-                    return;
-                }
-            }
-        }
-    });
-    let mut processed = ProcessorServiceClient::new(processor)
+    tokio::spawn(forward(source_events, to_processor, source_failure.clone()));
+    let processed = ProcessorServiceClient::new(processor)
         .process(ReceiverStream::new(processor_input))
         .await
         .map_err(RelayError::Processor)?
         .into_inner();
     let processor_failure: Arc<Mutex<Option<Status>>> = Arc::default();
     let (to_consumer, consumer_input) = mpsc::channel::<Event>(64);
-    let failure = processor_failure.clone();
-    tokio::spawn(async move {
-        loop {
-            match processed.message().await {
-                Ok(Some(event)) => {
-                    if to_consumer.send(event).await.is_err() {
-                        return;
-                    }
-                }
-                Ok(None) => return,
-                Err(status) => {
-                    *failure.lock().unwrap() = Some(status);
-                    return;
-                }
-            }
-        }
-    });
+    tokio::spawn(forward(processed, to_consumer, processor_failure.clone()));
     let answer = ConsumerServiceClient::new(consumer)
         .consume(ReceiverStream::new(consumer_input))
         .await;
@@ -141,6 +109,28 @@ pub async fn relay(
     answer
         .map(Response::into_inner)
         .map_err(RelayError::Consumer)
+}
+
+/// Moves `events` into `to` until either side ends; a failed stream's status goes to `failure`.
+async fn forward(
+    mut events: Streaming<Event>,
+    to: mpsc::Sender<Event>,
+    failure: Arc<Mutex<Option<Status>>>,
+) {
+    loop {
+        match events.message().await {
+            Ok(Some(event)) => {
+                if to.send(event).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(status) => {
+                *failure.lock().unwrap() = Some(status);
+                return;
+            }
+        }
+    }
 }
 
 /// A test peer, not a control plane: a `flowctl.v1.ControlPlaneService` that records what
