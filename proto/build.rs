@@ -7,6 +7,13 @@ const PROTOS: &[&str] = &[
     "token_transfer/token_transfer_event.proto",
     "event_service/event_service.proto",
     "flowctl/control_plane.proto",
+    // flowctl.v1 (flow-proto v0.1.3) and the payload of its Stellar ledger events.
+    "flowctl/v1/common.proto",
+    "flowctl/v1/control_plane.proto",
+    "flowctl/v1/source.proto",
+    "flowctl/v1/processor.proto",
+    "flowctl/v1/consumer.proto",
+    "stellar/v1/raw_ledger.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

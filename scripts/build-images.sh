@@ -11,7 +11,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 engine=${FLOWCTL_DOCKER_BIN:-docker}
 bin_dir="$root/target/x86_64-unknown-linux-gnu/release"
 
-# image tag, then the binary it runs as its entrypoint.
+# image tag, the binary it runs as its entrypoint and, optionally, the component's metadata file
+# (repository path), shipped as /metadata.json as upstream's images do.
 IMAGES=(
   "flowctl/stellar-live-source-datalake:dev stellar-live-source-datalake"
   "flowctl/ttp-processor:dev ttp-processor"
@@ -19,6 +20,10 @@ IMAGES=(
   "flowctl/test-component:dev flowctl-test-component"
   # flowctl itself, for `flowctl control-plane` in translated pipelines (flowctl translate).
   "flowctl/flowctl:dev flowctl"
+  # The example pipeline as flowctl.v1 components (examples/ttp-pipeline-v1.yaml).
+  "flowctl/stellar-live-source-v1:dev stellar-live-source-v1 examples/stellar/v1/metadata/stellar-live-source-v1.json"
+  "flowctl/ttp-processor-v1:dev ttp-processor-v1 examples/stellar/v1/metadata/ttp-processor-v1.json"
+  "flowctl/consumer-app-v1:dev consumer-app-v1 examples/stellar/v1/metadata/consumer-app-v1.json"
 )
 
 cd "$root"
@@ -29,13 +34,19 @@ fi
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx" "$ctx.err"' EXIT
 for entry in "${IMAGES[@]}"; do
-  read -r image binary <<<"$entry"
+  read -r image binary metadata <<<"$entry"
   rm -rf "${ctx:?}"/*
   cp "$bin_dir/$binary" "$ctx/$binary"
+  copy_metadata=
+  if [ -n "${metadata:-}" ]; then
+    cp "$root/$metadata" "$ctx/metadata.json"
+    copy_metadata="COPY metadata.json /metadata.json"
+  fi
   # 65534 is "nobody": the components never need root, and a scratch image has no /etc/passwd.
   cat >"$ctx/Dockerfile" <<DOCKERFILE
 FROM scratch
 COPY $binary /$binary
+$copy_metadata
 USER 65534:65534
 ENTRYPOINT ["/$binary"]
 DOCKERFILE

@@ -28,6 +28,21 @@ pub mod token_transfer_service {
 /// `package flowctl`: the control plane components register and heartbeat with.
 pub mod flowctl {
     tonic::include_proto!("flowctl");
+
+    /// `package flowctl.v1` (flow-proto v0.1.3): the current generation's event envelope, the
+    /// data-plane services (`SourceService`, `ProcessorService`, `ConsumerService`) and
+    /// `ControlPlaneService`.
+    pub mod v1 {
+        tonic::include_proto!("flowctl.v1");
+    }
+}
+
+/// `package stellar.v1`: [`stellar::v1::RawLedger`], the payload of `stellar.ledger.v1` events.
+pub mod stellar {
+    /// `package stellar.v1`.
+    pub mod v1 {
+        tonic::include_proto!("stellar.v1");
+    }
 }
 
 #[cfg(feature = "component")]

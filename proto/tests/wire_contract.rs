@@ -1,4 +1,5 @@
-//! The wire contract of CONTRACT.md §1–§3, checked byte by byte.
+//! The wire contract of CONTRACT.md §1–§3 and of `flowctl.v1`/`stellar.v1` (flow-proto v0.1.3,
+//! issue 14), checked byte by byte.
 //!
 //! Every message here is written out by hand with the field numbers and wire types the contract
 //! states, independently of the `.proto` files, then decoded with the generated types (and, where
@@ -359,6 +360,298 @@ fn service_status_and_list() {
     assert_eq!(status.component_id, "ttp-processor");
 }
 
+// --- flowctl.v1 / stellar.v1 (flow-proto v0.1.3, issue 14) ---
+
+mod v1 {
+    use std::collections::HashMap;
+
+    use prost::Message;
+
+    use super::{bytes, message, string, string_map_entry, uint};
+    use flowctl_proto::flowctl::v1::{
+        ComponentHealth, ComponentInfo, ComponentStatusRequest, ComponentStatusResponse,
+        ComponentType, ConsumeResponse, DiscoveryRequest, DiscoveryResponse, Event,
+        HealthCheckRequest, HealthCheckResponse, HealthStatus, HeartbeatRequest,
+        ListComponentsRequest, ListComponentsResponse, RegisterRequest, RegisterResponse,
+        SaveStateRequest, StateRequest, StateResponse, StellarCursor, StreamRequest,
+        UnregisterRequest,
+    };
+    use flowctl_proto::stellar::v1::RawLedger;
+
+    #[test]
+    fn event_every_field_1_to_8() {
+        let wire = [
+            string(1, "stellar-ledger-997"),
+            string(2, "stellar.ledger.v1"),
+            bytes(3, &[0x08, 0xe5, 0x07]),
+            string_map_entry(4, "ledger_sequence", "997"),
+            // google.protobuf.Timestamp { int64 seconds = 1; int32 nanos = 2; }
+            message(5, &[uint(1, 1_700_000_000), uint(2, 7)]),
+            string(6, "stellar-live-source-v1"),
+            string(7, "application/protobuf"),
+            // StellarCursor { uint64 ledger_sequence = 1; uint32 index_in_ledger = 2; }
+            message(8, &[uint(1, 5_000_000_000), uint(2, 3)]),
+        ]
+        .concat();
+        let event = Event::decode(wire.as_slice()).unwrap();
+        assert_eq!(event.id, "stellar-ledger-997");
+        assert_eq!(event.r#type, "stellar.ledger.v1");
+        assert_eq!(event.payload, [0x08, 0xe5, 0x07]);
+        assert_eq!(event.metadata["ledger_sequence"], "997");
+        let timestamp = event.timestamp.unwrap();
+        assert_eq!((timestamp.seconds, timestamp.nanos), (1_700_000_000, 7));
+        assert_eq!(event.source_component_id, "stellar-live-source-v1");
+        assert_eq!(event.content_type, "application/protobuf");
+        assert_eq!(
+            event.stellar_cursor,
+            Some(StellarCursor {
+                ledger_sequence: 5_000_000_000,
+                index_in_ledger: 3
+            })
+        );
+        assert_eq!(event.encode_to_vec(), wire);
+    }
+
+    #[test]
+    fn an_absent_cursor_stays_absent_and_a_zero_cursor_is_present() {
+        let event = Event::decode(string(2, "x").as_slice()).unwrap();
+        assert_eq!(event.stellar_cursor, None);
+        // `optional`: an empty cursor on the wire is Some, and is written back.
+        let wire = message(8, &[]);
+        let event = Event::decode(wire.as_slice()).unwrap();
+        assert_eq!(event.stellar_cursor, Some(StellarCursor::default()));
+        assert_eq!(event.encode_to_vec(), wire);
+    }
+
+    #[test]
+    fn raw_ledger_1_to_4() {
+        let wire = [
+            uint(1, 997),
+            bytes(2, &[0, 0, 0, 1]),
+            string(3, "Test SDF Network ; September 2015"),
+            uint(4, 1_745_000_000),
+        ]
+        .concat();
+        let ledger = RawLedger::decode(wire.as_slice()).unwrap();
+        assert_eq!(ledger.sequence, 997);
+        assert_eq!(ledger.ledger_close_meta_xdr, [0, 0, 0, 1]);
+        assert_eq!(ledger.network, "Test SDF Network ; September 2015");
+        assert_eq!(ledger.closed_at, 1_745_000_000);
+        assert_eq!(ledger.encode_to_vec(), wire);
+    }
+
+    #[test]
+    fn stream_request_and_consume_response() {
+        let wire = [
+            string_map_entry(1, "start_ledger", "997"),
+            uint(2, 1),
+            string(3, "token-9"),
+        ]
+        .concat();
+        let request = StreamRequest::decode(wire.as_slice()).unwrap();
+        assert_eq!(request.params["start_ledger"], "997");
+        assert!(request.resume);
+        assert_eq!(request.resume_token, "token-9");
+        assert_eq!(request.encode_to_vec(), wire);
+
+        let wire = [
+            uint(1, 41),
+            uint(2, 2),
+            string(3, "bad payload"),
+            string(3, "x"),
+        ]
+        .concat();
+        let response = ConsumeResponse::decode(wire.as_slice()).unwrap();
+        assert_eq!(response.events_consumed, 41);
+        assert_eq!(response.events_failed, 2);
+        assert_eq!(response.errors, ["bad payload", "x"]);
+        assert_eq!(response.encode_to_vec(), wire);
+    }
+
+    fn component_info_wire() -> Vec<u8> {
+        [
+            string(1, "ttp-processor-v1"),
+            string(2, "Token transfer processor"),
+            string(3, "token transfers from ledgers"),
+            string(4, "0.1.0"),
+            uint(5, 2),
+            string(6, "stellar.ledger.v1"),
+            string(7, "stellar.token.transfer.v1"),
+            string(8, ":50051"),
+            string_map_entry(9, "network", "testnet"),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn component_info_1_to_9() {
+        let wire = component_info_wire();
+        let info = ComponentInfo::decode(wire.as_slice()).unwrap();
+        assert_eq!(info.id, "ttp-processor-v1");
+        assert_eq!(info.name, "Token transfer processor");
+        assert_eq!(info.description, "token transfers from ledgers");
+        assert_eq!(info.version, "0.1.0");
+        assert_eq!(info.r#type(), ComponentType::Processor);
+        assert_eq!(info.input_event_types, ["stellar.ledger.v1"]);
+        assert_eq!(info.output_event_types, ["stellar.token.transfer.v1"]);
+        assert_eq!(info.endpoint, ":50051");
+        assert_eq!(
+            info.metadata,
+            HashMap::from([("network".to_string(), "testnet".to_string())])
+        );
+        assert_eq!(info.encode_to_vec(), wire);
+    }
+
+    #[test]
+    fn enum_numbers() {
+        for (number, expected) in [
+            (0, ComponentType::Unspecified),
+            (1, ComponentType::Source),
+            (2, ComponentType::Processor),
+            (3, ComponentType::Consumer),
+        ] {
+            let info = ComponentInfo::decode(uint(5, number).as_slice()).unwrap();
+            assert_eq!(info.r#type(), expected, "ComponentType {number}");
+        }
+        for (number, expected) in [
+            (0, HealthStatus::Unknown),
+            (1, HealthStatus::Starting),
+            (2, HealthStatus::Healthy),
+            (3, HealthStatus::Degraded),
+            (4, HealthStatus::Unhealthy),
+            (5, HealthStatus::Stopping),
+        ] {
+            let heartbeat = HeartbeatRequest::decode(uint(2, number).as_slice()).unwrap();
+            assert_eq!(heartbeat.status(), expected, "HealthStatus {number}");
+        }
+    }
+
+    #[test]
+    fn register_unregister_and_heartbeat() {
+        let wire = [
+            message(1, &[component_info_wire()]),
+            string(2, "ttp-processor"),
+        ]
+        .concat();
+        let request = RegisterRequest::decode(wire.as_slice()).unwrap();
+        assert_eq!(request.component.unwrap().endpoint, ":50051");
+        assert_eq!(request.component_id, "ttp-processor");
+
+        let wire = [
+            string(1, "svc-1"),
+            string(2, "topic-a"),
+            string_map_entry(3, "relay", "flowctl"),
+        ]
+        .concat();
+        let response = RegisterResponse::decode(wire.as_slice()).unwrap();
+        assert_eq!(response.service_id, "svc-1");
+        assert_eq!(response.assigned_topics, ["topic-a"]);
+        assert_eq!(response.connection_info["relay"], "flowctl");
+        assert_eq!(response.encode_to_vec(), wire);
+
+        let request = UnregisterRequest::decode(string(1, "svc-1").as_slice()).unwrap();
+        assert_eq!(request.service_id, "svc-1");
+
+        let wire = [
+            string(1, "svc-1"),
+            uint(2, 3),
+            string_map_entry(3, "total_processed", "12"),
+        ]
+        .concat();
+        let heartbeat = HeartbeatRequest::decode(wire.as_slice()).unwrap();
+        assert_eq!(heartbeat.service_id, "svc-1");
+        assert_eq!(heartbeat.status(), HealthStatus::Degraded);
+        assert_eq!(heartbeat.metrics["total_processed"], "12");
+        assert_eq!(heartbeat.encode_to_vec(), wire);
+    }
+
+    #[test]
+    fn discovery_status_and_list() {
+        let wire = [
+            uint(1, 3),
+            string(2, "stellar.token.transfer.v1"),
+            string_map_entry(3, "network", "testnet"),
+        ]
+        .concat();
+        let request = DiscoveryRequest::decode(wire.as_slice()).unwrap();
+        assert_eq!(request.r#type(), ComponentType::Consumer);
+        assert_eq!(request.event_types, ["stellar.token.transfer.v1"]);
+        assert_eq!(request.metadata_filters["network"], "testnet");
+        let response =
+            DiscoveryResponse::decode(message(1, &[component_info_wire()]).as_slice()).unwrap();
+        assert_eq!(response.components[0].id, "ttp-processor-v1");
+
+        let request = ComponentStatusRequest::decode(string(1, "svc-2").as_slice()).unwrap();
+        assert_eq!(request.service_id, "svc-2");
+        let status = [
+            message(1, &[component_info_wire()]),
+            uint(2, 4),
+            message(3, &[uint(1, 1_700_000_100)]),
+            string_map_entry(4, "error_count", "1"),
+            message(5, &[uint(1, 1_700_000_000)]),
+        ]
+        .concat();
+        let response = ComponentStatusResponse::decode(status.as_slice()).unwrap();
+        assert_eq!(response.component.as_ref().unwrap().id, "ttp-processor-v1");
+        assert_eq!(response.status(), HealthStatus::Unhealthy);
+        assert_eq!(response.last_heartbeat.unwrap().seconds, 1_700_000_100);
+        assert_eq!(response.metrics["error_count"], "1");
+        assert_eq!(response.registered_at.unwrap().seconds, 1_700_000_000);
+
+        let request =
+            ListComponentsRequest::decode([uint(1, 1), uint(2, 1)].concat().as_slice()).unwrap();
+        assert_eq!(request.type_filter(), ComponentType::Source);
+        assert!(request.include_unhealthy);
+        let list = ListComponentsResponse::decode(bytes(1, &status).as_slice()).unwrap();
+        assert_eq!(list.components.len(), 1);
+        assert_eq!(list.components[0].status(), HealthStatus::Unhealthy);
+    }
+
+    #[test]
+    fn health_check_and_state() {
+        let request = HealthCheckRequest::decode(uint(1, 1).as_slice()).unwrap();
+        assert!(request.include_details);
+        let wire = [
+            uint(1, 2),
+            string_map_entry(2, "success_count", "3"),
+            message(3, &[string(1, "data_lake"), uint(2, 4), string(3, "gone")]),
+            string(4, "serving"),
+        ]
+        .concat();
+        let response = HealthCheckResponse::decode(wire.as_slice()).unwrap();
+        assert_eq!(response.status(), HealthStatus::Healthy);
+        assert_eq!(response.metrics["success_count"], "3");
+        assert_eq!(
+            response.components,
+            [ComponentHealth {
+                component_name: "data_lake".into(),
+                status: HealthStatus::Unhealthy as i32,
+                message: "gone".into(),
+            }]
+        );
+        assert_eq!(response.message, "serving");
+        assert_eq!(response.encode_to_vec(), wire);
+
+        assert_eq!(
+            StateRequest::decode(string(1, "k").as_slice()).unwrap().key,
+            "k"
+        );
+        let wire = [
+            string_map_entry(1, "next_ledger", "999"),
+            string(2, "999"),
+            uint(3, 1_700_000_000),
+        ]
+        .concat();
+        let state = StateResponse::decode(wire.as_slice()).unwrap();
+        assert_eq!(state.state["next_ledger"], "999");
+        assert_eq!(state.resume_token, "999");
+        assert_eq!(state.last_updated_unix, 1_700_000_000);
+        let wire = [string_map_entry(1, "a", "b"), string(2, "k")].concat();
+        let save = SaveStateRequest::decode(wire.as_slice()).unwrap();
+        assert_eq!((save.state["a"].as_str(), save.key.as_str()), ("b", "k"));
+    }
+}
+
 // --- gRPC method paths: `/<package>.<Service>/<Method>` ---
 
 mod paths {
@@ -368,8 +661,16 @@ mod paths {
     use tonic::codegen::tokio_stream::{self, Stream, StreamExt};
     use tonic::transport::server::TcpIncoming;
     use tonic::transport::{Channel, Server};
-    use tonic::{Request, Response, Status};
+    use tonic::{Request, Response, Status, Streaming};
     use tonic_prost::ProstCodec;
+
+    use flowctl_proto::flowctl::v1::{
+        self,
+        consumer_service_server::{ConsumerService, ConsumerServiceServer},
+        control_plane_service_server::{ControlPlaneService, ControlPlaneServiceServer},
+        processor_service_server::{ProcessorService, ProcessorServiceServer},
+        source_service_server::{SourceService, SourceServiceServer},
+    };
 
     use flowctl_proto::flowctl::control_plane_server::{ControlPlane, ControlPlaneServer};
     use flowctl_proto::flowctl::{
@@ -458,6 +759,192 @@ mod paths {
         }
     }
 
+    /// Answers each v1 RPC with something derived from its request, so a test sees that the
+    /// call reached that method with that message.
+    struct EchoV1;
+
+    fn info(name: &str) -> v1::ComponentInfo {
+        v1::ComponentInfo {
+            name: name.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn health(request: Request<v1::HealthCheckRequest>, of: &str) -> v1::HealthCheckResponse {
+        v1::HealthCheckResponse {
+            status: v1::HealthStatus::Healthy as i32,
+            message: format!("{of} details={}", request.into_inner().include_details),
+            ..Default::default()
+        }
+    }
+
+    /// The ids of a client stream, joined with commas.
+    async fn ids(request: Request<Streaming<v1::Event>>) -> Result<String, Status> {
+        let mut stream = request.into_inner();
+        let mut ids = Vec::new();
+        while let Some(event) = stream.message().await? {
+            ids.push(event.id);
+        }
+        Ok(ids.join(","))
+    }
+
+    #[tonic::async_trait]
+    impl ControlPlaneService for EchoV1 {
+        async fn register_component(
+            &self,
+            request: Request<v1::RegisterRequest>,
+        ) -> Result<Response<v1::RegisterResponse>, Status> {
+            Ok(Response::new(v1::RegisterResponse {
+                service_id: request.into_inner().component_id,
+                ..Default::default()
+            }))
+        }
+        async fn unregister_component(
+            &self,
+            _request: Request<v1::UnregisterRequest>,
+        ) -> Result<Response<()>, Status> {
+            Ok(Response::new(()))
+        }
+        async fn discover_components(
+            &self,
+            request: Request<v1::DiscoveryRequest>,
+        ) -> Result<Response<v1::DiscoveryResponse>, Status> {
+            let names = request.into_inner().event_types;
+            Ok(Response::new(v1::DiscoveryResponse {
+                components: names.iter().map(|name| info(name)).collect(),
+            }))
+        }
+        async fn heartbeat(
+            &self,
+            _request: Request<v1::HeartbeatRequest>,
+        ) -> Result<Response<()>, Status> {
+            Ok(Response::new(()))
+        }
+        async fn get_component_status(
+            &self,
+            request: Request<v1::ComponentStatusRequest>,
+        ) -> Result<Response<v1::ComponentStatusResponse>, Status> {
+            Ok(Response::new(v1::ComponentStatusResponse {
+                component: Some(info(&request.into_inner().service_id)),
+                ..Default::default()
+            }))
+        }
+        async fn list_components(
+            &self,
+            request: Request<v1::ListComponentsRequest>,
+        ) -> Result<Response<v1::ListComponentsResponse>, Status> {
+            let wanted = request.into_inner().include_unhealthy;
+            Ok(Response::new(v1::ListComponentsResponse {
+                components: vec![v1::ComponentStatusResponse {
+                    component: Some(info(&format!("include_unhealthy={wanted}"))),
+                    ..Default::default()
+                }],
+            }))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl SourceService for EchoV1 {
+        type StreamEventsStream = BoxStream<v1::Event>;
+        async fn get_info(
+            &self,
+            _request: Request<()>,
+        ) -> Result<Response<v1::ComponentInfo>, Status> {
+            Ok(Response::new(info("source")))
+        }
+        async fn health_check(
+            &self,
+            request: Request<v1::HealthCheckRequest>,
+        ) -> Result<Response<v1::HealthCheckResponse>, Status> {
+            Ok(Response::new(health(request, "source")))
+        }
+        async fn stream_events(
+            &self,
+            request: Request<v1::StreamRequest>,
+        ) -> Result<Response<Self::StreamEventsStream>, Status> {
+            let start = request
+                .into_inner()
+                .params
+                .remove("start_ledger")
+                .unwrap_or_default();
+            let event = v1::Event {
+                id: start,
+                ..Default::default()
+            };
+            Ok(Response::new(Box::pin(tokio_stream::iter([Ok(event)]))))
+        }
+        async fn get_state(
+            &self,
+            request: Request<v1::StateRequest>,
+        ) -> Result<Response<v1::StateResponse>, Status> {
+            Ok(Response::new(v1::StateResponse {
+                resume_token: request.into_inner().key,
+                ..Default::default()
+            }))
+        }
+        async fn save_state(
+            &self,
+            _request: Request<v1::SaveStateRequest>,
+        ) -> Result<Response<()>, Status> {
+            Ok(Response::new(()))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl ProcessorService for EchoV1 {
+        type ProcessStream = BoxStream<v1::Event>;
+        async fn get_info(
+            &self,
+            _request: Request<()>,
+        ) -> Result<Response<v1::ComponentInfo>, Status> {
+            Ok(Response::new(info("processor")))
+        }
+        async fn health_check(
+            &self,
+            request: Request<v1::HealthCheckRequest>,
+        ) -> Result<Response<v1::HealthCheckResponse>, Status> {
+            Ok(Response::new(health(request, "processor")))
+        }
+        async fn process(
+            &self,
+            request: Request<Streaming<v1::Event>>,
+        ) -> Result<Response<Self::ProcessStream>, Status> {
+            let joined = ids(request).await?;
+            let event = v1::Event {
+                id: joined,
+                ..Default::default()
+            };
+            Ok(Response::new(Box::pin(tokio_stream::iter([Ok(event)]))))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl ConsumerService for EchoV1 {
+        async fn get_info(
+            &self,
+            _request: Request<()>,
+        ) -> Result<Response<v1::ComponentInfo>, Status> {
+            Ok(Response::new(info("consumer")))
+        }
+        async fn health_check(
+            &self,
+            request: Request<v1::HealthCheckRequest>,
+        ) -> Result<Response<v1::HealthCheckResponse>, Status> {
+            Ok(Response::new(health(request, "consumer")))
+        }
+        async fn consume(
+            &self,
+            request: Request<Streaming<v1::Event>>,
+        ) -> Result<Response<v1::ConsumeResponse>, Status> {
+            let joined = ids(request).await?;
+            Ok(Response::new(v1::ConsumeResponse {
+                events_consumed: joined.split(',').count() as i64,
+                errors: vec![joined],
+                ..Default::default()
+            }))
+        }
+    }
+
     async fn serve() -> Channel {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -468,6 +955,10 @@ mod paths {
                 .add_service(RawLedgerServiceServer::new(Echo))
                 .add_service(EventServiceServer::new(Echo))
                 .add_service(ControlPlaneServer::new(Echo))
+                .add_service(ControlPlaneServiceServer::new(EchoV1))
+                .add_service(SourceServiceServer::new(EchoV1))
+                .add_service(ProcessorServiceServer::new(EchoV1))
+                .add_service(ConsumerServiceServer::new(EchoV1))
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
         Channel::from_shared(format!("http://{addr}"))
@@ -569,5 +1060,148 @@ mod paths {
         .await;
         assert_eq!(status.service_id, "y");
         let _: ServiceList = unary(&channel, "/flowctl.ControlPlane/ListServices", ()).await;
+    }
+
+    /// Sends `events` (by id) on a client stream to `path`.
+    fn events(ids: &[&str]) -> impl Stream<Item = v1::Event> + Send + 'static {
+        let events: Vec<v1::Event> = ids
+            .iter()
+            .map(|id| v1::Event {
+                id: id.to_string(),
+                ..Default::default()
+            })
+            .collect();
+        tokio_stream::iter(events)
+    }
+
+    #[tokio::test]
+    async fn v1_method_paths_match_flow_proto() {
+        let channel = serve().await;
+
+        let response: v1::RegisterResponse = unary(
+            &channel,
+            "/flowctl.v1.ControlPlaneService/RegisterComponent",
+            v1::RegisterRequest {
+                component_id: "c1".into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(response.service_id, "c1");
+        let _: () = unary(
+            &channel,
+            "/flowctl.v1.ControlPlaneService/UnregisterComponent",
+            v1::UnregisterRequest::default(),
+        )
+        .await;
+        let found: v1::DiscoveryResponse = unary(
+            &channel,
+            "/flowctl.v1.ControlPlaneService/DiscoverComponents",
+            v1::DiscoveryRequest {
+                event_types: vec!["t".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(found.components[0].name, "t");
+        let _: () = unary(
+            &channel,
+            "/flowctl.v1.ControlPlaneService/Heartbeat",
+            v1::HeartbeatRequest::default(),
+        )
+        .await;
+        let status: v1::ComponentStatusResponse = unary(
+            &channel,
+            "/flowctl.v1.ControlPlaneService/GetComponentStatus",
+            v1::ComponentStatusRequest {
+                service_id: "s9".into(),
+            },
+        )
+        .await;
+        assert_eq!(status.component.unwrap().name, "s9");
+        let list: v1::ListComponentsResponse = unary(
+            &channel,
+            "/flowctl.v1.ControlPlaneService/ListComponents",
+            v1::ListComponentsRequest {
+                include_unhealthy: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            list.components[0].component.as_ref().unwrap().name,
+            "include_unhealthy=true"
+        );
+
+        for (service, name) in [
+            ("SourceService", "source"),
+            ("ProcessorService", "processor"),
+            ("ConsumerService", "consumer"),
+        ] {
+            let path = |method: &str| -> &'static str {
+                Box::leak(format!("/flowctl.v1.{service}/{method}").into_boxed_str())
+            };
+            let info: v1::ComponentInfo = unary(&channel, path("GetInfo"), ()).await;
+            assert_eq!(info.name, name);
+            let health: v1::HealthCheckResponse = unary(
+                &channel,
+                path("HealthCheck"),
+                v1::HealthCheckRequest {
+                    include_details: true,
+                },
+            )
+            .await;
+            assert_eq!(health.message, format!("{name} details=true"));
+        }
+
+        let first: v1::Event = first_of_stream(
+            &channel,
+            "/flowctl.v1.SourceService/StreamEvents",
+            v1::StreamRequest {
+                params: [("start_ledger".to_string(), "997".to_string())].into(),
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(first.id, "997");
+        let state: v1::StateResponse = unary(
+            &channel,
+            "/flowctl.v1.SourceService/GetState",
+            v1::StateRequest { key: "k".into() },
+        )
+        .await;
+        assert_eq!(state.resume_token, "k");
+        let _: () = unary(
+            &channel,
+            "/flowctl.v1.SourceService/SaveState",
+            v1::SaveStateRequest::default(),
+        )
+        .await;
+
+        let mut grpc = tonic::client::Grpc::new(channel.clone());
+        grpc.ready().await.unwrap();
+        let mut processed = grpc
+            .streaming(
+                Request::new(events(&["a", "b"])),
+                PathAndQuery::from_static("/flowctl.v1.ProcessorService/Process"),
+                ProstCodec::<v1::Event, v1::Event>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(processed.message().await.unwrap().unwrap().id, "a,b");
+
+        grpc.ready().await.unwrap();
+        let consumed = grpc
+            .client_streaming(
+                Request::new(events(&["x", "y", "z"])),
+                PathAndQuery::from_static("/flowctl.v1.ConsumerService/Consume"),
+                ProstCodec::<v1::Event, v1::ConsumeResponse>::default(),
+            )
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(consumed.events_consumed, 3);
+        assert_eq!(consumed.errors, ["x,y,z"]);
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request};
+use tonic::{Code, Request, Status};
 
 use super::env::ComponentEnv;
 use super::health::Metrics;
@@ -13,7 +13,7 @@ use crate::flowctl::control_plane_client::ControlPlaneClient;
 use crate::flowctl::{ServiceHeartbeat, ServiceInfo, ServiceType};
 
 /// Upstream components give registration this long.
-const REGISTER_DEADLINE: Duration = Duration::from_secs(5);
+pub(super) const REGISTER_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What a component says about itself when it registers.
 #[derive(Debug, Clone)]
@@ -52,7 +52,8 @@ pub fn spawn_agent(
     Some(tokio::spawn(run(endpoint, info, interval, metrics)))
 }
 
-fn endpoint_uri(endpoint: &str) -> String {
+/// `endpoint` with `http://` when it has no scheme (`FLOWCTL_ENDPOINT` is usually `host:port`).
+pub(super) fn endpoint_uri(endpoint: &str) -> String {
     if endpoint.contains("://") {
         endpoint.to_string()
     } else {
@@ -60,45 +61,97 @@ fn endpoint_uri(endpoint: &str) -> String {
     }
 }
 
+/// The legacy protocol's two calls.
+struct LegacyRegistrar {
+    client: ControlPlaneClient<Channel>,
+    info: ServiceInfo,
+    metrics: Metrics,
+}
+
+impl Registrar for LegacyRegistrar {
+    async fn register(&mut self) -> Result<String, Status> {
+        let mut request = Request::new(self.info.clone());
+        request.set_timeout(REGISTER_DEADLINE);
+        Ok(self.client.register(request).await?.into_inner().service_id)
+    }
+
+    async fn heartbeat(&mut self, service_id: &str) -> Result<(), Status> {
+        let heartbeat = ServiceHeartbeat {
+            service_id: service_id.to_string(),
+            timestamp: Some(SystemTime::now().into()),
+            metrics: self.metrics.snapshot().into_iter().collect(),
+        };
+        self.client.heartbeat(heartbeat).await.map(|_| ())
+    }
+}
+
 async fn run(endpoint: String, info: ServiceInfo, interval: Duration, metrics: Metrics) {
-    let channel = match Endpoint::from_shared(endpoint.clone()) {
-        Ok(endpoint) => endpoint
-            .connect_timeout(REGISTER_DEADLINE)
-            .timeout(REGISTER_DEADLINE),
+    let Some(channel) = lazy_channel(&endpoint) else {
+        return;
+    };
+    let registrar = LegacyRegistrar {
+        client: ControlPlaneClient::new(channel),
+        info,
+        metrics,
+    };
+    run_agent("flowctl.ControlPlane", &endpoint, registrar, interval).await;
+}
+
+/// Registration and heartbeats in one protocol or the other.
+pub(super) trait Registrar {
+    /// Registers once; the service id the control plane assigned.
+    async fn register(&mut self) -> Result<String, Status>;
+    /// Sends one heartbeat for `service_id`.
+    async fn heartbeat(&mut self, service_id: &str) -> Result<(), Status>;
+}
+
+/// A channel to `endpoint` that connects on first use, with the registration deadline; `None`
+/// (logged) when `endpoint` is not an address.
+pub(super) fn lazy_channel(endpoint: &str) -> Option<Channel> {
+    match Endpoint::from_shared(endpoint.to_string()) {
+        Ok(endpoint) => Some(
+            endpoint
+                .connect_timeout(REGISTER_DEADLINE)
+                .timeout(REGISTER_DEADLINE)
+                .connect_lazy(),
+        ),
         Err(e) => {
             log::error!("FLOWCTL_ENDPOINT {endpoint:?} is not a valid address: {e}");
-            return;
+            None
         }
     }
-    .connect_lazy();
-    let mut client = ControlPlaneClient::new(channel);
+}
+
+/// Registers, then heartbeats every `interval`; registers again when the control plane has
+/// forgotten the component (`NOT_FOUND`, e.g. it restarted). Never returns.
+pub(super) async fn run_agent(
+    service: &str,
+    endpoint: &str,
+    mut registrar: impl Registrar,
+    interval: Duration,
+) {
     loop {
-        let service_id = register(&mut client, &endpoint, &info).await;
-        heartbeat_until_forgotten(&mut client, &service_id, interval, &metrics).await;
-        log::warn!("control plane no longer knows {service_id}; registering again");
+        let service_id = register(service, endpoint, &mut registrar).await;
+        heartbeat_until_forgotten(&service_id, &mut registrar, interval).await;
+        log::warn!("{service} no longer knows {service_id}; registering again");
     }
 }
 
 /// Registers, retrying with a short backoff: flowctl waits for the registration before it
 /// starts what depends on this component, so a slow retry would slow the whole start-up.
-async fn register(
-    client: &mut ControlPlaneClient<Channel>,
-    endpoint: &str,
-    info: &ServiceInfo,
-) -> String {
+async fn register(service: &str, endpoint: &str, registrar: &mut impl Registrar) -> String {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let mut request = Request::new(info.clone());
-        request.set_timeout(REGISTER_DEADLINE);
-        match client.register(request).await {
-            Ok(ack) => {
-                let service_id = ack.into_inner().service_id;
-                log::info!("registered with control plane at {endpoint} as {service_id}");
+        match registrar.register().await {
+            Ok(service_id) => {
+                log::info!("registered with {service} at {endpoint} as {service_id}");
                 return service_id;
             }
             Err(status) => {
                 log::warn!(
-                    "registering with control plane at {endpoint} failed: {}",
+                    "registering with {service} at {endpoint} failed ({:?}: {}); retrying in \
+                     {backoff:?}",
+                    status.code(),
                     status.message()
                 );
                 tokio::time::sleep(backoff).await;
@@ -110,22 +163,16 @@ async fn register(
 
 /// Heartbeats until the control plane answers `NOT_FOUND` (it forgot us, e.g. it restarted).
 async fn heartbeat_until_forgotten(
-    client: &mut ControlPlaneClient<Channel>,
     service_id: &str,
+    registrar: &mut impl Registrar,
     interval: Duration,
-    metrics: &Metrics,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let heartbeat = ServiceHeartbeat {
-            service_id: service_id.to_string(),
-            timestamp: Some(SystemTime::now().into()),
-            metrics: metrics.snapshot().into_iter().collect(),
-        };
-        match client.heartbeat(heartbeat).await {
-            Ok(_) => {}
+        match registrar.heartbeat(service_id).await {
+            Ok(()) => {}
             Err(status) if status.code() == Code::NotFound => return,
             Err(status) => log::warn!("heartbeat failed: {}", status.message()),
         }

@@ -81,6 +81,11 @@ impl Metrics {
         self.state().metrics.get(key).copied().unwrap_or(0.0)
     }
 
+    /// The reported status.
+    pub fn status(&self) -> HealthStatus {
+        self.state().status
+    }
+
     /// Sets the reported status.
     pub fn set_status(&self, status: HealthStatus) {
         self.state().status = status;

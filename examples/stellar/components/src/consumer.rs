@@ -108,19 +108,24 @@ impl ConsumerConfig {
             end_ledger,
         })
         .map_err(|status| format!("<start_ledger> <end_ledger>: {}", status.message()))?;
-        let print_events = match lookup("PRINT_EVENTS").map(|v| v.trim().to_ascii_lowercase()) {
-            None => true,
-            Some(value) => match value.as_str() {
-                "" | "true" | "1" | "yes" => true,
-                "false" | "0" | "no" => false,
-                _ => return Err(format!("PRINT_EVENTS: {value:?} is not true or false")),
-            },
-        };
+        let print_events = print_events_setting(&lookup)?;
         Ok(ConsumerConfig {
             processor_address,
             range,
             print_events,
         })
+    }
+}
+
+/// `PRINT_EVENTS` (ours, default `true`): `false` only counts. The error names the variable.
+pub fn print_events_setting(lookup: impl Fn(&str) -> Option<String>) -> Result<bool, String> {
+    match lookup("PRINT_EVENTS").map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(true),
+        Some(value) => match value.as_str() {
+            "" | "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err(format!("PRINT_EVENTS: {value:?} is not true or false")),
+        },
     }
 }
 
@@ -451,7 +456,7 @@ fn report(metrics: &Metrics, tally: &Tally, reported: &mut Tally) {
 }
 
 /// Polls `future` once: its output if it is ready now, `None` if it would wait.
-async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+pub async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
         Poll::Ready(match Pin::new(&mut *future).poll(cx) {
             Poll::Ready(output) => Some(output),

@@ -1,0 +1,421 @@
+//! `ttp-processor-v1`: serves `flowctl.v1.ProcessorService`. `Process` takes `stellar.ledger.v1`
+//! events and answers, for each, one `stellar.token.transfer.v1` event per token transfer, in
+//! ledger order: the same events as `ttp-processor` (extracted by `stellar_ttp`).
+//!
+//! Output events, as upstream's `ttp-processor-sdk` writes them: type
+//! `stellar.token.transfer.v1`, payload a `token_transfer.TokenTransferEvent` (the message
+//! `ttp-processor` streams), content type
+//! `application/protobuf; message=token_transfer.TokenTransferEvent`, id
+//! `token-transfer-<ledger>-<i>` (`i` from 0 within the ledger, as upstream), `stellar_cursor`
+//! `{ledger_sequence, index_in_ledger: i + 1}` (0 stands for the ledger itself), metadata: the
+//! input event's plus `ledger_sequence` and `event_type` (`transfer`, `mint`, `burn`, `clawback`,
+//! `fee`), and the ledger's close time as `timestamp`. Events of other types are skipped, as
+//! upstream does; a ledger event that cannot be decoded ends the call with `INVALID_ARGUMENT`
+//! naming the event.
+//!
+//! Ledgers are decoded and extracted on blocking threads, up to `WORKERS` at once, and answered
+//! in the order they came; at most that many ledgers (plus a bounded queue of output events) are
+//! held, so a slow reader of the output slows the reading of the input (HTTP/2 flow control does
+//! the rest).
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use flowctl_proto::component::Metrics;
+use flowctl_proto::flowctl::v1::processor_service_server::{
+    ProcessorService, ProcessorServiceServer,
+};
+use flowctl_proto::flowctl::v1::{
+    ComponentInfo, ComponentType, Event, HealthCheckRequest, HealthCheckResponse, StellarCursor,
+};
+use flowctl_proto::stellar::v1::RawLedger;
+use flowctl_proto::token_transfer::TokenTransferEvent;
+use prost::Message;
+use stellar_components::grpc;
+use stellar_components::shutdown::{Shutdown, UntilShutdown};
+use stellar_ttp::events::{event_kind, Extractor};
+use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::component::{self, V1Identity};
+use crate::{content_types, event_types};
+
+/// How the processor describes itself.
+pub const IDENTITY: V1Identity = V1Identity {
+    name: "ttp-processor-v1",
+    description:
+        "Token transfer events (transfer, mint, burn, clawback, fee) from stellar.ledger.v1 events",
+    component_type: ComponentType::Processor,
+    input_event_types: &[event_types::STELLAR_LEDGER],
+    output_event_types: &[event_types::TOKEN_TRANSFER],
+    metric_keys: stellar_components::processor::IDENTITY.metric_keys,
+    default_port: stellar_components::processor::DEFAULT_LISTEN,
+};
+
+/// Output events queued per call ahead of the caller.
+const OUTPUT_QUEUE: usize = 256;
+const MAX_DEFAULT_WORKERS: usize = 4;
+
+/// The processor's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorV1Config {
+    /// `NETWORK_PASSPHRASE` (required, as upstream).
+    pub network_passphrase: String,
+    /// `WORKERS` (ours): ledgers decoded at once per call; default one per core, at most 4.
+    pub workers: usize,
+}
+
+impl ProcessorV1Config {
+    /// Reads the process environment. The error names the variable.
+    pub fn from_env() -> Result<ProcessorV1Config, String> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Like [`ProcessorV1Config::from_env`] with an explicit lookup (for tests).
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<ProcessorV1Config, String> {
+        let get = |key: &str| {
+            lookup(key)
+                .map(|value| value.trim().to_string())
+                .filter(|value| !value.is_empty())
+        };
+        let network_passphrase = get("NETWORK_PASSPHRASE")
+            .ok_or("NETWORK_PASSPHRASE is required (e.g. \"Test SDF Network ; September 2015\")")?;
+        let workers = match get("WORKERS") {
+            Some(value) => value
+                .parse::<usize>()
+                .ok()
+                .filter(|workers| *workers > 0)
+                .ok_or(format!("WORKERS: {value:?} is not a positive number"))?,
+            None => std::thread::available_parallelism()
+                .map_or(1, |cores| cores.get())
+                .min(MAX_DEFAULT_WORKERS),
+        };
+        Ok(ProcessorV1Config {
+            network_passphrase,
+            workers,
+        })
+    }
+}
+
+/// Extractors kept between ledgers (each holds buffers worth reusing).
+type ExtractorPool = Arc<Mutex<Vec<Extractor>>>;
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct TokenTransferProcessor {
+    config: ProcessorV1Config,
+    info: Arc<ComponentInfo>,
+    metrics: Metrics,
+    extractors: ExtractorPool,
+    shutdown: Shutdown,
+}
+
+impl TokenTransferProcessor {
+    /// A service for `config`, answering `GetInfo` with `info`, reporting into `metrics`; its
+    /// output streams end when `shutdown` starts.
+    pub fn new(
+        config: ProcessorV1Config,
+        info: Arc<ComponentInfo>,
+        metrics: Metrics,
+        shutdown: Shutdown,
+    ) -> TokenTransferProcessor {
+        TokenTransferProcessor {
+            config,
+            info,
+            metrics,
+            extractors: Arc::default(),
+            shutdown,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ProcessorService for TokenTransferProcessor {
+    type ProcessStream = UntilShutdown<ReceiverStream<Result<Event, Status>>>;
+
+    async fn get_info(&self, _request: Request<()>) -> Result<Response<ComponentInfo>, Status> {
+        Ok(Response::new(self.info.as_ref().clone()))
+    }
+
+    async fn health_check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let include_details = request.into_inner().include_details;
+        Ok(Response::new(component::health_check(
+            &self.metrics,
+            include_details,
+            Vec::new,
+        )))
+    }
+
+    async fn process(
+        &self,
+        request: Request<Streaming<Event>>,
+    ) -> Result<Response<Self::ProcessStream>, Status> {
+        let client = request
+            .remote_addr()
+            .map(|addr| addr.to_string())
+            .unwrap_or_else(|| "client".to_string());
+        log::info!(
+            "{client}: processing stellar.ledger.v1 events ({} workers)",
+            self.config.workers
+        );
+        let (pending_tx, pending_rx) = mpsc::channel(self.config.workers);
+        let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
+        let ledger_work = LedgerWork {
+            network_passphrase: self.config.network_passphrase.clone().into(),
+            component_id: self.info.id.clone().into(),
+            extractors: self.extractors.clone(),
+            metrics: self.metrics.clone(),
+        };
+        tokio::spawn(read_input(
+            request.into_inner(),
+            ledger_work,
+            pending_tx,
+            client.clone(),
+        ));
+        tokio::spawn(answer_in_order(
+            pending_rx,
+            out_tx,
+            self.metrics.clone(),
+            client,
+        ));
+        Ok(Response::new(UntilShutdown::new(
+            ReceiverStream::new(out_rx),
+            self.shutdown.clone(),
+        )))
+    }
+}
+
+/// One ledger's extraction, running on a blocking thread; its result is the ledger's sequence
+/// and events.
+type Pending = JoinHandle<Result<(u32, Vec<Event>), Status>>;
+
+/// What turning a ledger event into token transfer events needs.
+#[derive(Clone)]
+struct LedgerWork {
+    network_passphrase: Arc<str>,
+    component_id: Arc<str>,
+    extractors: ExtractorPool,
+    metrics: Metrics,
+}
+
+/// Reads the input stream and starts each ledger's extraction, handing the pending results on in
+/// input order. Stops when the input ends (the caller closed its side), when it fails, or when
+/// the answering side is gone.
+async fn read_input(
+    mut input: Streaming<Event>,
+    work: LedgerWork,
+    pending: mpsc::Sender<Pending>,
+    client: String,
+) {
+    let mut skipped_types: Vec<String> = Vec::new();
+    loop {
+        let next = tokio::select! {
+            next = input.message() => next,
+            _ = pending.closed() => return,
+        };
+        let event = match next {
+            Ok(Some(event)) => event,
+            Ok(None) => return,
+            Err(status) => {
+                let status = Status::new(
+                    status.code(),
+                    format!("reading the input stream: {}", status.message()),
+                );
+                let _ = pending.send(tokio::spawn(async move { Err(status) })).await;
+                return;
+            }
+        };
+        if event.r#type != event_types::STELLAR_LEDGER {
+            if !skipped_types.contains(&event.r#type) {
+                log::warn!(
+                    "{client}: skipping events of type {:?} (this processor takes {})",
+                    event.r#type,
+                    event_types::STELLAR_LEDGER
+                );
+                skipped_types.push(event.r#type);
+            }
+            continue;
+        }
+        let work = work.clone();
+        let job = tokio::task::spawn_blocking(move || work.process(event));
+        if pending.send(job).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Awaits the pending extractions in input order and sends their events on; the first error
+/// ends the output with that status.
+async fn answer_in_order(
+    mut pending: mpsc::Receiver<Pending>,
+    out: mpsc::Sender<Result<Event, Status>>,
+    metrics: Metrics,
+    client: String,
+) {
+    let mut ledgers = 0u64;
+    let mut events = 0u64;
+    while let Some(job) = pending.recv().await {
+        let result = job.await.unwrap_or_else(|e| {
+            Err(Status::internal(format!(
+                "a ledger's extraction failed: {e}"
+            )))
+        });
+        match result {
+            Ok((sequence, batch)) => {
+                ledgers += 1;
+                events += batch.len() as u64;
+                metrics.add("success_count", 1.0);
+                metrics.add("total_processed", 1.0);
+                metrics.add("total_events_emitted", batch.len() as f64);
+                metrics.set("last_processed_ledger", f64::from(sequence));
+                for event in batch {
+                    if out.send(Ok(event)).await.is_err() {
+                        log::info!("{client}: output closed by the caller");
+                        return;
+                    }
+                }
+            }
+            Err(status) => {
+                log::error!("{client}: {}", status.message());
+                let _ = out.send(Err(status)).await;
+                return;
+            }
+        }
+    }
+    log::info!("{client}: input ended; answered {ledgers} ledgers with {events} events");
+}
+
+impl LedgerWork {
+    /// The ledger's sequence and events; the latency and errors go into the metrics here, the
+    /// counts in [`answer_in_order`], where ledgers are done in order.
+    fn process(&self, event: Event) -> Result<(u32, Vec<Event>), Status> {
+        let began = Instant::now();
+        let result = self.ledger_events(event);
+        match &result {
+            Ok(_) => self
+                .metrics
+                .set("processing_latency_ms", began.elapsed().as_secs_f64() * 1e3),
+            Err(_) => self.metrics.add("error_count", 1.0),
+        }
+        result
+    }
+
+    fn ledger_events(&self, event: Event) -> Result<(u32, Vec<Event>), Status> {
+        let id = &event.id;
+        let ledger = RawLedger::decode(event.payload.as_slice()).map_err(|e| {
+            Status::invalid_argument(format!(
+                "event {id:?}: payload is not a stellar.v1.RawLedger: {e}"
+            ))
+        })?;
+        let sequence = ledger.sequence;
+        let meta = LedgerCloseMeta::from_xdr(&ledger.ledger_close_meta_xdr, Limits::none())
+            .map_err(|e| {
+                Status::invalid_argument(format!(
+                    "event {id:?}: ledger {sequence}: not an XDR LedgerCloseMeta: {e}"
+                ))
+            })?;
+        let in_header = stellar_ttp::datalake::ledger_sequence(&meta);
+        if in_header != sequence {
+            return Err(Status::invalid_argument(format!(
+                "event {id:?}: RawLedger.sequence {sequence} but its XDR is ledger {in_header}"
+            )));
+        }
+        let mut extractor = self
+            .extractors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+            .unwrap_or_else(|| Extractor::new(&self.network_passphrase));
+        let extracted = extractor.ledger_events(&meta);
+        self.extractors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(extractor);
+        let transfers = extracted
+            .map_err(|e| Status::internal(format!("event {id:?}: ledger {sequence}: {e:#}")))?;
+        let events = transfers
+            .iter()
+            .enumerate()
+            .map(|(index, transfer)| self.transfer_event(&event, sequence, index, transfer))
+            .collect();
+        Ok((sequence, events))
+    }
+
+    fn transfer_event(
+        &self,
+        ledger_event: &Event,
+        sequence: u32,
+        index: usize,
+        transfer: &TokenTransferEvent,
+    ) -> Event {
+        let mut metadata = ledger_event.metadata.clone();
+        metadata.insert("ledger_sequence".to_string(), sequence.to_string());
+        metadata.insert("event_type".to_string(), event_kind(transfer).to_string());
+        Event {
+            id: format!("token-transfer-{sequence}-{index}"),
+            r#type: event_types::TOKEN_TRANSFER.to_string(),
+            payload: transfer.encode_to_vec(),
+            metadata,
+            timestamp: transfer.meta.as_ref().and_then(|meta| meta.closed_at),
+            source_component_id: self.component_id.to_string(),
+            content_type: content_types::TOKEN_TRANSFER.to_string(),
+            stellar_cursor: Some(StellarCursor {
+                ledger_sequence: u64::from(sequence),
+                index_in_ledger: u32::try_from(index + 1).unwrap_or(u32::MAX),
+            }),
+        }
+    }
+}
+
+/// The gRPC server for `service` on `listener`, until `shutdown` starts.
+pub async fn serve(
+    listener: TcpListener,
+    service: TokenTransferProcessor,
+    shutdown: Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let server = ProcessorServiceServer::new(service)
+        .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES);
+    component::serve(listener, grpc::server().add_service(server), shutdown).await
+}
+
+/// The binary's entry point; `args` excludes the program name.
+pub fn main(args: &[String]) -> ExitCode {
+    component::main(
+        &IDENTITY,
+        args,
+        ProcessorV1Config::from_env,
+        |config| {
+            HashMap::from([(
+                "network_passphrase".to_string(),
+                config.network_passphrase.clone(),
+            )])
+        },
+        |listener, config, running, shutdown| {
+            log::info!(
+                "serving flowctl.v1.ProcessorService on {}: network {:?}, {} workers",
+                running.info.endpoint,
+                config.network_passphrase,
+                config.workers
+            );
+            let service = TokenTransferProcessor::new(
+                config,
+                running.info,
+                running.metrics,
+                shutdown.clone(),
+            );
+            serve(listener, service, shutdown)
+        },
+    )
+}

@@ -1,0 +1,67 @@
+//! Each image's `/metadata.json` (`metadata/<binary>.json`, copied by scripts/build-images.sh)
+//! says what the component really is: name, version, role, event types, and an `env_mapping`
+//! that agrees with its `config_schema`.
+
+use std::path::PathBuf;
+
+use flowctl_proto::flowctl::v1::ComponentType;
+use stellar_v1_components::component::V1Identity;
+use stellar_v1_components::{consumer, processor, source};
+
+fn metadata(identity: &V1Identity) -> serde_json::Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("metadata")
+        .join(format!("{}.json", identity.name));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn strings(value: &serde_json::Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item.as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn metadata_matches_each_component() {
+    for identity in [&source::IDENTITY, &processor::IDENTITY, &consumer::IDENTITY] {
+        let name = identity.name;
+        let metadata = metadata(identity);
+        assert_eq!(metadata["name"], name);
+        assert_eq!(metadata["version"], env!("CARGO_PKG_VERSION"), "{name}");
+        // Upstream's metadata names a consumer's role "sink".
+        let role = match identity.component_type {
+            ComponentType::Source => "source",
+            ComponentType::Processor => "processor",
+            ComponentType::Consumer => "sink",
+            ComponentType::Unspecified => unreachable!(),
+        };
+        assert_eq!(metadata["type"], role, "{name}");
+        assert_eq!(
+            strings(&metadata["produces"]),
+            identity.output_event_types,
+            "{name}"
+        );
+        assert_eq!(
+            strings(&metadata["consumes"]),
+            identity.input_event_types,
+            "{name}"
+        );
+
+        let mapping = metadata["env_mapping"].as_object().unwrap();
+        let schema = metadata["config_schema"].as_object().unwrap();
+        assert_eq!(
+            mapping.keys().collect::<Vec<_>>(),
+            schema.keys().collect::<Vec<_>>(),
+            "{name}: env_mapping and config_schema list the same keys"
+        );
+        for (key, variable) in mapping {
+            assert_eq!(&schema[key]["env"], variable, "{name}: {key}");
+        }
+        assert_eq!(schema["port"]["default"], identity.default_port, "{name}");
+        assert_eq!(schema["component_id"]["default"], name, "{name}");
+    }
+}
