@@ -563,17 +563,12 @@ impl Drop for PodmanService {
 
 #[test]
 fn the_example_runs_against_a_remote_engine_over_tcp() {
-    let podman = Command::new("podman").arg("version").output();
-    let skipped = std::env::var("FLOWCTL_TEST_SKIP")
-        .unwrap_or_default()
-        .split(',')
-        .any(|name| name.trim() == "podman");
-    if !podman.is_ok_and(|o| o.status.success()) {
-        assert!(
-            skipped,
-            "podman is not installed: the remote engine test serves Podman's API over TCP \
-             (.ci/install-podman.sh installs it; FLOWCTL_TEST_SKIP=podman skips it locally)"
-        );
+    let podman = support::require_tool(
+        "podman",
+        Command::new("podman").arg("version"),
+        "the remote engine test serves Podman's API over TCP; .ci/install-podman.sh installs it",
+    );
+    if !podman {
         return;
     }
     let port = free_port();

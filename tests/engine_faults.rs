@@ -133,23 +133,13 @@ fn a_hung_engine_call_fails_the_run_at_its_deadline_naming_the_command() {
     }
 }
 
-/// Whether podman is installed; without it the test fails with the install hint unless
-/// `FLOWCTL_TEST_SKIP` names `podman` (for local use; CI never sets it).
+/// Whether podman is installed (see [`support::require_tool`]).
 fn podman_present() -> bool {
-    let present = Command::new("podman")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let skipped = std::env::var("FLOWCTL_TEST_SKIP")
-        .unwrap_or_default()
-        .split(',')
-        .any(|name| name.trim() == "podman");
-    assert!(
-        present || skipped,
-        "podman is not installed: .ci/install-podman.sh installs it (FLOWCTL_TEST_SKIP=podman \
-         skips this test locally)"
-    );
-    present
+    support::require_tool(
+        "podman",
+        Command::new("podman").arg("version"),
+        ".ci/install-podman.sh installs it",
+    )
 }
 
 /// Issue 12, bug 1: a `docker` that is a symlink to `podman`. flowctl must detect Podman once,
