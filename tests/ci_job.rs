@@ -96,6 +96,10 @@ fn leftovers(bin: &str, env: &[(&str, &str)], project: &str) -> Vec<String> {
 /// A job image and a scratch folder inside the checkout (so a job container sees it at the
 /// same path); both removed on drop, with any job container left by a failing test.
 struct JobImage {
+    /// The engine that holds the image and runs the jobs (`docker` or `podman`).
+    engine: &'static str,
+    /// The engine socket mounted into the jobs at /var/run/docker.sock.
+    socket: String,
     tag: String,
     dir: PathBuf,
     jobs: std::cell::RefCell<Vec<String>>,
@@ -105,6 +109,11 @@ impl JobImage {
     /// `FROM scratch` with the `docker` CLI (and the libraries `ldd` lists for it), flowctl,
     /// and `/tmp` only if `with_tmp`.
     fn build(name: &str, with_tmp: bool) -> JobImage {
+        JobImage::build_on("docker", SOCKET, name, with_tmp)
+    }
+
+    /// The same image in `engine`'s store, its jobs given `socket`.
+    fn build_on(engine: &'static str, socket: &str, name: &str, with_tmp: bool) -> JobImage {
         let unique = format!("{name}-{}", std::process::id());
         let dir = repo().join("target").join(format!("ci-job-{unique}"));
         let _ = fs::remove_dir_all(&dir);
@@ -155,8 +164,8 @@ impl JobImage {
         }
         dockerfile.push_str("ENV PATH=/usr/bin HOME=/\nENTRYPOINT [\"/flowctl\"]\n");
         fs::write(context.join("Dockerfile"), dockerfile).unwrap();
-        let tag = format!("flowctl-test/ci-job:{unique}");
-        let out = Command::new("docker")
+        let tag = format!("localhost/flowctl-test/ci-job:{unique}");
+        let out = Command::new(engine)
             .args(["build", "--quiet", "--tag", &tag])
             .arg(&context)
             .env("DOCKER_BUILDKIT", "0")
@@ -168,6 +177,8 @@ impl JobImage {
             String::from_utf8_lossy(&out.stderr)
         );
         JobImage {
+            engine,
+            socket: socket.to_string(),
             tag,
             dir,
             jobs: Default::default(),
@@ -177,17 +188,23 @@ impl JobImage {
     /// `docker run` of the job image: the socket and the checkout mounted at the same path,
     /// working directory the checkout; `flowctl ARGS`.
     fn run(&self, job: &str, detach: bool, args: &[&str]) -> Command {
+        self.run_at(&repo().display().to_string(), job, detach, args)
+    }
+
+    /// The same with the checkout mounted at `inside` (a GitHub Actions container job mounts
+    /// the workspace at `/__w/...`, another path than on the host).
+    fn run_at(&self, inside: &str, job: &str, detach: bool, args: &[&str]) -> Command {
         self.jobs.borrow_mut().push(job.to_string());
         let root = repo().display().to_string();
-        let mut command = Command::new("docker");
+        let mut command = Command::new(self.engine);
         command.args(["run", "--name", job]);
         if detach {
             command.arg("--detach");
         }
         command
-            .args(["--volume", &format!("{SOCKET}:{SOCKET}")])
-            .args(["--volume", &format!("{root}:{root}")])
-            .args(["--workdir", &root, &self.tag])
+            .args(["--volume", &format!("{}:{SOCKET}", self.socket)])
+            .args(["--volume", &format!("{root}:{inside}")])
+            .args(["--workdir", inside, &self.tag])
             .args(args);
         command
     }
@@ -209,9 +226,13 @@ impl JobImage {
 impl Drop for JobImage {
     fn drop(&mut self) {
         for job in self.jobs.borrow().iter() {
-            let _ = docker(&["rm", "--force", job]);
+            let _ = Command::new(self.engine)
+                .args(["rm", "--force", job])
+                .output();
         }
-        let _ = docker(&["image", "rm", "--force", &self.tag]);
+        let _ = Command::new(self.engine)
+            .args(["image", "rm", "--force", &self.tag])
+            .output();
         let _ = fs::remove_dir_all(&self.dir);
     }
 }
@@ -250,12 +271,19 @@ fn wait_for_log(job: &str, text: &str) -> String {
     }
 }
 
-fn run_example_in_a_job(with_tmp: bool) {
+fn run_example_in_a_job(with_tmp: bool, inside: Option<&str>) {
     let image = JobImage::build(if with_tmp { "tmp" } else { "notmp" }, with_tmp);
-    let project = format!("cij-{}-{}", with_tmp, std::process::id());
+    let project = format!(
+        "cij-{}-{}-{}",
+        with_tmp,
+        inside.is_some(),
+        std::process::id()
+    );
     let job = format!("{project}-job");
+    let root = repo().display().to_string();
     let out = image
-        .run(
+        .run_at(
+            inside.unwrap_or(&root),
             &job,
             false,
             &[
@@ -291,11 +319,80 @@ fn run_example_in_a_job(with_tmp: bool) {
 }
 
 #[test]
+fn the_example_runs_in_a_podman_job_container_with_podmans_socket_mounted() {
+    let podman = support::require_tool(
+        "podman",
+        Command::new("podman").arg("version"),
+        "the Podman job container test needs podman; .ci/install-podman.sh installs it",
+    );
+    if !podman {
+        return;
+    }
+    // Podman's Docker-compatible API on a socket of this test's own.
+    let scratch = Scratch::new("cijpodman");
+    let socket = scratch.dir.join("podman.sock");
+    let service = PodmanService(
+        Command::new("podman")
+            .args(["system", "service", "--time=0"])
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start podman system service"),
+    );
+    let started = Instant::now();
+    while !socket.exists() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "podman's socket never appeared"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let image = JobImage::build_on("podman", &socket.display().to_string(), "podman", true);
+    let project = scratch.name.clone();
+    let job = format!("{project}-job");
+    let out = image
+        .run(
+            &job,
+            false,
+            &[
+                "run",
+                "examples/ttp-pipeline.yaml",
+                "--project",
+                &project,
+                "--no-color",
+                "--control-plane-port",
+                "0",
+            ],
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let left = leftovers("podman", &[], &project);
+    drop(image);
+    drop(service);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("flowctl runs in container"), "{stderr}");
+    assert_eq!(consumer_events(&stdout), expected_events(), "{stderr}");
+    assert_eq!(left, Vec::<String>::new());
+}
+
+#[test]
 fn the_example_runs_in_a_scratch_job_container_with_the_socket_mounted() {
     if !docker_socket_present() {
         return;
     }
-    run_example_in_a_job(true);
+    run_example_in_a_job(true, None);
+}
+
+#[test]
+fn the_example_runs_with_the_checkout_mounted_at_another_path() {
+    if !docker_socket_present() {
+        return;
+    }
+    // The ledgers' bind mount is resolved through the job container's own mount.
+    run_example_in_a_job(true, Some("/__w/flowctl/flowctl"));
 }
 
 #[test]
@@ -303,7 +400,7 @@ fn the_example_runs_in_a_job_image_without_tmp() {
     if !docker_socket_present() {
         return;
     }
-    run_example_in_a_job(false);
+    run_example_in_a_job(false, None);
 }
 
 #[test]

@@ -26,7 +26,6 @@ use crate::logs::{Console, LogMux};
 use crate::owner::RunOwner;
 use crate::plan::{self, Naming, RunPlan};
 use crate::reaper::Reaper;
-use crate::spec::format_duration;
 use notices::{Notices, StatusView};
 use record::{Recorder, SummaryWriter};
 use start::{EnvDir, LiveRun};
@@ -116,14 +115,10 @@ fn run_recorded(
     let location = location::detect(&engine, &options.location)?;
     console.info(location.describe());
     record_plan(recorder, &plan, &engine, &location, &run_id);
-    if location != Location::Host {
-        preflight::sweep_job_orphans(&engine, console);
-    }
-
     let control_plane_image = location
         .control_plane_in_container()
         .then_some(options.control_plane_image.as_str());
-    let image_ids = preflight::check(&engine, &plan, &location, control_plane_image)?;
+    let image_ids = preflight::check(&engine, &plan, &location, control_plane_image, console)?;
     for component in &plan.components {
         recorder.lock().component(&component.id).image_id =
             image_ids.get(&component.image).cloned();
@@ -136,41 +131,25 @@ fn run_recorded(
     logs.prepare_dir(&ids)
         .context("--logs-dir: cannot write the components' log files")?;
     let reaper = spawn_reaper(&engine, &run_id, console);
-    let mut labels = labels::run_labels(
-        &plan.pipeline,
-        plan.project.as_deref(),
-        &run_id,
-        RunOwner::current().labels(),
-    );
-    if let Some(own) = location.own_container() {
-        labels.insert(labels::OWNER_CONTAINER.to_string(), own.to_string());
-    }
+    let labels = run_labels(&plan, &run_id, &location);
     let env_dir = EnvDir::new(&run_id)?;
     let mut guard = CleanupGuard::new(&engine, &run_id, &plan, console, reaper);
 
     let started = Instant::now();
     let listen = start::create_network(&engine, &plan, &labels, &location, console)?;
-    let control = match control_plane_image {
-        Some(image) => start::start_control_plane_container(
-            &engine,
-            &plan,
-            &labels,
-            &location,
-            image,
-            options.heartbeat_interval,
-        )?,
-        None => start::start_control_plane(
-            &plan,
-            &listen,
-            options.control_plane_port,
-            options.heartbeat_interval,
-        )?,
-    };
-    console.info(format!(
-        "control plane listening on {} (heartbeat interval {})",
-        control.endpoint,
-        format_duration(options.heartbeat_interval)
-    ));
+    let control = start::control_plane(
+        &engine,
+        &plan,
+        &labels,
+        &location,
+        &listen,
+        &start::ControlPlaneSettings {
+            port: options.control_plane_port,
+            heartbeat_interval: options.heartbeat_interval,
+            image: control_plane_image,
+        },
+        console,
+    )?;
     let reachable = Arc::new(Mutex::new(BTreeMap::new()));
     let notices = Notices::start(
         StatusView {
@@ -221,6 +200,21 @@ fn run_recorded(
         Err(Halt::Exited(exit)) => Err(exit.into()),
         Err(Halt::Failed(error)) => Err(error),
     }
+}
+
+/// The labels of everything the run creates: the run's, its owner's, and the job container
+/// flowctl runs in, if any.
+fn run_labels(plan: &RunPlan, run_id: &str, location: &Location) -> BTreeMap<String, String> {
+    let mut labels = labels::run_labels(
+        &plan.pipeline,
+        plan.project.as_deref(),
+        run_id,
+        RunOwner::current().labels(),
+    );
+    if let Some(own) = location.own_container() {
+        labels.insert(labels::OWNER_CONTAINER.to_string(), own.to_string());
+    }
+    labels
 }
 
 /// What the summary says of the run before anything starts.

@@ -26,7 +26,14 @@ pub fn check(
     plan: &RunPlan,
     location: &Location,
     control_plane_image: Option<&str>,
+    console: Console,
 ) -> Result<BTreeMap<String, String>> {
+    if *location != Location::Host {
+        sweep_job_orphans(engine, console);
+    }
+    if let Location::Remote { endpoint, .. } = location {
+        warn_remote_mounts(plan, endpoint, console);
+    }
     let mut images: BTreeSet<&str> = plan.components.iter().map(|c| c.image.as_str()).collect();
     images.extend(control_plane_image);
     let (present, taken, network) = thread::scope(|scope| {
@@ -137,9 +144,26 @@ pub fn check(
     }
 }
 
+/// A remote engine resolves bind mounts on its own host, which flowctl cannot check.
+fn warn_remote_mounts(plan: &RunPlan, endpoint: &str, console: Console) {
+    let mounting: Vec<&str> = plan
+        .components
+        .iter()
+        .filter(|c| !c.volumes.is_empty())
+        .map(|c| c.id.as_str())
+        .collect();
+    if !mounting.is_empty() {
+        console.warn(format!(
+            "{} mount host paths: a remote engine ({endpoint}) resolves them on its own host, so \
+             they must exist there at the same paths",
+            mounting.join(", ")
+        ));
+    }
+}
+
 /// Removes what runs made from CI job containers that are gone left on this engine (a killed
 /// job takes its reaper with it); says what it removed.
-pub fn sweep_job_orphans(engine: &Engine, console: Console) {
+fn sweep_job_orphans(engine: &Engine, console: Console) {
     let options = gc::GcOptions {
         job_orphans_only: true,
         ..gc::GcOptions::default()

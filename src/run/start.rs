@@ -123,9 +123,48 @@ pub fn create_network(
     Ok(address)
 }
 
+/// How the run's control plane is set up.
+pub struct ControlPlaneSettings<'a> {
+    /// Its port; 0 picks a free one (embedded only).
+    pub port: u16,
+    pub heartbeat_interval: Duration,
+    /// Run it as a container of this image (a remote engine) instead of in flowctl.
+    pub image: Option<&'a str>,
+}
+
+/// Starts the run's control plane, in flowctl on `listen` or as a container, and says where.
+pub fn control_plane(
+    engine: &Engine,
+    plan: &RunPlan,
+    labels: &BTreeMap<String, String>,
+    location: &Location,
+    listen: &str,
+    settings: &ControlPlaneSettings,
+    console: Console,
+) -> Result<RunControlPlane> {
+    let heartbeat = settings.heartbeat_interval;
+    let control = match settings.image {
+        Some(image) => {
+            start_control_plane_container(engine, plan, labels, location, image, heartbeat)?
+        }
+        None => start_control_plane(plan, listen, settings.port, heartbeat)?,
+    };
+    let published = if control.endpoint == control.status_address.to_string() {
+        String::new()
+    } else {
+        format!(", published on {}", control.status_address)
+    };
+    console.info(format!(
+        "control plane listening on {}{published} (heartbeat interval {})",
+        control.endpoint,
+        crate::spec::format_duration(heartbeat)
+    ));
+    Ok(control)
+}
+
 /// Starts the embedded control plane on `listen` (the network's gateway, or flowctl's own
 /// address on the network): reachable from the pipeline's containers, not from other hosts.
-pub fn start_control_plane(
+fn start_control_plane(
     plan: &RunPlan,
     listen: &str,
     port: u16,
@@ -156,7 +195,7 @@ pub fn start_control_plane(
 /// Runs `flowctl control-plane` from `image` as a container on the pipeline network (for a
 /// remote engine, whose containers may not reach flowctl): components reach it by its network
 /// alias, flowctl through its port published on the engine host's address.
-pub fn start_control_plane_container(
+fn start_control_plane_container(
     engine: &Engine,
     plan: &RunPlan,
     labels: &BTreeMap<String, String>,
