@@ -253,25 +253,46 @@ fn resolve_engine_host(endpoint: &str) -> Result<IpAddr> {
         .with_context(|| format!("`{host}` ({endpoint}) resolves to no address"))
 }
 
-/// Whether this process runs in a container (Docker's and Podman's marker files, or a
-/// container id in its cgroup).
+/// Whether this process may run in a container (Docker's and Podman's marker files, or a
+/// container id in its cgroup). Only a hint: the engine must also know the container.
 fn in_a_container() -> bool {
     Path::new("/.dockerenv").exists()
         || Path::new("/run/.containerenv").exists()
         || !ids_in(&read("/proc/self/cgroup")).is_empty()
 }
 
-/// Possible ids of the container this process runs in: from its mounts (Docker mounts
-/// `/var/lib/docker/containers/<id>/hostname`, Podman `.../overlay-containers/<id>/...`), its
-/// cgroup, and its host name (Docker's default is the short id).
+/// Possible ids of the container this process runs in: the container folder that the engine
+/// bind-mounts `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` from (Docker:
+/// `/var/lib/docker/containers/<id>/hostname`, Podman: `.../overlay-containers/<id>/userdata/
+/// hostname`), its cgroup, and its host name (Docker's and Podman's default is the short id).
+/// Only those mounts: on a host, the mount table also lists every running container's layers.
 fn own_container_candidates() -> Vec<String> {
-    let mut candidates = ids_in(&read("/proc/self/mountinfo"));
-    candidates.extend(ids_in(&read("/proc/self/cgroup")));
     let hostname = std::env::var("HOSTNAME")
         .ok()
         .unwrap_or_else(|| read("/proc/sys/kernel/hostname").trim().to_string());
-    if !hostname.is_empty() {
-        candidates.push(hostname);
+    candidates_from(
+        &read("/proc/self/mountinfo"),
+        &read("/proc/self/cgroup"),
+        &hostname,
+    )
+}
+
+/// [`own_container_candidates`] from the texts it reads.
+fn candidates_from(mountinfo: &str, cgroup: &str, hostname: &str) -> Vec<String> {
+    let own_mounts: String = mountinfo
+        .lines()
+        .filter(|line| {
+            // Field 5 is the mount point.
+            line.split_whitespace().nth(4).is_some_and(|point| {
+                ["/etc/hostname", "/etc/hosts", "/etc/resolv.conf"].contains(&point)
+            })
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut candidates = ids_in(&own_mounts);
+    candidates.extend(ids_in(cgroup));
+    if hostname.len() >= 12 && hostname.chars().all(|c| c.is_ascii_hexdigit()) {
+        candidates.push(hostname.to_string());
     }
     let mut seen = std::collections::BTreeSet::new();
     candidates.retain(|c| seen.insert(c.clone()));
@@ -285,12 +306,16 @@ fn read(path: &str) -> String {
 /// Every 64-hex-digit word in `text` that sits in a container path or cgroup name.
 fn ids_in(text: &str) -> Vec<String> {
     let mut ids = Vec::new();
-    for piece in text.split(|c: char| c == '/' || c.is_whitespace() || c == '-' || c == '.') {
-        if piece.len() == 64 && piece.chars().all(|c| c.is_ascii_hexdigit()) {
-            let context_ok = ["containers/", "docker", "libpod"]
-                .iter()
-                .any(|marker| text.contains(marker));
-            if context_ok && !ids.contains(&piece.to_string()) {
+    for line in text.lines() {
+        let context_ok = ["containers/", "docker", "libpod"]
+            .iter()
+            .any(|marker| line.contains(marker));
+        if !context_ok {
+            continue;
+        }
+        for piece in line.split(|c: char| c == '/' || c.is_whitespace() || c == '-' || c == '.') {
+            let id = piece.len() == 64 && piece.chars().all(|c| c.is_ascii_hexdigit());
+            if id && !ids.iter().any(|known| known == piece) {
                 ids.push(piece.to_string());
             }
         }
@@ -363,6 +388,26 @@ mod tests {
         );
         assert_eq!(ids_in(&format!("12:pids:/docker/{id}")), expected);
         assert!(ids_in("0::/user.slice/session-3.scope").is_empty());
+    }
+
+    #[test]
+    fn only_the_own_hostname_mount_names_the_container_not_other_containers_layers() {
+        let own = "ab12".repeat(16);
+        let other = "cd34".repeat(16);
+        let in_container = format!(
+            "700 690 0:51 /var/lib/docker/containers/{own}/hostname /etc/hostname rw - ext4\n\
+             701 690 0:51 /var/lib/docker/containers/{own}/hosts /etc/hosts rw - ext4"
+        );
+        assert_eq!(
+            candidates_from(&in_container, "0::/", "ab12ab12ab12"),
+            [own.clone(), "ab12ab12ab12".to_string()]
+        );
+        // A host (itself maybe a container) lists every running container's layers and shm.
+        let host = format!(
+            "800 29 0:60 / /var/lib/containers/storage/overlay/{other}/merged rw - overlay\n\
+             801 29 0:61 / /var/lib/docker/containers/{other}/mounts/shm rw - tmpfs"
+        );
+        assert!(candidates_from(&host, "0::/", "vm").is_empty());
     }
 
     #[test]

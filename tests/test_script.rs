@@ -40,6 +40,11 @@ impl Sandbox {
         for binary in image_binaries() {
             fs::write(release.join(binary), "placeholder").unwrap();
         }
+        for metadata in image_metadata() {
+            let copy = root.join(&metadata);
+            fs::create_dir_all(copy.parent().unwrap()).unwrap();
+            fs::copy(repo().join(&metadata), copy).unwrap();
+        }
         let bin = scratch.0.join("bin");
         fs::create_dir_all(&bin).unwrap();
         for tool in REAL_TOOLS {
@@ -116,15 +121,37 @@ impl Sandbox {
 
 /// The binaries build-images.sh puts into images: the second word of each entry of `IMAGES`.
 fn image_binaries() -> Vec<String> {
-    let script = fs::read_to_string(repo().join("scripts/build-images.sh")).unwrap();
-    let binaries: Vec<String> = script
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("\"flowctl/"))
-        .filter_map(|entry| entry.split_whitespace().nth(1))
-        .map(|binary| binary.trim_end_matches('"').to_string())
+    let binaries: Vec<String> = image_entries()
+        .iter()
+        .filter_map(|entry| entry.get(1).cloned())
         .collect();
     assert!(binaries.len() >= 4, "no IMAGES entries in build-images.sh");
     binaries
+}
+
+/// The metadata files (repository paths) the IMAGES entries ship, if any.
+fn image_metadata() -> Vec<String> {
+    image_entries()
+        .iter()
+        .filter_map(|entry| entry.get(2).cloned())
+        .collect()
+}
+
+/// The words of each `"flowctl/IMAGE BINARY [METADATA]"` line of build-images.sh.
+fn image_entries() -> Vec<Vec<String>> {
+    let script = fs::read_to_string(repo().join("scripts/build-images.sh")).unwrap();
+    script
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('"'))
+        .filter(|entry| entry.starts_with("flowctl/"))
+        .map(|entry| {
+            entry
+                .trim_end_matches('"')
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        })
+        .collect()
 }
 
 fn which(tool: &str) -> PathBuf {
