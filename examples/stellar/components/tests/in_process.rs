@@ -43,16 +43,22 @@ async fn start_pipeline(lake: &Path) -> Pipeline {
         _ => None,
     })
     .unwrap();
+    let opened = source::open(&source_config).await.unwrap();
     let (stop, shutdown) = shutdown::channel();
     let source_metrics = Metrics::with_keys(source::IDENTITY.metric_keys);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let source = listener.local_addr().unwrap();
-    let service = LedgerSource::new(&source_config, source_metrics.clone(), shutdown.clone());
+    let service = LedgerSource::new(
+        &source_config,
+        opened.backend,
+        source_metrics.clone(),
+        shutdown.clone(),
+    );
     tokio::spawn(source::serve(listener, service, shutdown.clone()));
 
     let processor_config = ProcessorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        network_passphrase: source_config.network_passphrase.clone(),
+        network_passphrase: opened.network_passphrase.clone(),
         source_address: source.to_string(),
         // More than one, so the in-order merge of the workers' results is exercised.
         workers: 3,
