@@ -79,8 +79,12 @@ impl ObjectLake {
         let (store, scheme, endpoint, credentials, secrets): (Arc<dyn ObjectStore>, _, _, _, _) =
             match &config.service {
                 ObjectService::S3(s3) => {
+                    let plain_http = s3
+                        .endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://"));
                     let store = s3_builder(s3, &config.bucket)
-                        .with_client_options(options)
+                        .with_client_options(options.with_allow_http(plain_http))
                         .with_retry(retry)
                         .build()
                         .with_context(|| format!("S3 bucket {}", config.bucket))?;
@@ -302,7 +306,8 @@ fn client_options() -> anyhow::Result<ClientOptions> {
     Ok(options)
 }
 
-/// An S3 client for `bucket` as upstream configures it: path style when asked for (and for an
+/// An S3 client for `bucket` (client options, including plain HTTP, are set by the caller) as
+/// upstream configures it: path style when asked for (and for an
 /// endpoint that is an IP address, which has no bucket subdomains), else virtual-hosted style.
 fn s3_builder(s3: &S3Config, bucket: &str) -> AmazonS3Builder {
     let mut builder = AmazonS3Builder::new()
@@ -314,7 +319,6 @@ fn s3_builder(s3: &S3Config, bucket: &str) -> AmazonS3Builder {
             let host_name = host.split(['/', ':']).next().unwrap_or_default();
             let by_address =
                 host_name == "localhost" || host_name.parse::<std::net::IpAddr>().is_ok();
-            builder = builder.with_allow_http(scheme == "http");
             if s3.force_path_style || by_address {
                 builder = builder.with_endpoint(endpoint.trim_end_matches('/'));
             } else {

@@ -379,9 +379,14 @@ impl Feed for RpcFeed {
         };
         match pages.rx.blocking_recv() {
             Some(Paged::Ledgers(ledgers)) => {
-                pages.next = ledgers
-                    .last()
-                    .map_or(ledger, |last| last.sequence.saturating_add(1));
+                if ledgers.len() < self.rpc.page_limit as usize {
+                    // A short page ends the task (the live edge): the next call asks anew.
+                    self.pages = None;
+                } else {
+                    pages.next = ledgers
+                        .last()
+                        .map_or(ledger, |last| last.sequence.saturating_add(1));
+                }
                 Ok(Chunk::Ledgers(ledgers))
             }
             Some(Paged::NotYet { latest }) => {
