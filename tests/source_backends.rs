@@ -53,7 +53,10 @@ fn the_s3_example_gives_the_upstream_events_of_testnet_997_998() {
             &format!("host_path: {}", repo().join("examples/ledgers").display()),
         )
         .replace("name: ttp-pipeline-s3", &format!("name: {}", scratch.name));
-    assert_ne!(text, example, "the example no longer has the expected fields");
+    assert_ne!(
+        text, example,
+        "the example no longer has the expected fields"
+    );
     let pipeline = scratch.dir.join("ttp-pipeline-s3.yaml");
     fs::write(&pipeline, text).unwrap();
 
