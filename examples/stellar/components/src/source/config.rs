@@ -22,7 +22,7 @@ pub const DEFAULT_LISTEN: &str = ":50052";
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_READ_AHEAD: usize = 16;
 /// Objects (or RPC pages) fetched concurrently ahead of a stream from a remote backend.
-pub const DEFAULT_PREFETCH: usize = 8;
+pub const DEFAULT_PREFETCH: usize = 32;
 /// How long a failing remote request is retried before the stream (or start-up) fails.
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ledgers asked for per `getLedgers` call.

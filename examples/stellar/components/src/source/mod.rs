@@ -129,12 +129,80 @@ pub async fn serve(
         .await
 }
 
+/// `bench-read <start> <end>`: reads the range through the configured backend exactly as a
+/// stream does (prefetch, decompression, cutting), without gRPC, and prints one JSON line with
+/// the ledgers/s (scripts/bench.sh compares the backends with it).
+fn bench_read(args: &[String]) -> ExitCode {
+    let range = match args {
+        [start, end] => start.parse::<u32>().ok().zip(end.parse::<u32>().ok()),
+        _ => None,
+    };
+    let Some((start, end)) = range.filter(|(start, end)| 0 < *start && start <= end) else {
+        eprintln!("usage: {} bench-read <start> <end>", IDENTITY.name);
+        return ExitCode::from(crate::EXIT_CONFIG);
+    };
+    let config = match SourceConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => return component::config_error(IDENTITY.name, e),
+    };
+    let runtime = match component::runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{}: {e}", IDENTITY.name);
+            return ExitCode::from(crate::EXIT_FAILURE);
+        }
+    };
+    let result: anyhow::Result<(u64, u64, f64)> = runtime.block_on(async {
+        let opened = backend::open(&config).await?;
+        let reader = ReadAhead {
+            backend: opened.backend,
+            poll_interval: config.poll_interval,
+            capacity: config.read_ahead,
+            prefetch: config.prefetch,
+            metrics: Metrics::with_keys(IDENTITY.metric_keys),
+        };
+        let began = std::time::Instant::now();
+        let (mut rx, _reader) = reader.spawn(start, "bench-read".into())?;
+        let (mut ledgers, mut bytes) = (0u64, 0u64);
+        while let Some(ledger) = rx.recv().await {
+            let ledger = ledger.map_err(|status| anyhow::anyhow!("{}", status.message()))?;
+            ledgers += 1;
+            bytes += ledger.ledger_close_meta_xdr.len() as u64;
+            if ledger.sequence >= end {
+                break;
+            }
+        }
+        Ok((ledgers, bytes, began.elapsed().as_secs_f64()))
+    });
+    match result {
+        Ok((ledgers, bytes, seconds)) => {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "ledgers": ledgers,
+                    "xdr_bytes": bytes,
+                    "seconds": seconds,
+                    "ledgers_per_second": ledgers as f64 / seconds.max(1e-9),
+                })
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: {e:#}", IDENTITY.name);
+            ExitCode::from(crate::EXIT_FAILURE)
+        }
+    }
+}
+
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
+    if args.first().map(String::as_str) == Some("bench-read") {
+        return bench_read(&args[1..]);
+    }
     if let Some(code) = component::server_arguments(
         IDENTITY.name,
         args,
-        "[healthcheck]",
+        "[healthcheck | bench-read <start> <end>]",
         "configured by environment variables",
     ) {
         return code;
