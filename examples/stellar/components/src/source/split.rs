@@ -240,18 +240,18 @@ impl ObjectReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::PathBuf;
     use stellar_ttp::datalake::{DataLake, Layout};
 
-    fn real_lake(name: &str) -> PathBuf {
+    pub fn real_lake(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../ledgers")
             .join(name)
     }
 
-    fn testnet() -> DataLake {
+    pub fn testnet() -> DataLake {
         DataLake::new(
             real_lake("testnet-997-999"),
             Layout {

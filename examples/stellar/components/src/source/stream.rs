@@ -224,27 +224,10 @@ impl Progress {
 mod tests {
     use super::*;
     use crate::source::config::tests::TempDir;
+    use crate::source::split::tests::{real_lake, testnet};
     use crate::source::IDENTITY;
     use std::fs;
-    use std::path::{Path, PathBuf};
     use stellar_ttp::datalake::{DataLake, Layout};
-
-    fn real_lake(name: &str) -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../ledgers")
-            .join(name)
-    }
-
-    fn testnet() -> DataLake {
-        DataLake::new(
-            real_lake("testnet-997-999"),
-            Layout {
-                ledgers_per_file: 1,
-                files_per_partition: 64000,
-            },
-        )
-        .unwrap()
-    }
 
     fn copy_ledger(from: &DataLake, to: &DataLake, seq: u32) {
         let source = from.find_file(seq).unwrap();
