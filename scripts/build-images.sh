@@ -78,7 +78,7 @@ DOCKERFILE
   fi
   echo "built flowctl/s3s-fs:dev ($(du -h "$s3s_bin" | cut -f1) binary s3s-fs)"
 else
-  echo "skipped flowctl/s3s-fs:dev: no s3s-fs (install it as .ci/run does, or set S3S_FS_BIN)"
+  echo "skipped flowctl/s3s-fs:dev: no s3s-fs (scripts/test.sh installs it; or set S3S_FS_BIN)"
 fi
 # A rebuild moves the tags; drop the untagged images it leaves behind (ours only, by label).
 "$engine" image prune --force --filter label=io.flowctl.image=dev >/dev/null
