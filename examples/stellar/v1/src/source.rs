@@ -34,6 +34,8 @@ use flowctl_proto::stellar::v1::RawLedger;
 use prost::Message;
 use stellar_components::grpc;
 use stellar_components::shutdown::Shutdown;
+use stellar_components::source::backend;
+use stellar_components::source::config::{BackendConfig, ObjectService};
 use stellar_components::source::{LedgerSource, SourceConfig};
 use stellar_xdr::{ExtensionPoint, LedgerHeaderHistoryEntry, Limited, Limits, ReadXdr};
 use tokio::net::TcpListener;
@@ -162,27 +164,35 @@ struct Position {
 pub struct LedgerEventSource {
     ledgers: Arc<LedgerSource>,
     config: SourceV1Config,
+    /// The network passphrase the lake's manifest (or the environment) gives.
+    network: String,
     info: Arc<ComponentInfo>,
     metrics: Metrics,
     position: Arc<Mutex<Option<Position>>>,
 }
 
 impl LedgerEventSource {
-    /// A service reading `config`'s lake, reporting into `metrics`, answering `GetInfo` with
-    /// `info`; its streams end when `shutdown` starts.
-    pub fn new(
+    /// A service reading `config`'s lake (opened here: its `.config.json` is read), reporting
+    /// into `metrics`, answering `GetInfo` with `info`; its streams end when `shutdown` starts.
+    pub async fn open(
         config: SourceV1Config,
         info: Arc<ComponentInfo>,
         metrics: Metrics,
         shutdown: Shutdown,
-    ) -> LedgerEventSource {
-        LedgerEventSource {
-            ledgers: Arc::new(LedgerSource::new(&config.lake, metrics.clone(), shutdown)),
+    ) -> anyhow::Result<LedgerEventSource> {
+        let opened = backend::open(&config.lake).await?;
+        for note in &opened.notes {
+            log::warn!("{note}");
+        }
+        let ledgers = LedgerSource::new(&config.lake, opened.backend, metrics.clone(), shutdown);
+        Ok(LedgerEventSource {
+            ledgers: Arc::new(ledgers),
+            network: opened.network_passphrase,
             config,
             info,
             metrics,
             position: Arc::new(Mutex::new(None)),
-        }
+        })
     }
 
     fn position(&self) -> MutexGuard<'_, Option<Position>> {
@@ -205,7 +215,11 @@ impl SourceService for LedgerEventSource {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
-        let root = self.config.lake.lake.root().to_path_buf();
+        let root = match &self.config.lake.backend {
+            BackendConfig::Folder { root } => root.clone(),
+            // Remote backends report their own failures on the stream.
+            _ => std::path::PathBuf::from("/"),
+        };
         let details = || {
             let (status, message) = if root.is_dir() {
                 (
@@ -267,7 +281,7 @@ impl SourceService for LedgerEventSource {
         Ok(Response::new(LedgerEvents {
             ledgers: Box::pin(ledgers),
             range,
-            network: self.config.lake.network_passphrase.clone(),
+            network: self.network.clone(),
             component_id: self.info.id.clone(),
             position: self.position.clone(),
             done: false,
@@ -439,6 +453,18 @@ pub async fn serve(
     component::serve(listener, grpc::server().add_service(server), shutdown).await
 }
 
+/// `FS`, `S3`, `GCS` or `RPC`, for the registration metadata.
+fn storage_type(backend: &BackendConfig) -> &'static str {
+    match backend {
+        BackendConfig::Folder { .. } => "FS",
+        BackendConfig::ObjectStore(store) => match store.service {
+            ObjectService::S3(_) => "S3",
+            ObjectService::Gcs(_) => "GCS",
+        },
+        BackendConfig::Rpc(_) => "RPC",
+    }
+}
+
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
     component::main(
@@ -446,27 +472,39 @@ pub fn main(args: &[String]) -> ExitCode {
         args,
         SourceV1Config::from_env,
         |config| {
-            for note in &config.lake.notes {
-                log::warn!("{note}");
-            }
             HashMap::from([
                 (
                     "network_passphrase".to_string(),
-                    config.lake.network_passphrase.clone(),
+                    config
+                        .lake
+                        .env_lake
+                        .network_passphrase
+                        .clone()
+                        .unwrap_or_default(),
                 ),
-                ("storage_type".to_string(), "FS".to_string()),
+                (
+                    "storage_type".to_string(),
+                    storage_type(&config.lake.backend).to_string(),
+                ),
             ])
         },
-        |listener, config, running, shutdown| {
-            log::info!(
-                "serving flowctl.v1.SourceService on {}: data lake {}, network {:?}",
-                config.lake.listen,
-                config.lake.lake.root().display(),
-                config.lake.network_passphrase
-            );
+        |listener, config, running, shutdown| async move {
+            let listen = config.lake.listen;
             let service =
-                LedgerEventSource::new(config, running.info, running.metrics, shutdown.clone());
-            serve(listener, service, shutdown)
+                LedgerEventSource::open(config, running.info, running.metrics, shutdown.clone())
+                    .await;
+            match service {
+                Ok(service) => {
+                    log::info!("serving flowctl.v1.SourceService on {listen}");
+                    serve(listener, service, shutdown).await
+                }
+                Err(error) => {
+                    // The data lake cannot be read: nothing to serve. The message names the
+                    // variable, the bucket or the file.
+                    log::error!("{error:#}");
+                    std::process::exit(1)
+                }
+            }
         },
     )
 }

@@ -102,12 +102,14 @@ async fn start_components(lake: &str, control_plane: Option<SocketAddr>) -> Comp
 
     let (source_listener, source_addr) = listener().await;
     let running = started(&source::IDENTITY, "source-v1", source_addr, control_plane);
-    let service = LedgerEventSource::new(
+    let service = LedgerEventSource::open(
         source_config,
         running.info,
         running.metrics,
         shutdown.clone(),
-    );
+    )
+    .await
+    .unwrap();
     tokio::spawn(source::serve(source_listener, service, shutdown.clone()));
 
     let (processor_listener, processor_addr) = listener().await;
