@@ -60,8 +60,14 @@ fn judge(status: u16, body: &str) -> Result<(), String> {
     let Ok(json) = serde_json::from_str::<serde_json::Value>(body) else {
         return Ok(());
     };
+    // Upstream's SDK answers `HEALTHY`: the status is compared case-insensitively.
     match json.get("status").and_then(|s| s.as_str()) {
-        None | Some("healthy") | Some("degraded") => Ok(()),
+        None => Ok(()),
+        Some(word)
+            if word.eq_ignore_ascii_case("healthy") || word.eq_ignore_ascii_case("degraded") =>
+        {
+            Ok(())
+        }
         Some(other) => Err(format!("HTTP {status} status `{other}`: {excerpt}")),
     }
 }
@@ -100,6 +106,9 @@ mod tests {
     fn statuses_are_judged_as_the_contract_says() {
         assert!(judge(200, r#"{"status":"healthy","metrics":{}}"#).is_ok());
         assert!(judge(200, r#"{"status":"degraded"}"#).is_ok());
+        assert!(judge(200, r#"{"status":"HEALTHY","metrics":{}}"#).is_ok());
+        assert!(judge(200, r#"{"status":"Degraded"}"#).is_ok());
+        assert!(judge(200, r#"{"status":"UNHEALTHY"}"#).is_err());
         assert!(judge(200, "OK").is_ok());
         assert!(judge(200, r#"{"status":"starting"}"#)
             .unwrap_err()

@@ -159,26 +159,53 @@ pub enum GrpcService {
     RawLedgers,
     /// `token_transfer_service.EventService`: `GetTTPEvents`.
     TokenTransferEvents,
+    /// `flowctl.v1.SourceService`: `StreamEvents`; flowctl relays its events.
+    V1Source,
+    /// `flowctl.v1.ProcessorService`: `Process` (bidirectional); flowctl relays in and out.
+    V1Processor,
+    /// `flowctl.v1.ConsumerService`: `Consume`; flowctl relays into it.
+    V1Consumer,
 }
 
 impl GrpcService {
     /// Every known service, for error messages.
-    pub const ALL: [GrpcService; 2] = [GrpcService::RawLedgers, GrpcService::TokenTransferEvents];
+    pub const ALL: [GrpcService; 5] = [
+        GrpcService::RawLedgers,
+        GrpcService::TokenTransferEvents,
+        GrpcService::V1Source,
+        GrpcService::V1Processor,
+        GrpcService::V1Consumer,
+    ];
 
     /// The fully qualified service name, as written in the pipeline file.
     pub fn name(self) -> &'static str {
         match self {
             GrpcService::RawLedgers => "raw_ledger_service.RawLedgerService",
             GrpcService::TokenTransferEvents => "token_transfer_service.EventService",
+            GrpcService::V1Source => "flowctl.v1.SourceService",
+            GrpcService::V1Processor => "flowctl.v1.ProcessorService",
+            GrpcService::V1Consumer => "flowctl.v1.ConsumerService",
         }
     }
 
-    /// The method verification calls.
+    /// The method verification (first generation) or the relay (v1) calls.
     pub fn method(self) -> &'static str {
         match self {
             GrpcService::RawLedgers => "StreamRawLedgers",
             GrpcService::TokenTransferEvents => "GetTTPEvents",
+            GrpcService::V1Source => "StreamEvents",
+            GrpcService::V1Processor => "Process",
+            GrpcService::V1Consumer => "Consume",
         }
+    }
+
+    /// Whether the component speaks the flowctl.v1 data plane: it never dials its inputs,
+    /// flowctl relays events into it.
+    pub fn is_v1(self) -> bool {
+        matches!(
+            self,
+            GrpcService::V1Source | GrpcService::V1Processor | GrpcService::V1Consumer
+        )
     }
 
     /// Parses a fully qualified service name.
@@ -269,6 +296,9 @@ pub struct ComponentPlan {
     pub register: bool,
     pub grpc: Option<GrpcPlan>,
     pub restart: RestartPolicy,
+    /// The file's `input_event_types`: what the relay lets into a v1 component (empty: what
+    /// the component's `GetInfo` says, else everything).
+    pub input_event_types: Vec<String>,
 }
 
 /// A validated pipeline, ready to run.

@@ -104,6 +104,7 @@ pub(super) fn component(
         register: spec.register,
         grpc,
         restart,
+        input_event_types: spec.input_event_types.clone(),
     }
 }
 
