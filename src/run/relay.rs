@@ -190,11 +190,13 @@ impl Relay {
                         _ = shutdown_rx => None,
                     }
                 });
+                if end.is_some() {
+                    for line in edge_lines(&final_counts) {
+                        console.info(line);
+                    }
+                }
                 match end {
                     Some(Ok(answers)) => {
-                        for line in edge_lines(&final_counts) {
-                            console.info(line);
-                        }
                         for answer in &answers {
                             console.info(answer_line(answer));
                         }
