@@ -60,7 +60,9 @@ fn the_v1_example_relays_exactly_the_upstream_events_of_testnet_997_998() {
         .collect();
     assert_eq!(events, expected.lines().collect::<Vec<_>>(), "{stderr}");
 
-    // Registered through flowctl.v1 (the components need it to be ready: register: true).
+    // Each registered through flowctl.v1 and the RPC answered OK (upstream's SDK components
+    // exit at once when it fails, as it did before flowctl served flowctl.v1): flowctl saw the
+    // registration, and the component logged the OK answer.
     for id in [
         "stellar-live-source-v1",
         "ttp-processor-v1",
@@ -69,6 +71,12 @@ fn the_v1_example_relays_exactly_the_upstream_events_of_testnet_997_998() {
         assert!(
             stderr.contains(&format!("{id} registered with the control plane as {id}")),
             "{stderr}"
+        );
+        assert!(
+            lines_of(&stdout, id)
+                .iter()
+                .any(|line| line.contains("registered with flowctl.v1.ControlPlaneService at")),
+            "{stdout}"
         );
     }
     // Per-edge counts and the consumer's answer; the run ends with the relay.
