@@ -100,7 +100,7 @@ impl StatusView {
                             ports
                                 .iter()
                                 .find(|port| port.container_port == health.container_port)
-                                .map(|port| HealthProbe::new(port.address, &health.path))
+                                .map(|port| HealthProbe::for_plan(port.address, health))
                         });
                         match probe.map(|probe| probe.check()) {
                             None => "running".to_string(),
