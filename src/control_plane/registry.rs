@@ -332,7 +332,10 @@ impl Registry {
     pub(super) fn expire(&mut self, now: Instant) {
         let ttl = self.ttl;
         for registration in &mut self.services {
-            if registration.announced_healthy && !registration.is_healthy(now, ttl) {
+            // Only silence is announced here (the event says "no heartbeat for ..."); a v1
+            // component reporting UNHEALTHY shows as unhealthy in listings and the table.
+            let silent = now.saturating_duration_since(registration.last_seen()) > ttl;
+            if registration.announced_healthy && silent {
                 registration.announced_healthy = false;
                 let _ = self.events.send(ControlPlaneEvent::Unhealthy {
                     component: registration.component.clone(),
