@@ -19,6 +19,8 @@ pub const FLOWCTL_ENDPOINT: &str = "FLOWCTL_ENDPOINT";
 pub const FLOWCTL_HEARTBEAT_INTERVAL: &str = "FLOWCTL_HEARTBEAT_INTERVAL";
 /// The component's id in the pipeline file.
 pub const FLOWCTL_COMPONENT_ID: &str = "FLOWCTL_COMPONENT_ID";
+/// The component's id again, under the name upstream's flowctl.v1 SDK reads.
+pub const COMPONENT_ID: &str = "COMPONENT_ID";
 /// The container port of the HTTP health endpoint, set when the file implies it.
 pub const HEALTH_PORT: &str = "HEALTH_PORT";
 
@@ -28,6 +30,7 @@ pub const INJECTED_ENV: &[&str] = &[
     FLOWCTL_ENDPOINT,
     FLOWCTL_HEARTBEAT_INTERVAL,
     FLOWCTL_COMPONENT_ID,
+    COMPONENT_ID,
 ];
 
 /// The control plane's name (container, network alias, service) when it runs as a container:
@@ -78,6 +81,7 @@ pub fn injected_env(id: &str, control_plane: Option<&ControlPlaneAccess>) -> Vec
         None => env.push((ENABLE_FLOWCTL.to_string(), "false".to_string())),
     }
     env.push((FLOWCTL_COMPONENT_ID.to_string(), id.to_string()));
+    env.push((COMPONENT_ID.to_string(), id.to_string()));
     env
 }
 
@@ -111,6 +115,7 @@ mod tests {
         assert_eq!(env["FLOWCTL_ENDPOINT"], "172.18.0.1:8080");
         assert_eq!(env["FLOWCTL_HEARTBEAT_INTERVAL"], "500ms");
         assert_eq!(env["FLOWCTL_COMPONENT_ID"], "sink");
+        assert_eq!(env["COMPONENT_ID"], "sink");
         assert_eq!(env["OWN"], "x");
         for key in INJECTED_ENV {
             assert!(env.contains_key(*key), "{key}");

@@ -1,4 +1,5 @@
-//! What happens to a run while flowctl waits: signals and container exits. Threads that watch
+//! What happens to a run while flowctl waits: signals, container exits and the end of the
+//! flowctl.v1 relay. Threads that watch
 //! containers and the signal handler record here; start-up and supervision wait here, so a
 //! dying container or a Ctrl+C wakes them at once instead of after a poll interval.
 
@@ -30,6 +31,8 @@ pub struct EventState {
     pub exits: Vec<Exit>,
     /// Restarts so far per component (absent: never restarted).
     pub restarts: BTreeMap<String, u32>,
+    /// How the flowctl.v1 relay ended, once it has: `Err` says which edge broke and why.
+    pub relay_end: Option<Result<(), String>>,
 }
 
 impl EventState {
@@ -91,6 +94,13 @@ impl RunEvents {
     pub fn restarting(&self, component: &str) -> u32 {
         self.update(|s| *s.restarts.entry(component.to_string()).or_default() += 1)
             .attempt_of(component)
+    }
+
+    /// Records how the relay ended (only the first end counts).
+    pub fn relay_ended(&self, end: Result<(), String>) {
+        self.update(|s| {
+            s.relay_end.get_or_insert(end);
+        });
     }
 
     /// The current state.

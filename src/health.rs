@@ -1,8 +1,18 @@
-//! HTTP health probing of a component (CONTRACT.md §5) at the address flowctl reaches it at (a
-//! published port, or its address on the pipeline network), and the back-off between probes.
+//! Health probing of a component at the address flowctl reaches it at (a published port, or
+//! its address on the pipeline network): HTTP (CONTRACT.md §5) or `grpc.health.v1.Health`
+//! ([`HealthProtocol`]), and the back-off between probes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::plan::{HealthPlan, HealthProtocol};
+
+/// How long one probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// First wait between probes: a fast component is not kept waiting (a probe is one loopback
 /// HTTP request, so probing often while a component starts costs next to nothing).
@@ -10,36 +20,48 @@ pub const FIRST_INTERVAL: Duration = Duration::from_millis(20);
 /// Longest wait between probes.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Probes `GET http://<address><path>`.
+/// Probes `GET http://<address><path>`, or `grpc.health.v1.Health/Check` at `address`.
 #[derive(Debug, Clone)]
-pub struct HealthProbe {
-    agent: ureq::Agent,
-    url: String,
+pub enum HealthProbe {
+    Http { agent: ureq::Agent, url: String },
+    Grpc { address: SocketAddr },
 }
 
 impl HealthProbe {
-    /// A probe of `path` at `address`.
+    /// The probe `plan` asks for, of the component reached at `address`.
+    pub fn for_plan(address: SocketAddr, plan: &HealthPlan) -> HealthProbe {
+        match plan.protocol {
+            HealthProtocol::Http => HealthProbe::new(address, &plan.path),
+            HealthProtocol::Grpc => HealthProbe::Grpc { address },
+        }
+    }
+
+    /// An HTTP probe of `path` at `address`.
     pub fn new(address: SocketAddr, path: &str) -> HealthProbe {
         let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(2)))
+            .timeout_global(Some(PROBE_TIMEOUT))
             .http_status_as_error(false)
             // A proxy from the environment must never see loopback probes.
             .proxy(None)
             .build();
-        HealthProbe {
+        HealthProbe::Http {
             agent: config.into(),
             url: format!("http://{address}{path}"),
         }
     }
 
-    /// Ready when the answer is 2xx and, if the body is JSON with a `status`, that status is
-    /// `healthy` or `degraded`. The error says what was seen instead.
+    /// HTTP: ready when the answer is 2xx and, if the body is JSON with a `status`, that status
+    /// is `healthy` or `degraded` (any case). gRPC: ready when `Check` answers SERVING. The
+    /// error says what was seen instead.
     pub fn check(&self) -> Result<(), String> {
-        let mut response = self
-            .agent
-            .get(&self.url)
+        let (agent, url) = match self {
+            HealthProbe::Http { agent, url } => (agent, url),
+            HealthProbe::Grpc { address } => return check_grpc(*address),
+        };
+        let mut response = agent
+            .get(url)
             .call()
-            .map_err(|e| format!("GET {}: {e}", self.url))?;
+            .map_err(|e| format!("GET {url}: {e}"))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -47,7 +69,38 @@ impl HealthProbe {
             .limit(64 * 1024)
             .read_to_string()
             .unwrap_or_default();
-        judge(status, &body).map_err(|why| format!("GET {}: {why}", self.url))
+        judge(status, &body).map_err(|why| format!("GET {url}: {why}"))
+    }
+}
+
+/// One `grpc.health.v1.Health/Check` of the whole server (service ""), on a runtime of its
+/// own: probes run on flowctl's synchronous threads.
+fn check_grpc(address: SocketAddr) -> Result<(), String> {
+    let what = format!("grpc.health.v1.Health/Check at {address}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("{what}: cannot start a tokio runtime: {e}"))?;
+    let answer = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(PROBE_TIMEOUT)
+            .timeout(PROBE_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status())
+            .map_err(|s| format!("gRPC status {:?}: {}", s.code(), s.message()))
+    });
+    match answer {
+        Ok(ServingStatus::Serving) => Ok(()),
+        Ok(other) => Err(format!("{what}: {}", other.as_str_name())),
+        Err(why) => Err(format!("{what}: {why}")),
     }
 }
 
@@ -60,8 +113,14 @@ fn judge(status: u16, body: &str) -> Result<(), String> {
     let Ok(json) = serde_json::from_str::<serde_json::Value>(body) else {
         return Ok(());
     };
+    // Upstream's SDK answers `HEALTHY`: the status is compared case-insensitively.
     match json.get("status").and_then(|s| s.as_str()) {
-        None | Some("healthy") | Some("degraded") => Ok(()),
+        None => Ok(()),
+        Some(word)
+            if word.eq_ignore_ascii_case("healthy") || word.eq_ignore_ascii_case("degraded") =>
+        {
+            Ok(())
+        }
         Some(other) => Err(format!("HTTP {status} status `{other}`: {excerpt}")),
     }
 }
@@ -100,6 +159,9 @@ mod tests {
     fn statuses_are_judged_as_the_contract_says() {
         assert!(judge(200, r#"{"status":"healthy","metrics":{}}"#).is_ok());
         assert!(judge(200, r#"{"status":"degraded"}"#).is_ok());
+        assert!(judge(200, r#"{"status":"HEALTHY","metrics":{}}"#).is_ok());
+        assert!(judge(200, r#"{"status":"Degraded"}"#).is_ok());
+        assert!(judge(200, r#"{"status":"UNHEALTHY"}"#).is_err());
         assert!(judge(200, "OK").is_ok());
         assert!(judge(200, r#"{"status":"starting"}"#)
             .unwrap_err()
@@ -149,5 +211,35 @@ mod tests {
         drop(probe);
         let err = HealthProbe::new(address, "/health").check().unwrap_err();
         assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    }
+
+    #[test]
+    fn probes_a_real_grpc_health_server() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (reporter, service) = tonic_health::server::health_reporter();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let address = listener.local_addr().unwrap();
+        runtime.block_on(reporter.set_service_status("", tonic_health::ServingStatus::NotServing));
+        runtime.spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let plan = HealthPlan {
+            container_port: address.port(),
+            path: String::new(),
+            protocol: HealthProtocol::Grpc,
+        };
+        let probe = HealthProbe::for_plan(address, &plan);
+        let err = probe.check().unwrap_err();
+        assert!(err.contains("NOT_SERVING"), "{err}");
+        assert!(err.contains(&address.to_string()), "{err}");
+        runtime.block_on(reporter.set_service_status("", tonic_health::ServingStatus::Serving));
+        probe.check().unwrap();
+        drop(runtime);
+        let err = probe.check().unwrap_err();
+        assert!(err.contains("cannot connect"), "{err}");
     }
 }

@@ -294,6 +294,7 @@ mod tests {
             healthy: true,
             last_heartbeat_age: Some(Duration::from_secs(3)),
             metrics: metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            endpoint: None,
         }
     }
 

@@ -118,3 +118,55 @@ fn agent_registers_heartbeats_reregisters_and_goes_silent() {
     );
     assert!(!plane.service_of("ttp-processor").unwrap().healthy);
 }
+
+/// The flowctl.v1 agent our v1 components run (upstream's SDK behaves alike, but exits when
+/// registration fails) registers with flowctl's `flowctl.v1.ControlPlaneService` at the first
+/// answer, under its `COMPONENT_ID`, with its listen address mapped to its network address, and
+/// its heartbeats' text metrics reach the same registry the legacy service uses.
+#[test]
+fn the_v1_agent_registers_and_heartbeats_through_flowctl_v1() {
+    use flowctl_proto::component::spawn_v1_agent;
+    use flowctl_proto::flowctl::v1::{ComponentInfo, ComponentType};
+
+    let plane = start(SocketAddr::from(([127, 0, 0, 1], 0)));
+    let address = plane.local_addr();
+    let env = ComponentEnv::from_lookup(8088, |key| match key {
+        "ENABLE_FLOWCTL" => Some("true".into()),
+        "FLOWCTL_ENDPOINT" => Some(address.to_string()),
+        "FLOWCTL_HEARTBEAT_INTERVAL" => Some("100ms".into()),
+        _ => None,
+    })
+    .unwrap();
+    let metrics = Metrics::with_keys(&["total_events_emitted"]);
+    metrics.set("total_events_emitted", 5.0);
+    let info = ComponentInfo {
+        id: "ttp-processor".into(),
+        r#type: ComponentType::Processor as i32,
+        endpoint: ":50051".into(),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let agent = {
+        let _guard = runtime.enter();
+        spawn_v1_agent(&env, info, metrics.clone()).expect("ENABLE_FLOWCTL=true starts the agent")
+    };
+    wait_for(
+        &plane,
+        "v1 registration",
+        |event| matches!(event, ControlPlaneEvent::Registered { component: Some(c), service_id, declared: true } if c == "ttp-processor" && service_id == "ttp-processor"),
+    );
+    poll_until("v1 heartbeat metrics", || {
+        plane
+            .service_of("ttp-processor")
+            .is_some_and(|s| s.metrics.get("total_events_emitted") == Some(&5.0))
+    });
+    let service = plane.service_of("ttp-processor").unwrap();
+    assert_eq!(service.endpoint.as_deref(), Some("ttp-processor:50051"));
+    assert_eq!(service.service_type, ServiceType::Processor);
+    assert!(service.healthy);
+    agent.abort();
+}

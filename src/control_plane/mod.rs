@@ -1,5 +1,6 @@
-//! The embedded control plane (`flowctl.ControlPlane`, CONTRACT.md §3) that pipeline components
-//! register and heartbeat with.
+//! The embedded control plane that pipeline components register and heartbeat with: the legacy
+//! `flowctl.ControlPlane` (CONTRACT.md §3) and `flowctl.v1.ControlPlaneService` ([`v1`]) on the
+//! same port, over one registry, so each protocol sees the other's registrations.
 //!
 //! flowctl is synchronous; tonic is not. The server therefore runs on its own small tokio
 //! runtime, and the rest of flowctl sees it through [`ControlPlane`]: a registry it can query
@@ -7,6 +8,7 @@
 
 mod registry;
 pub mod remote;
+mod v1;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -104,6 +106,13 @@ pub enum ControlPlaneEvent {
         /// Its service id.
         service_id: String,
     },
+    /// A v1 component unregistered (`UnregisterComponent`).
+    Unregistered {
+        /// The pipeline component, if the registration was matched to one.
+        component: Option<String>,
+        /// Its service id.
+        service_id: String,
+    },
     /// Someone sent SIGUSR1 to ask for the status table.
     StatusRequested,
 }
@@ -149,6 +158,14 @@ impl fmt::Display for ControlPlaneEvent {
                 "{} recovered: heartbeats are arriving again",
                 name(component, service_id)
             ),
+            ControlPlaneEvent::Unregistered {
+                component,
+                service_id,
+            } => write!(
+                f,
+                "{} unregistered from the control plane",
+                name(component, service_id)
+            ),
             ControlPlaneEvent::StatusRequested => write!(f, "status requested (SIGUSR1)"),
         }
     }
@@ -171,6 +188,9 @@ pub struct ServiceSnapshot {
     pub last_heartbeat_age: Option<Duration>,
     /// The metrics of the last heartbeat.
     pub metrics: BTreeMap<String, f64>,
+    /// The endpoint a v1 component registered (mapped to its network address); `None` for
+    /// legacy registrations.
+    pub endpoint: Option<String>,
 }
 
 /// The gRPC service.
@@ -357,9 +377,11 @@ impl ControlPlane {
         let service = ControlPlaneService {
             registry: registry.clone(),
         };
+        let v1_service = v1::V1ControlPlane::new(registry.clone());
         runtime.spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(ControlPlaneServer::new(service))
+                .add_service(v1_service.into_server())
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
                     let _ = shutdown_rx.await;
                 })

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tonic::Status;
 
+use flowctl_proto::flowctl::v1::{ComponentInfo, HealthStatus};
 use flowctl_proto::flowctl::{
     RegistrationAck, ServiceHeartbeat, ServiceInfo, ServiceStatus, ServiceType,
 };
@@ -45,6 +46,14 @@ pub(super) struct Registration {
     pub(super) metrics: HashMap<String, f64>,
     /// Whether the last notice said healthy, so each change is announced once.
     pub(super) announced_healthy: bool,
+    /// What the component says of itself: HEALTHY for legacy registrations (they have no
+    /// status), the last known status of a v1 component (a heartbeat with UNKNOWN keeps it).
+    pub(super) reported: HealthStatus,
+    /// Wall-clock registration time, for `ComponentStatusResponse.registered_at`.
+    pub(super) registered_wall: SystemTime,
+    /// The `ComponentInfo` of a v1 registration (endpoint mapped, see [`map_endpoint`]);
+    /// `None` for legacy ones, which v1 sees through [`Registration::component_info`].
+    pub(super) v1_info: Option<ComponentInfo>,
 }
 
 impl Registration {
@@ -54,9 +63,50 @@ impl Registration {
             .unwrap_or(self.registered_at)
     }
 
-    /// Healthy while the last sign of life (registration or heartbeat) is within the TTL.
+    /// Healthy while the last sign of life (registration or heartbeat) is within the TTL and
+    /// the component does not call itself unhealthy.
     pub(super) fn is_healthy(&self, now: Instant, ttl: Duration) -> bool {
         now.saturating_duration_since(self.last_seen()) <= ttl
+            && self.reported != HealthStatus::Unhealthy
+    }
+
+    /// The v1 status: UNHEALTHY once silent beyond the TTL, else what it last reported.
+    pub(super) fn health_status(&self, now: Instant, ttl: Duration) -> HealthStatus {
+        if now.saturating_duration_since(self.last_seen()) > ttl {
+            HealthStatus::Unhealthy
+        } else {
+            self.reported
+        }
+    }
+
+    /// This registration as v1 sees it, whichever protocol registered it.
+    pub(super) fn component_info(&self) -> ComponentInfo {
+        if let Some(info) = &self.v1_info {
+            return info.clone();
+        }
+        let legacy = &self.info;
+        ComponentInfo {
+            id: self
+                .component
+                .clone()
+                .unwrap_or_else(|| legacy.service_id.clone()),
+            name: self.component.clone().unwrap_or_default(),
+            description: String::new(),
+            version: String::new(),
+            r#type: super::v1::component_type_of(legacy.service_type()) as i32,
+            input_event_types: legacy.input_event_types.clone(),
+            output_event_types: legacy.output_event_types.clone(),
+            endpoint: legacy.health_endpoint.clone(),
+            metadata: legacy.metadata.clone(),
+        }
+    }
+
+    /// The metrics as v1 carries them (text).
+    pub(super) fn text_metrics(&self) -> HashMap<String, String> {
+        self.metrics
+            .iter()
+            .map(|(key, value)| (key.clone(), value.to_string()))
+            .collect()
     }
 
     pub(super) fn status(&self, now: Instant, ttl: Duration) -> ServiceStatus {
@@ -81,6 +131,7 @@ impl Registration {
                 .last_heartbeat
                 .map(|(at, _)| now.saturating_duration_since(at)),
             metrics: self.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            endpoint: self.v1_info.as_ref().map(|info| info.endpoint.clone()),
         }
     }
 }
@@ -149,8 +200,21 @@ impl Registry {
         }
     }
 
-    pub(super) fn register(&mut self, mut info: ServiceInfo) -> RegistrationAck {
+    pub(super) fn register(&mut self, info: ServiceInfo) -> RegistrationAck {
+        self.register_as(info, None)
+    }
+
+    /// Registers a legacy service (`v1_info` `None`) or a v1 component (`info` then is its
+    /// legacy view): one registry, so either protocol sees both.
+    pub(super) fn register_as(
+        &mut self,
+        mut info: ServiceInfo,
+        mut v1_info: Option<ComponentInfo>,
+    ) -> RegistrationAck {
         let (component, matched_by) = self.match_component(&info);
+        if let (Some(v1), Some(component)) = (&mut v1_info, &component) {
+            v1.endpoint = map_endpoint(&v1.endpoint, component);
+        }
         if info.service_id.is_empty() {
             self.next_id += 1;
             let stem = component.as_deref().unwrap_or("service");
@@ -183,6 +247,9 @@ impl Registry {
             last_heartbeat: None,
             metrics: HashMap::new(),
             announced_healthy: true,
+            reported: HealthStatus::Healthy,
+            registered_wall: SystemTime::now(),
+            v1_info,
         });
         RegistrationAck {
             service_id,
@@ -202,6 +269,56 @@ impl Registry {
         // Liveness uses flowctl's own clock, so a component with a skewed clock is judged fairly.
         registration.last_heartbeat = Some((Instant::now(), SystemTime::now()));
         registration.metrics = heartbeat.metrics;
+        registration.reported = HealthStatus::Healthy;
+        Self::announce_recovery(registration, &events);
+        Ok(())
+    }
+
+    /// A v1 heartbeat: like a legacy one, and its status replaces the reported one unless it
+    /// is UNKNOWN (upstream keeps the status then). Text metrics that are numbers are kept.
+    pub(super) fn heartbeat_v1(
+        &mut self,
+        service_id: &str,
+        status: HealthStatus,
+        metrics: HashMap<String, String>,
+    ) -> Result<(), Status> {
+        let events = self.events.clone();
+        let registration = self.find_mut(service_id).ok_or_else(|| {
+            Status::not_found(format!("unknown service id {service_id:?}; register first"))
+        })?;
+        registration.last_heartbeat = Some((Instant::now(), SystemTime::now()));
+        registration.metrics = metrics
+            .into_iter()
+            .filter_map(|(key, value)| value.trim().parse::<f64>().ok().map(|v| (key, v)))
+            .collect();
+        if status != HealthStatus::Unknown {
+            registration.reported = status;
+        }
+        if registration.reported != HealthStatus::Unhealthy {
+            Self::announce_recovery(registration, &events);
+        }
+        Ok(())
+    }
+
+    /// Removes a registration (v1 `UnregisterComponent`).
+    pub(super) fn unregister(&mut self, service_id: &str) -> Result<(), Status> {
+        let position = self
+            .services
+            .iter()
+            .position(|r| r.info.service_id == service_id)
+            .ok_or_else(|| Status::not_found(format!("unknown service id {service_id:?}")))?;
+        let registration = self.services.remove(position);
+        let _ = self.events.send(ControlPlaneEvent::Unregistered {
+            component: registration.component,
+            service_id: registration.info.service_id,
+        });
+        Ok(())
+    }
+
+    fn announce_recovery(
+        registration: &mut Registration,
+        events: &mpsc::Sender<ControlPlaneEvent>,
+    ) {
         if !registration.announced_healthy {
             registration.announced_healthy = true;
             let _ = events.send(ControlPlaneEvent::Recovered {
@@ -209,14 +326,16 @@ impl Registry {
                 service_id: registration.info.service_id.clone(),
             });
         }
-        Ok(())
     }
 
     /// Announces services that went silent for longer than the TTL.
     pub(super) fn expire(&mut self, now: Instant) {
         let ttl = self.ttl;
         for registration in &mut self.services {
-            if registration.announced_healthy && !registration.is_healthy(now, ttl) {
+            // Only silence is announced here (the event says "no heartbeat for ..."); a v1
+            // component reporting UNHEALTHY shows as unhealthy in listings and the table.
+            let silent = now.saturating_duration_since(registration.last_seen()) > ttl;
+            if registration.announced_healthy && silent {
                 registration.announced_healthy = false;
                 let _ = self.events.send(ControlPlaneEvent::Unhealthy {
                     component: registration.component.clone(),
@@ -225,6 +344,24 @@ impl Registry {
                 });
             }
         }
+    }
+}
+
+/// A v1 component registers its own listen address (`":50051"`, `"0.0.0.0:50051"`), which
+/// means nothing outside its container: it becomes `<component>:<port>`, the address at which
+/// the pipeline's containers reach it (its network alias). Addresses with a real host are kept.
+pub(super) fn map_endpoint(endpoint: &str, component: &str) -> String {
+    let Some((host, port)) = endpoint.rsplit_once(':') else {
+        return endpoint.to_string();
+    };
+    let unspecified = matches!(
+        host,
+        "" | "0.0.0.0" | "[::]" | "::" | "localhost" | "127.0.0.1"
+    );
+    if unspecified && port.parse::<u16>().is_ok() {
+        format!("{component}:{port}")
+    } else {
+        endpoint.to_string()
     }
 }
 
@@ -262,5 +399,13 @@ mod tests {
         );
         assert_eq!(endpoint_host("consumer-app:8093"), Some("consumer-app"));
         assert_eq!(endpoint_host(""), None);
+    }
+
+    #[test]
+    fn a_v1_listen_address_becomes_the_components_network_address() {
+        assert_eq!(map_endpoint(":50051", "proc"), "proc:50051");
+        assert_eq!(map_endpoint("0.0.0.0:50051", "proc"), "proc:50051");
+        assert_eq!(map_endpoint("other-host:50051", "proc"), "other-host:50051");
+        assert_eq!(map_endpoint("", "proc"), "");
     }
 }

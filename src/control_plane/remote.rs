@@ -146,6 +146,7 @@ pub fn snapshot_of(status: ServiceStatus, now: SystemTime) -> ServiceSnapshot {
         healthy: status.is_healthy,
         last_heartbeat_age,
         metrics: status.metrics.into_iter().collect::<BTreeMap<_, _>>(),
+        endpoint: None,
     }
 }
 

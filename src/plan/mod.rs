@@ -159,26 +159,53 @@ pub enum GrpcService {
     RawLedgers,
     /// `token_transfer_service.EventService`: `GetTTPEvents`.
     TokenTransferEvents,
+    /// `flowctl.v1.SourceService`: `StreamEvents`; flowctl relays its events.
+    V1Source,
+    /// `flowctl.v1.ProcessorService`: `Process` (bidirectional); flowctl relays in and out.
+    V1Processor,
+    /// `flowctl.v1.ConsumerService`: `Consume`; flowctl relays into it.
+    V1Consumer,
 }
 
 impl GrpcService {
     /// Every known service, for error messages.
-    pub const ALL: [GrpcService; 2] = [GrpcService::RawLedgers, GrpcService::TokenTransferEvents];
+    pub const ALL: [GrpcService; 5] = [
+        GrpcService::RawLedgers,
+        GrpcService::TokenTransferEvents,
+        GrpcService::V1Source,
+        GrpcService::V1Processor,
+        GrpcService::V1Consumer,
+    ];
 
     /// The fully qualified service name, as written in the pipeline file.
     pub fn name(self) -> &'static str {
         match self {
             GrpcService::RawLedgers => "raw_ledger_service.RawLedgerService",
             GrpcService::TokenTransferEvents => "token_transfer_service.EventService",
+            GrpcService::V1Source => "flowctl.v1.SourceService",
+            GrpcService::V1Processor => "flowctl.v1.ProcessorService",
+            GrpcService::V1Consumer => "flowctl.v1.ConsumerService",
         }
     }
 
-    /// The method verification calls.
+    /// The method verification (first generation) or the relay (v1) calls.
     pub fn method(self) -> &'static str {
         match self {
             GrpcService::RawLedgers => "StreamRawLedgers",
             GrpcService::TokenTransferEvents => "GetTTPEvents",
+            GrpcService::V1Source => "StreamEvents",
+            GrpcService::V1Processor => "Process",
+            GrpcService::V1Consumer => "Consume",
         }
+    }
+
+    /// Whether the component speaks the flowctl.v1 data plane: it never dials its inputs,
+    /// flowctl relays events into it.
+    pub fn is_v1(self) -> bool {
+        matches!(
+            self,
+            GrpcService::V1Source | GrpcService::V1Processor | GrpcService::V1Consumer
+        )
     }
 
     /// Parses a fully qualified service name.
@@ -226,7 +253,20 @@ pub struct PortPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthPlan {
     pub container_port: u16,
+    /// The HTTP path; empty for [`HealthProtocol::Grpc`].
     pub path: String,
+    pub protocol: HealthProtocol,
+}
+
+/// How readiness is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthProtocol {
+    /// `GET <path>` on the health port (CONTRACT.md §5).
+    Http,
+    /// `grpc.health.v1.Health/Check` (service "") answering SERVING: `health_check: grpc`, and
+    /// the default of a flowctl.v1 consumer without an HTTP health port (upstream's SDK
+    /// consumer serves health only that way).
+    Grpc,
 }
 
 /// A gRPC contract to verify.
@@ -269,6 +309,9 @@ pub struct ComponentPlan {
     pub register: bool,
     pub grpc: Option<GrpcPlan>,
     pub restart: RestartPolicy,
+    /// The file's `input_event_types`: what the relay lets into a v1 component (empty: what
+    /// the component's `GetInfo` says, else everything).
+    pub input_event_types: Vec<String>,
 }
 
 /// A validated pipeline, ready to run.
@@ -515,6 +558,58 @@ mod tests {
     }
 
     #[test]
+    fn grpc_health_is_declared_or_the_default_of_a_v1_consumer_without_http_health() {
+        let parsed = plan(&pipeline(
+            "
+  sources:
+    - id: declared
+      image: img
+      health_check: grpc
+      grpc: {port: 50052, service: flowctl.v1.SourceService}
+  sinks:
+    - id: v1-consumer
+      image: img
+      inputs: [declared]
+      grpc: {port: 50053, service: flowctl.v1.ConsumerService}
+    - id: v1-consumer-with-http
+      image: img
+      inputs: [declared]
+      health_port: 8088
+      grpc: {port: 50054, service: flowctl.v1.ConsumerService}
+",
+        ))
+        .unwrap();
+        let health = |id| parsed.component(id).unwrap().health.clone().unwrap();
+        for (id, port) in [("declared", 50052), ("v1-consumer", 50053)] {
+            assert_eq!(health(id).protocol, HealthProtocol::Grpc, "{id}");
+            assert_eq!(health(id).container_port, port, "{id}");
+            // No HEALTH_PORT: that would ask the component to serve HTTP on its gRPC port.
+            assert!(!parsed
+                .component(id)
+                .unwrap()
+                .env
+                .contains_key("HEALTH_PORT"));
+        }
+        assert_eq!(
+            health("v1-consumer-with-http").protocol,
+            HealthProtocol::Http
+        );
+
+        let err = plan(&pipeline(
+            "
+  sources:
+    - {id: a, image: img, health_check: grpc}
+",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("health_check: grpc needs `grpc.port`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn restart_policies_parse_and_bad_ones_are_named() {
         let parsed = plan(&pipeline(
             "
@@ -584,7 +679,8 @@ mod tests {
             sink.health,
             Some(HealthPlan {
                 container_port: 9000,
-                path: "/ready".into()
+                path: "/ready".into(),
+                protocol: HealthProtocol::Http,
             })
         );
         let quiet = plan.component("quiet").unwrap();

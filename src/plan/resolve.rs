@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{
-    ComponentPlan, GrpcPlan, GrpcService, HealthPlan, Naming, PortPlan, Protocol, RestartPolicy,
-    Role, VolumePlan, DEFAULT_HEALTH_TIMEOUT, DEFAULT_STOP_GRACE,
+    ComponentPlan, GrpcPlan, GrpcService, HealthPlan, HealthProtocol, Naming, PortPlan, Protocol,
+    RestartPolicy, Role, VolumePlan, DEFAULT_HEALTH_TIMEOUT, DEFAULT_STOP_GRACE,
 };
 use crate::contract::HEALTH_PORT;
 use crate::spec::{self, ComponentSpec, PipelineFile};
@@ -55,7 +55,11 @@ pub(super) fn component(
     let mut env = env(spec, problems);
     let mut ports = ports(spec, problems);
     let health = health(spec, &ports, problems);
-    if let Some(health) = &health {
+    // HEALTH_PORT tells a component where to serve HTTP health; a gRPC probe needs none.
+    if let Some(health) = health
+        .as_ref()
+        .filter(|h| h.protocol == HealthProtocol::Http)
+    {
         publish(&mut ports, health.container_port, "health");
         env.entry(HEALTH_PORT.into())
             .or_insert_with(|| health.container_port.to_string());
@@ -104,6 +108,7 @@ pub(super) fn component(
         register: spec.register,
         grpc,
         restart,
+        input_event_types: spec.input_event_types.clone(),
     }
 }
 
@@ -300,6 +305,9 @@ fn publish(ports: &mut Vec<PortPlan>, container_port: u16, name: &str) {
 /// `health_port` (path `health_check`, default `/health`); else a port named `health`; else no
 /// HTTP check (ready when running).
 fn health(spec: &ComponentSpec, ports: &[PortPlan], problems: &mut Problems) -> Option<HealthPlan> {
+    if let Some(grpc_health) = grpc_health(spec, ports, problems) {
+        return grpc_health;
+    }
     let path = spec
         .health_check
         .clone()
@@ -331,7 +339,41 @@ fn health(spec: &ComponentSpec, ports: &[PortPlan], problems: &mut Problems) -> 
     Some(HealthPlan {
         container_port,
         path,
+        protocol: HealthProtocol::Http,
     })
+}
+
+/// `health_check: grpc` (on `health_port`, else `grpc.port`), or a flowctl.v1 consumer with no
+/// HTTP health port at all: a `grpc.health.v1.Health` probe. `None`: probe over HTTP as usual.
+fn grpc_health(
+    spec: &ComponentSpec,
+    ports: &[PortPlan],
+    problems: &mut Problems,
+) -> Option<Option<HealthPlan>> {
+    let declared = spec.health_check.as_deref() == Some("grpc");
+    let v1_consumer = spec
+        .grpc
+        .as_ref()
+        .is_some_and(|g| g.service == GrpcService::V1Consumer.name());
+    let http_port =
+        spec.health_port.is_some() || ports.iter().any(|p| p.name.as_deref() == Some("health"));
+    let v1_default = v1_consumer && spec.health_check.is_none() && !http_port;
+    if !(declared || v1_default) {
+        return None;
+    }
+    let port = spec.health_port.or(spec.grpc.as_ref().map(|g| g.port));
+    match port.filter(|port| *port != 0) {
+        Some(container_port) => Some(Some(HealthPlan {
+            container_port,
+            path: String::new(),
+            protocol: HealthProtocol::Grpc,
+        })),
+        None => {
+            problems
+                .push("health_check: grpc needs `grpc.port` (or `health_port`) to probe".into());
+            Some(None)
+        }
+    }
 }
 
 fn grpc(spec: &ComponentSpec, problems: &mut Problems) -> Option<GrpcPlan> {

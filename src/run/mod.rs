@@ -7,6 +7,7 @@
 mod notices;
 mod preflight;
 mod record;
+mod relay;
 mod start;
 mod supervise;
 pub mod teardown;
@@ -151,12 +152,14 @@ fn run_recorded(
         console,
     )?;
     let reachable = Arc::new(Mutex::new(BTreeMap::new()));
+    let relay_counts = Arc::new(relay::EdgeCounts::default());
     let notices = Notices::start(
         StatusView {
             plan: plan.clone(),
             events: events.clone(),
             control: control.server.clone(),
             reachable: reachable.clone(),
+            relay: relay_counts.clone(),
             width: options.table_width,
         },
         console,
@@ -178,6 +181,7 @@ fn run_recorded(
         record: recorder,
     };
 
+    let mut relay = None;
     let result = start::create_all(&live)
         .and_then(|()| start::start_all(&live, started))
         .and_then(|()| {
@@ -185,8 +189,11 @@ fn run_recorded(
             if options.verify {
                 supervise::verify_streams(&live, options.verify_timeout)?;
             }
+            relay = start_relay(&live, &relay_counts)?;
             supervise::supervise(&live)
         });
+    // The relay's calls end before their components are stopped, so a stop is no broken edge.
+    drop(relay);
 
     // Components stop heartbeating while they are stopped: that is no news.
     notices.stop();
@@ -215,6 +222,28 @@ fn run_labels(plan: &RunPlan, run_id: &str, location: &Location) -> BTreeMap<Str
         labels.insert(labels::OWNER_CONTAINER.to_string(), own.to_string());
     }
     labels
+}
+
+/// Starts relaying between the flowctl.v1 components, if the pipeline has any.
+fn start_relay(
+    live: &LiveRun,
+    counts: &Arc<relay::EdgeCounts>,
+) -> Result<Option<relay::Relay>, Halt> {
+    let nodes = relay::nodes_of(live.plan, live.reachable)?;
+    if nodes.is_empty() {
+        return Ok(None);
+    }
+    live.console.info(format!(
+        "relaying between {} flowctl.v1 component(s): {}",
+        nodes.len(),
+        nodes
+            .iter()
+            .map(|n| n.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let relay = relay::Relay::start(nodes, counts.clone(), live.events.clone(), live.console)?;
+    Ok(Some(relay))
 }
 
 /// What the summary says of the run before anything starts.

@@ -59,11 +59,21 @@ pub struct StatusView {
     pub control: Arc<dyn ControlPlaneView>,
     /// How each started component's ports are reached.
     pub reachable: Arc<Reachable>,
+    /// The flowctl.v1 relay's edges and their event counts (empty without a relay).
+    pub relay: Arc<super::relay::EdgeCounts>,
     /// The terminal width tables are fitted to; `None` for full width.
     pub width: Option<usize>,
 }
 
 impl StatusView {
+    /// The table, then one line per relayed edge with its event count.
+    pub fn print(&self, console: Console) {
+        print_table(console, &self.rows(), self.width);
+        for line in super::relay::edge_lines(&self.relay) {
+            console.info(line);
+        }
+    }
+
     /// One row per component (probing each health endpoint now), plus registrations that
     /// belong to no component of the plan.
     pub fn rows(&self) -> Vec<StatusRow> {
@@ -90,7 +100,7 @@ impl StatusView {
                             ports
                                 .iter()
                                 .find(|port| port.container_port == health.container_port)
-                                .map(|port| HealthProbe::new(port.address, &health.path))
+                                .map(|port| HealthProbe::for_plan(port.address, health))
                         });
                         match probe.map(|probe| probe.check()) {
                             None => "running".to_string(),
@@ -159,7 +169,7 @@ impl Notices {
 
     /// Prints the table now and starts the periodic tables.
     pub fn print_status(&self) {
-        print_table(self.console, &self.view.rows(), self.view.width);
+        self.view.print(self.console);
         self.up.store(true, Ordering::SeqCst);
     }
 
@@ -197,7 +207,7 @@ fn report(
         match view.control.next_event(wait) {
             Some(event @ ControlPlaneEvent::StatusRequested) => {
                 console.info(event.to_string());
-                print_table(console, &view.rows(), view.width);
+                view.print(console);
             }
             Some(event @ ControlPlaneEvent::Unhealthy { .. }) => {
                 // A container that exited stops heartbeating; its exit is reported elsewhere.
@@ -218,7 +228,7 @@ fn report(
         if let (Some(at), Some(every)) = (next_table, interval) {
             if Instant::now() >= at {
                 if up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
-                    print_table(console, &view.rows(), view.width);
+                    view.print(console);
                 }
                 next_table = Some(Instant::now() + every);
             }

@@ -556,7 +556,7 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
         ports
             .iter()
             .find(|port| port.container_port == health.container_port)
-            .map(|port| HealthProbe::new(port.address, &health.path))
+            .map(|port| HealthProbe::for_plan(port.address, health))
     });
     let check = ReadinessCheck {
         component,

@@ -1,6 +1,8 @@
 //! Once the pipeline is up: prove the declared streams carry data, then wait until every sink
-//! has finished (or, without sinks, every component), a signal, or a component failing, whose
-//! restart policy decides whether it is replaced or the run fails.
+//! has finished (or, without sinks, every component) and the flowctl.v1 relay has ended, a
+//! signal, a broken relay edge, or a component failing, whose restart policy decides whether it
+//! is replaced or the run fails. Relayed sinks (v1 consumers are servers and never exit) are
+//! finished when the relay ends.
 
 use std::time::Duration;
 
@@ -63,10 +65,13 @@ pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
 pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
     let plan = run.plan;
     let has_sinks = plan.components.iter().any(|c| c.role == Role::Sink);
+    let is_relayed = |c: &ComponentPlan| c.grpc.as_ref().is_some_and(|g| g.service.is_v1());
+    let relayed = plan.components.iter().any(is_relayed);
     let finishing: Vec<&ComponentPlan> = plan
         .components
         .iter()
         .filter(|c| !has_sinks || c.role == Role::Sink)
+        .filter(|c| !is_relayed(c))
         .collect();
     let mut reported = 0;
     let mut state: EventState = run.events.snapshot();
@@ -94,15 +99,22 @@ pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
                 .info(format!("{} finished (exit code 0)", component.id));
         }
         reported = state.exits.len();
+        if let Some(Err(broken)) = &state.relay_end {
+            return Err(anyhow!("{broken}").into());
+        }
         let all_done = finishing
             .iter()
-            .all(|c| state.exit_of(&c.id).is_some_and(|e| e.code == Some(0)));
+            .all(|c| state.exit_of(&c.id).is_some_and(|e| e.code == Some(0)))
+            && (!relayed || state.relay_end.is_some());
         if all_done {
-            run.console.info(format!(
-                "every {} finished: pipeline {} is complete",
-                if has_sinks { "sink" } else { "component" },
-                plan.pipeline
-            ));
+            let what = match (has_sinks, relayed) {
+                (true, false) => "every sink finished",
+                (false, false) => "every component finished",
+                (_, true) if finishing.is_empty() => "the relay ended",
+                (_, true) => "the relay ended and every first-generation sink finished",
+            };
+            run.console
+                .info(format!("{what}: pipeline {} is complete", plan.pipeline));
             return Ok(RunOutcome::Completed);
         }
         state = run

@@ -25,7 +25,7 @@ use super::{
     component_env, control_plane_args, flowctl_labels, map, n, render, s, strings, OutputFile,
     TranslateOptions, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE,
 };
-use crate::plan::{ComponentPlan, PortPlan, Protocol, Role, RunPlan};
+use crate::plan::{ComponentPlan, HealthProtocol, PortPlan, Protocol, Role, RunPlan};
 
 /// Storage requested for a data lake claim: a placeholder the note asks the user to size.
 const CLAIM_STORAGE: &str = "1Gi";
@@ -365,16 +365,20 @@ fn pod_spec(component: &ComponentPlan, options: &TranslateOptions, claims: &[Cla
     if let Some(health) = &component.health {
         // Failing readiness never kills a pod, so the threshold only decides how quickly a
         // component that stops answering is taken out of its Service.
+        let probe = match health.protocol {
+            HealthProtocol::Http => (
+                "httpGet",
+                map([
+                    ("path", s(health.path.as_str())),
+                    ("port", n(health.container_port)),
+                ]),
+            ),
+            HealthProtocol::Grpc => ("grpc", map([("port", n(health.container_port))])),
+        };
         put(
             "readinessProbe",
             map([
-                (
-                    "httpGet",
-                    map([
-                        ("path", s(health.path.as_str())),
-                        ("port", n(health.container_port)),
-                    ]),
-                ),
+                probe,
                 ("periodSeconds", n(PROBE_PERIOD_SECONDS)),
                 ("timeoutSeconds", n(3u64)),
                 ("failureThreshold", n(3u64)),
