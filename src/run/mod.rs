@@ -4,8 +4,11 @@
 //! [`notices`] (what is reported meanwhile) and [`teardown`] (every exit: signals, the cleanup
 //! guard, the stop order).
 
+mod env_file;
+mod network;
 mod notices;
 mod preflight;
+mod reach;
 mod record;
 mod relay;
 mod start;
@@ -27,9 +30,10 @@ use crate::logs::{Console, LogMux};
 use crate::owner::RunOwner;
 use crate::plan::{self, Naming, RunPlan};
 use crate::reaper::Reaper;
+use env_file::EnvDir;
 use notices::{Notices, StatusView};
 use record::{Recorder, SummaryWriter};
-use start::{EnvDir, LiveRun};
+use start::LiveRun;
 use teardown::{ActiveRun, CleanupGuard, Halt, SignalPolicy, EXIT_INTERRUPTED};
 
 pub use teardown::RunOutcome;
@@ -137,14 +141,14 @@ fn run_recorded(
     let mut guard = CleanupGuard::new(&engine, &run_id, &plan, console, reaper);
 
     let started = Instant::now();
-    let listen = start::create_network(&engine, &plan, &labels, &location, console)?;
-    let control = start::control_plane(
+    let listen = network::create_network(&engine, &plan, &labels, &location, console)?;
+    let control = network::control_plane(
         &engine,
         &plan,
         &labels,
         &location,
         &listen,
-        &start::ControlPlaneSettings {
+        &network::ControlPlaneSettings {
             port: options.control_plane_port,
             heartbeat_interval: options.heartbeat_interval,
             image: control_plane_image,

@@ -3,50 +3,18 @@
 //! SIGUSR1 and every `--status-interval`. The rows come from the run's own plan, events and
 //! control plane ([`StatusView`]).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use std::net::SocketAddr;
-
+use super::reach::Reachable;
 use crate::control_plane::{ControlPlaneEvent, ControlPlaneView};
 use crate::events::RunEvents;
 use crate::health::HealthProbe;
 use crate::logs::Console;
 use crate::plan::RunPlan;
 use crate::status::{add_unlisted_services, print_table, shorten, StatusRow};
-
-/// How flowctl reaches one container port of a started component.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortAccess {
-    pub container_port: u16,
-    /// Where the engine publishes it (`ip:port` on the engine's host), if it does.
-    pub published: Option<SocketAddr>,
-    /// Where flowctl connects to it: the published port, or the container's address on the
-    /// pipeline network when flowctl is on that network.
-    pub address: SocketAddr,
-}
-
-/// The ports of each started component, by component id, filled in as components start.
-pub type Reachable = Mutex<BTreeMap<String, Vec<PortAccess>>>;
-
-/// `(container port, address)` pairs by component id, as stream verification wants them.
-pub fn addresses(reachable: &Reachable) -> BTreeMap<String, Vec<(u16, SocketAddr)>> {
-    reachable
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .map(|(id, ports)| {
-            let pairs = ports
-                .iter()
-                .map(|p| (p.container_port, p.address))
-                .collect();
-            (id.clone(), pairs)
-        })
-        .collect()
-}
 
 /// What the status table of a `flowctl run` is built from.
 #[derive(Debug, Clone)]

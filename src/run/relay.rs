@@ -33,7 +33,7 @@ use flowctl_proto::flowctl::v1::processor_service_client::ProcessorServiceClient
 use flowctl_proto::flowctl::v1::source_service_client::SourceServiceClient;
 use flowctl_proto::flowctl::v1::{Event, StreamRequest};
 
-use super::notices::Reachable;
+use super::reach::Reachable;
 use crate::events::RunEvents;
 use crate::logs::Console;
 use crate::plan::{ComponentPlan, GrpcService, RunPlan};

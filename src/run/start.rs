@@ -5,10 +5,7 @@
 //! `restart` policy allows.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
@@ -16,12 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context, Result};
 
-use super::notices::{PortAccess, Reachable};
+use super::env_file::{EnvDir, EnvFile};
+use super::network::RunControlPlane;
+use super::reach::{PortAccess, Reachable};
 use super::record::Recorder;
 use super::teardown::{exit_error, ExitError, Halt, FAILURE_LOG_LINES};
-use crate::contract::{self, ControlPlaneAccess, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE};
-use crate::control_plane::remote::RemoteControlPlane;
-use crate::control_plane::{ControlPlane, ControlPlaneConfig, ControlPlaneView, ExpectedComponent};
+use crate::contract::{self, ControlPlaneAccess};
 use crate::engine::{ContainerSpec, Engine, Mount, PortPublish};
 use crate::events::{Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
@@ -29,17 +26,6 @@ use crate::labels;
 use crate::location::Location;
 use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
 use crate::plan::{ComponentPlan, RunPlan};
-
-/// The run's control plane: where components reach it, and what flowctl reads of it.
-#[derive(Debug)]
-pub struct RunControlPlane {
-    /// `host:port` as the components reach it (`FLOWCTL_ENDPOINT`).
-    pub endpoint: String,
-    /// `ip:port` where `flowctl status` reaches it (the container label).
-    pub status_address: SocketAddr,
-    /// Its registry; an embedded server stops when the last reference is dropped.
-    pub server: Arc<dyn ControlPlaneView>,
-}
 
 /// What starting and supervising share: the plan, the engine, and what the run has made.
 pub struct LiveRun<'a> {
@@ -81,171 +67,6 @@ impl LiveRun<'_> {
         };
         contract::component_env(&component.env, &component.id, Some(&access))
     }
-}
-
-/// Creates the run's bridge network; returns the address on it where flowctl itself can
-/// listen: the network's gateway (the engine's host), or, when flowctl runs in one of the
-/// engine's containers, that container's address after joining the network.
-pub fn create_network(
-    engine: &Engine,
-    plan: &RunPlan,
-    labels: &BTreeMap<String, String>,
-    location: &Location,
-    console: Console,
-) -> Result<String> {
-    let started = Instant::now();
-    engine
-        .create_network(&plan.network, labels)
-        .with_context(|| format!("cannot create the network {}", plan.network))?;
-    let gateway = engine
-        .network_gateway(&plan.network)
-        .with_context(|| format!("cannot read the gateway of network {}", plan.network))?;
-    console.info(format!(
-        "network {} created (gateway {gateway}) in {} ms",
-        plan.network,
-        elapsed_ms(started)
-    ));
-    let Some(own) = location.own_container() else {
-        return Ok(gateway);
-    };
-    engine
-        .connect_network(&plan.network, own)
-        .with_context(|| format!("cannot attach flowctl's container to {}", plan.network))?;
-    let address = engine
-        .inspect_container(own)?
-        .and_then(|info| info.networks.get(&plan.network).cloned())
-        .filter(|ip| !ip.is_empty())
-        .with_context(|| format!("flowctl's container has no address on {}", plan.network))?;
-    console.info(format!(
-        "flowctl's container joined {} as {address}",
-        plan.network
-    ));
-    Ok(address)
-}
-
-/// How the run's control plane is set up.
-pub struct ControlPlaneSettings<'a> {
-    /// Its port; 0 picks a free one (embedded only).
-    pub port: u16,
-    pub heartbeat_interval: Duration,
-    /// Run it as a container of this image (a remote engine) instead of in flowctl.
-    pub image: Option<&'a str>,
-}
-
-/// Starts the run's control plane, in flowctl on `listen` or as a container, and says where.
-pub fn control_plane(
-    engine: &Engine,
-    plan: &RunPlan,
-    labels: &BTreeMap<String, String>,
-    location: &Location,
-    listen: &str,
-    settings: &ControlPlaneSettings,
-    console: Console,
-) -> Result<RunControlPlane> {
-    let heartbeat = settings.heartbeat_interval;
-    let control = match settings.image {
-        Some(image) => {
-            start_control_plane_container(engine, plan, labels, location, image, heartbeat)?
-        }
-        None => start_control_plane(plan, listen, settings.port, heartbeat)?,
-    };
-    let published = if control.endpoint == control.status_address.to_string() {
-        String::new()
-    } else {
-        format!(", published on {}", control.status_address)
-    };
-    console.info(format!(
-        "control plane listening on {}{published} (heartbeat interval {})",
-        control.endpoint,
-        crate::spec::format_duration(heartbeat)
-    ));
-    Ok(control)
-}
-
-/// Starts the embedded control plane on `listen` (the network's gateway, or flowctl's own
-/// address on the network): reachable from the pipeline's containers, not from other hosts.
-fn start_control_plane(
-    plan: &RunPlan,
-    listen: &str,
-    port: u16,
-    heartbeat_interval: Duration,
-) -> Result<RunControlPlane> {
-    let ip: IpAddr = listen
-        .parse()
-        .with_context(|| format!("the network address `{listen}` is not an IP address"))?;
-    let expected = plan
-        .components
-        .iter()
-        .map(|c| ExpectedComponent {
-            id: c.id.clone(),
-            role: c.role,
-        })
-        .collect();
-    let mut config = ControlPlaneConfig::new(heartbeat_interval, expected);
-    config.status_signal = true;
-    let server = ControlPlane::start(SocketAddr::new(ip, port), config)
-        .context("--control-plane-port picks another port (0 = any free one)")?;
-    Ok(RunControlPlane {
-        endpoint: server.local_addr().to_string(),
-        status_address: server.local_addr(),
-        server: Arc::new(server),
-    })
-}
-
-/// Runs `flowctl control-plane` from `image` as a container on the pipeline network (for a
-/// remote engine, whose containers may not reach flowctl): components reach it by its network
-/// alias, flowctl through its port published on the engine host's address.
-fn start_control_plane_container(
-    engine: &Engine,
-    plan: &RunPlan,
-    labels: &BTreeMap<String, String>,
-    location: &Location,
-    image: &str,
-    heartbeat_interval: Duration,
-) -> Result<RunControlPlane> {
-    let name = match &plan.project {
-        Some(project) => format!("{project}-{CONTROL_PLANE_SERVICE}"),
-        None => CONTROL_PLANE_SERVICE.to_string(),
-    };
-    let mut labels = labels.clone();
-    labels.insert(
-        labels::COMPONENT.to_string(),
-        CONTROL_PLANE_SERVICE.to_string(),
-    );
-    let spec = ContainerSpec {
-        name: name.clone(),
-        image: image.to_string(),
-        network: plan.network.clone(),
-        aliases: vec![CONTROL_PLANE_SERVICE.to_string()],
-        labels,
-        env_file: None,
-        publish: vec![PortPublish {
-            host_ip: location.publish_ip().to_string(),
-            host_port: None,
-            container_port: CONTROL_PLANE_PORT,
-            protocol: "tcp",
-        }],
-        mounts: Vec::new(),
-        entrypoint: None,
-        args: contract::control_plane_args(plan, heartbeat_interval),
-        stop_timeout: Duration::from_secs(2),
-    };
-    engine
-        .create_container(&spec)
-        .and_then(|_| engine.start_container(&name))
-        .context("cannot start the control plane container")?;
-    let host_port = engine
-        .published_ports(&name)?
-        .get(&(CONTROL_PLANE_PORT, "tcp".to_string()))
-        .copied()
-        .context("the control plane container has no published port")?;
-    let address = SocketAddr::new(location.publish_ip(), host_port);
-    let server = RemoteControlPlane::connect(address, Duration::from_secs(30))?;
-    Ok(RunControlPlane {
-        endpoint: format!("{CONTROL_PLANE_SERVICE}:{CONTROL_PLANE_PORT}"),
-        status_address: address,
-        server: Arc::new(server),
-    })
 }
 
 /// Runs `task` for each of `components` on threads of its own; the errors of all of them,
@@ -321,85 +142,6 @@ pub fn start_all(run: &LiveRun, started: Instant) -> Result<(), Halt> {
         elapsed_ms(started)
     ));
     Ok(())
-}
-
-/// Where a run writes its env files: `$TMPDIR` (else `/tmp`) when it exists, else a private
-/// folder of the run's own in the current directory (a `FROM scratch` CI job image has no
-/// `/tmp`), removed when the run ends.
-#[derive(Debug)]
-pub struct EnvDir {
-    path: PathBuf,
-    /// Made by the run, so removed by it.
-    own: bool,
-}
-
-impl EnvDir {
-    pub fn new(run_id: &str) -> Result<EnvDir> {
-        let temp = std::env::temp_dir();
-        if temp.is_dir() {
-            return Ok(EnvDir {
-                path: temp,
-                own: false,
-            });
-        }
-        let path = std::env::current_dir()
-            .unwrap_or_default()
-            .join(format!(".flowctl-{run_id}"));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .with_context(|| {
-                format!(
-                    "no folder for the containers' env files: {} does not exist and {} cannot be                      created; set TMPDIR to a writable folder",
-                    temp.display(),
-                    path.display()
-                )
-            })?;
-        Ok(EnvDir { path, own: true })
-    }
-}
-
-impl Drop for EnvDir {
-    fn drop(&mut self) {
-        if self.own {
-            let _ = fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
-/// A file holding a container's environment, readable only by us and removed as soon as
-/// `create` has read it: values never appear on a command line.
-pub(super) struct EnvFile {
-    pub path: PathBuf,
-}
-
-impl EnvFile {
-    pub fn write(
-        dir: &EnvDir,
-        run_id: &str,
-        component: &str,
-        env: &BTreeMap<String, String>,
-    ) -> Result<EnvFile> {
-        let path = dir.path.join(format!("flowctl-{run_id}-{component}.env"));
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let env_file = EnvFile { path };
-        for (key, value) in env {
-            writeln!(file, "{key}={value}")
-                .with_context(|| format!("cannot write {}", env_file.path.display()))?;
-        }
-        Ok(env_file)
-    }
-}
-
-impl Drop for EnvFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }
 
 /// The container of `component`.
@@ -784,26 +526,5 @@ fn wait_ready(run: &LiveRun, check: &ReadinessCheck) -> Result<Readiness, Halt> 
         }
         let wait = backoff.next_wait().min(deadline - now);
         run.events.wait_change(state.version, wait);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_files_are_private_and_removed() {
-        let env = BTreeMap::from([("TOKEN".to_string(), "s3cret=x".to_string())]);
-        let dir = EnvDir::new("unit").unwrap();
-        let file = EnvFile::write(&dir, &super::super::new_run_id(), "unit", &env).unwrap();
-        let path = file.path.clone();
-        let mode = std::fs::metadata(&path).unwrap().permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600
-        );
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "TOKEN=s3cret=x\n");
-        drop(file);
-        assert!(!path.exists());
     }
 }

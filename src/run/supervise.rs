@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 
-use super::notices;
+use super::reach;
 use super::record::VerificationRecord;
 use super::start::{self, LiveRun};
 use super::teardown::{exit_error, Halt, RunOutcome};
@@ -18,7 +18,7 @@ use crate::verify;
 
 /// Proves with typed gRPC clients that the declared streams deliver data.
 pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
-    let (checks, notes) = verify::checks_for(run.plan, &notices::addresses(run.reachable));
+    let (checks, notes) = verify::checks_for(run.plan, &reach::addresses(run.reachable));
     for note in notes {
         run.console.info(note);
     }
