@@ -191,6 +191,10 @@ struct NamingArgs {
     /// Network name (default: flowctl-bridge, or NAME-bridge with a project).
     #[arg(long, value_name = "NAME")]
     network: Option<String>,
+    /// Where component references (`type: NAME@VERSION`) find their images: HOST[/ORG]
+    /// (default docker.io/withobsrvr), e.g. 127.0.0.1:5000/withobsrvr.
+    #[arg(long, env = "FLOWCTL_REGISTRY", value_name = "HOST[/ORG]")]
+    registry: Option<String>,
 }
 
 impl From<NamingArgs> for Naming {
@@ -199,6 +203,7 @@ impl From<NamingArgs> for Naming {
             project: args.project,
             network: args.network,
             project_from_name: args.prefix,
+            registry: args.registry,
         }
     }
 }
@@ -246,6 +251,9 @@ fn main() -> ExitCode {
         }),
         Command::Validate { pipeline, naming } => {
             plan::load(&pipeline, &naming.into()).map(|plan| {
+                for note in &plan.notes {
+                    eprintln!("note: {note}");
+                }
                 let order: Vec<&str> = plan.components.iter().map(|c| c.id.as_str()).collect();
                 println!(
                     "{}: pipeline {} is valid: {} component(s), start order {}",

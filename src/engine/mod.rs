@@ -92,6 +92,18 @@ pub struct ContainerSpec {
     pub args: Vec<String>,
     /// Grace period `stop` gives this container (also recorded with the container).
     pub stop_timeout: Duration,
+    /// CPU and memory caps and reservations.
+    pub limits: ResourceLimits,
+}
+
+/// `--cpus`, `--memory` and `--memory-reservation` of a container; `None` leaves the
+/// engine's default (no limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// Cores, e.g. `1.5`.
+    pub cpus: Option<String>,
+    pub memory_bytes: Option<u64>,
+    pub memory_reservation_bytes: Option<u64>,
 }
 
 /// One published port.
@@ -285,6 +297,15 @@ impl Engine {
                     mount.container_path
                 ),
             ]);
+        }
+        if let Some(cpus) = &spec.limits.cpus {
+            args.extend(["--cpus".into(), cpus.clone()]);
+        }
+        if let Some(bytes) = spec.limits.memory_bytes {
+            args.extend(["--memory".into(), format!("{bytes}b")]);
+        }
+        if let Some(bytes) = spec.limits.memory_reservation_bytes {
+            args.extend(["--memory-reservation".into(), format!("{bytes}b")]);
         }
         args.extend(["--security-opt".into(), "no-new-privileges".into()]);
         args.extend([
@@ -678,6 +699,7 @@ esac"#,
             entrypoint: None,
             args: vec!["serve".into(), "--fast".into()],
             stop_timeout: Duration::from_secs(7),
+            limits: ResourceLimits::default(),
         }
     }
 

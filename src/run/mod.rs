@@ -103,6 +103,17 @@ fn run_recorded(
     };
     recorder.lock().started_at = Some(SystemTime::now());
     let plan = plan::load(&options.pipeline, &options.naming)?;
+    if let Some(refusal) = plan.driver.run_refusal() {
+        anyhow::bail!("{}: {refusal}", options.pipeline.display());
+    }
+    for notice in plan
+        .driver
+        .run_notice()
+        .into_iter()
+        .chain(plan.notes.iter().map(String::as_str))
+    {
+        console.info(notice);
+    }
     let engine = Engine::detect(&options.docker_bin, options.deadlines)
         .context("the container engine is not available")?;
     let events = Arc::new(RunEvents::default());
