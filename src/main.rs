@@ -58,6 +58,15 @@ enum Command {
         #[command(flatten)]
         naming: NamingArgs,
     },
+    /// Write a commented starter pipeline (upstream's style: `NAME@VERSION` + `config:`).
+    Init {
+        /// Which starter pipeline (default: the first; an unknown name lists them).
+        #[arg(long, value_name = "NAME", default_value = "datalake")]
+        preset: String,
+        /// Where to write it (never overwritten); `-` for stdout.
+        #[arg(short, long, value_name = "FILE", default_value = "pipeline.yaml")]
+        output: PathBuf,
+    },
     /// Show the status of running pipelines (asks each run's control plane).
     Status {
         /// Only the run started with this --project.
@@ -265,6 +274,9 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::Init { preset, output } => flowctl::init::preset(&preset)
+            .and_then(|preset| flowctl::init::write(preset, &output))
+            .map(|()| ExitCode::SUCCESS),
         Command::Status { project, wide } => Engine::detect(&cli.docker_bin, deadlines)
             .map_err(anyhow::Error::from)
             .and_then(|engine| {

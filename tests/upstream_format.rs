@@ -49,10 +49,7 @@ fn references_resolve_to_upstream_images_or_the_given_registry() {
     let plan = load("init-testnet-duckdb.yaml", &Naming::default());
     assert_eq!(plan.driver, Driver::Process);
     let source = plan.component("stellar-source").unwrap();
-    assert_eq!(
-        source.image,
-        "docker.io/withobsrvr/stellar-live-source:v1.0.0"
-    );
+    assert_eq!(source.image, "withobsrvr/stellar-live-source:v1.0.0");
     assert_eq!(
         source.reference.as_deref(),
         Some("stellar-live-source@v1.0.0")
@@ -235,5 +232,113 @@ fn the_engine_gets_the_limits_and_the_secrets() {
         !output.contains("limits-test-token"),
         "secret printed: {output}"
     );
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn image_metadata_is_read_without_starting_anything() {
+    support::require_images(&["flowctl/ttp-processor:dev", "flowctl/test-component:dev"]);
+    let engine = flowctl::engine::Engine::detect(support::docker_bin(), Default::default())
+        .expect("the engine is available");
+    // Probes are named after the process that makes them: this test's.
+    let probes = format!("name=flowctl-probe-{}-", std::process::id());
+    let text = engine
+        .image_file(
+            "flowctl/ttp-processor:dev",
+            flowctl::metadata::METADATA_PATH,
+        )
+        .unwrap()
+        .expect("the image ships /metadata.json");
+    let metadata = plan::ComponentMetadata::parse(&text).unwrap();
+    assert_eq!(metadata.kind.as_deref(), Some("processor"));
+    assert_eq!(metadata.env_mapping["workers"], "TTP_WORKERS");
+    assert_eq!(
+        engine
+            .image_file(
+                "flowctl/test-component:dev",
+                flowctl::metadata::METADATA_PATH
+            )
+            .unwrap(),
+        None
+    );
+    // The probe containers are gone.
+    assert_eq!(support::docker(&["ps", "-aq", "--filter", &probes]), "");
+}
+
+/// `flowctl init`'s starter pipeline, written to `dir`, with the repository's ledgers.
+fn starter(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("pipeline.yaml");
+    let (status, _, stderr) = flowctl(&["init", "-o", &path.display().to_string()], &[]);
+    assert!(status.success(), "{stderr}");
+    // Never overwritten.
+    let (status, _, stderr) = flowctl(&["init", "-o", &path.display().to_string()], &[]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    path
+}
+
+fn ledgers() -> String {
+    repo()
+        .join("examples/ledgers/testnet-997-999")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_starter_pipeline_validates_and_runs_to_the_upstream_events() {
+    support::require_images(&[
+        "flowctl/stellar-live-source-datalake:dev",
+        "flowctl/ttp-processor:dev",
+        "flowctl/consumer-app:dev",
+    ]);
+    let scratch = support::Scratch::new("init");
+    let path = starter(&scratch.dir);
+    let ledgers = ledgers();
+    let (status, stdout, stderr) = flowctl(
+        &["validate", &path.display().to_string()],
+        &[("FLOWCTL_LEDGERS", &ledgers)],
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("ledgers → ttp → consumer"), "{stdout}");
+
+    let mut run = scratch.run(&path, &[], &[("FLOWCTL_LEDGERS", &ledgers)]);
+    let status = run.wait();
+    let output = run.output();
+    assert!(status.success(), "{output}");
+    let stdout = run.stdout();
+    let events: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split_once(" | "))
+        .filter(|(prefix, line)| prefix.trim() == "consumer" && line.starts_with('{'))
+        .map(|(_, line)| line)
+        .collect();
+    let expected = fs::read_to_string(
+        repo().join("examples/ledgers/testnet-997-999/expected-events-997-998.jsonl"),
+    )
+    .unwrap();
+    assert_eq!(events, expected.lines().collect::<Vec<_>>(), "{output}");
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn an_unknown_config_key_is_refused_with_the_images_nearest_key() {
+    support::require_images(&["flowctl/ttp-processor:dev"]);
+    let scratch = support::Scratch::new("cfgkey");
+    let path = starter(&scratch.dir);
+    let text = fs::read_to_string(&path)
+        .unwrap()
+        .replace("        workers: 2", "        workres: 2");
+    fs::write(&path, text).unwrap();
+    let mut run = scratch.run(&path, &[], &[("FLOWCTL_LEDGERS", &ledgers())]);
+    assert_eq!(run.wait().code(), Some(1), "{}", run.output());
+    let stderr = run.stderr();
+    assert!(
+        stderr.contains(
+            "component `ttp`: config.workres: the image `flowctl/ttp-processor:dev` has no \
+             setting `workres` (did you mean `workers`?"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("created"), "{stderr}");
     assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }

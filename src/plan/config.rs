@@ -72,16 +72,21 @@ fn as_text(value: &Value) -> Option<String> {
 }
 
 /// Adds the configuration to `env` under each key's variable (`mapping` first, then
-/// UPPER_SNAKE_CASE); explicit `env` entries win.
+/// UPPER_SNAKE_CASE); explicit `env` entries win. Returns the variables it added.
 pub(super) fn apply(
     config: &BTreeMap<String, String>,
     mapping: &BTreeMap<String, String>,
     env: &mut BTreeMap<String, String>,
-) {
+) -> Vec<String> {
+    let mut added = Vec::new();
     for (key, value) in config {
         let name = mapping.get(key).cloned().unwrap_or_else(|| env_name(key));
-        env.entry(name).or_insert_with(|| value.clone());
+        if !env.contains_key(&name) {
+            env.insert(name.clone(), value.clone());
+            added.push(name);
+        }
     }
+    added
 }
 
 #[cfg(test)]

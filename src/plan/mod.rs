@@ -8,6 +8,7 @@
 
 mod config;
 mod driver;
+mod metadata;
 mod order;
 mod reference;
 mod resolve;
@@ -16,6 +17,7 @@ mod secrets;
 
 pub use config::env_name as config_env_name;
 pub use driver::Driver;
+pub use metadata::{ComponentMetadata, ConfigField};
 pub use reference::Registry;
 pub use resources::ResourcePlan;
 pub use secrets::{SecretPlan, SecretTarget};
@@ -287,6 +289,13 @@ pub struct ComponentPlan {
     pub reference: Option<String>,
     /// `spec.config` under the component's `config`, values as text; already in `env`.
     pub config: std::collections::BTreeMap<String, String>,
+    /// The keys of the component's own `config` (checked against an image's schema).
+    pub own_config_keys: Vec<String>,
+    /// The variables `config` added to `env` (moved when the image maps keys otherwise).
+    pub config_env: Vec<String>,
+    /// From the file, else the image's metadata (`consumes` / `produces`).
+    pub input_event_types: Vec<String>,
+    pub output_event_types: Vec<String>,
     pub resources: ResourcePlan,
     /// Secrets whose files exist.
     pub secrets: Vec<SecretPlan>,

@@ -66,12 +66,16 @@ impl Registry {
     }
 
     /// The image of `[org/]name@version`; the reference's own org wins over the registry's.
+    /// Docker Hub's images are written short (`withobsrvr/NAME:VERSION`): the same image for
+    /// Docker, and for Podman the name that also finds images built locally (which it stores
+    /// as `localhost/ORG/NAME`), like `flowctl/*:dev` from scripts/build-images.sh.
     pub fn image(&self, org: Option<&str>, name: &str, version: &str) -> String {
-        format!(
-            "{}/{}/{name}:{version}",
-            self.host,
-            org.unwrap_or(&self.org)
-        )
+        let org = org.unwrap_or(&self.org);
+        if self.host == DEFAULT_REGISTRY_HOST {
+            format!("{org}/{name}:{version}")
+        } else {
+            format!("{}/{org}/{name}:{version}", self.host)
+        }
     }
 }
 
@@ -84,12 +88,9 @@ mod tests {
         let default = Registry::default();
         assert_eq!(
             default.image(None, "ttp-processor", "v1.0.0"),
-            "docker.io/withobsrvr/ttp-processor:v1.0.0"
+            "withobsrvr/ttp-processor:v1.0.0"
         );
-        assert_eq!(
-            default.image(Some("acme"), "sink", "1"),
-            "docker.io/acme/sink:1"
-        );
+        assert_eq!(default.image(Some("acme"), "sink", "1"), "acme/sink:1");
         let local = Registry::parse("127.0.0.1:5000/test-org").unwrap();
         assert_eq!(
             local.image(None, "src", "v2"),

@@ -64,7 +64,7 @@ pub(super) fn component(
     let inputs = inputs(spec, context.ids, problems);
     let mut env = env(spec, problems);
     let config = config::merged(context.pipeline_config, &spec.config, problems);
-    config::apply(&config, &BTreeMap::new(), &mut env);
+    let config_env = config::apply(&config, &BTreeMap::new(), &mut env);
     let secrets = secrets(&spec.secrets, context.base_dir, problems, notes);
     for secret in &secrets {
         if let SecretTarget::Env(var) = &secret.target {
@@ -133,6 +133,10 @@ pub(super) fn component(
             _ => None,
         },
         config,
+        own_config_keys: spec.config.keys().cloned().collect(),
+        config_env,
+        input_event_types: spec.input_event_types.clone(),
+        output_event_types: spec.output_event_types.clone(),
         resources,
         secrets,
     }
