@@ -14,9 +14,9 @@ bin_dir="$root/target/x86_64-unknown-linux-gnu/release"
 # image tag, the binary it runs as its entrypoint and, optionally, the component's metadata file
 # (repository path), shipped as /metadata.json as upstream's images do.
 IMAGES=(
-  "flowctl/stellar-live-source-datalake:dev stellar-live-source-datalake"
-  "flowctl/ttp-processor:dev ttp-processor"
-  "flowctl/consumer-app:dev consumer-app"
+  "flowctl/stellar-live-source-datalake:dev stellar-live-source-datalake examples/stellar/components/metadata/stellar-live-source-datalake.json"
+  "flowctl/ttp-processor:dev ttp-processor examples/stellar/components/metadata/ttp-processor.json"
+  "flowctl/consumer-app:dev consumer-app examples/stellar/components/metadata/consumer-app.json"
   "flowctl/test-component:dev flowctl-test-component"
   # flowctl itself, for `flowctl control-plane` in translated pipelines (flowctl translate).
   "flowctl/flowctl:dev flowctl"

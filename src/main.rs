@@ -58,6 +58,15 @@ enum Command {
         #[command(flatten)]
         naming: NamingArgs,
     },
+    /// Write a commented starter pipeline (upstream's style: `NAME@VERSION` + `config:`).
+    Init {
+        /// Which starter pipeline (default: the first; an unknown name lists them).
+        #[arg(long, value_name = "NAME", default_value = "datalake")]
+        preset: String,
+        /// Where to write it (never overwritten); `-` for stdout.
+        #[arg(short, long, value_name = "FILE", default_value = "pipeline.yaml")]
+        output: PathBuf,
+    },
     /// Show the status of running pipelines (asks each run's control plane).
     Status {
         /// Only the run started with this --project.
@@ -191,6 +200,10 @@ struct NamingArgs {
     /// Network name (default: flowctl-bridge, or NAME-bridge with a project).
     #[arg(long, value_name = "NAME")]
     network: Option<String>,
+    /// Where component references (`type: NAME@VERSION`) find their images: HOST[/ORG]
+    /// (default docker.io/withobsrvr), e.g. 127.0.0.1:5000/withobsrvr.
+    #[arg(long, env = "FLOWCTL_REGISTRY", value_name = "HOST[/ORG]")]
+    registry: Option<String>,
 }
 
 impl From<NamingArgs> for Naming {
@@ -199,6 +212,7 @@ impl From<NamingArgs> for Naming {
             project: args.project,
             network: args.network,
             project_from_name: args.prefix,
+            registry: args.registry,
         }
     }
 }
@@ -246,6 +260,9 @@ fn main() -> ExitCode {
         }),
         Command::Validate { pipeline, naming } => {
             plan::load(&pipeline, &naming.into()).map(|plan| {
+                for note in &plan.notes {
+                    eprintln!("note: {note}");
+                }
                 let order: Vec<&str> = plan.components.iter().map(|c| c.id.as_str()).collect();
                 println!(
                     "{}: pipeline {} is valid: {} component(s), start order {}",
@@ -257,6 +274,9 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::Init { preset, output } => flowctl::init::preset(&preset)
+            .and_then(|preset| flowctl::init::write(preset, &output))
+            .map(|()| ExitCode::SUCCESS),
         Command::Status { project, wide } => Engine::detect(&cli.docker_bin, deadlines)
             .map_err(anyhow::Error::from)
             .and_then(|engine| {

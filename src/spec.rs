@@ -2,7 +2,14 @@
 //! fields this flowctl adds (health timeout, stop grace period, `register`, `grpc`).
 //!
 //! Unknown keys are errors (with the nearest valid key suggested), so a typo never silently
-//! changes what runs. Meaning (ids, inputs, ports, paths) is checked in `plan.rs`.
+//! changes what runs. Loading goes: the file is a `kind: Pipeline` file at all (one clear error
+//! otherwise), then `${VAR}` substitution ([`interpolate`]), then the typed fields, whose
+//! syntax (quantities, component references) is checked here so errors carry the line.
+//! Meaning (ids, inputs, ports, paths) is checked in `plan/`.
+
+pub mod interpolate;
+pub mod locate;
+pub mod quantity;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +18,8 @@ use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+
+pub use quantity::{CpuQuantity, MemoryQuantity};
 
 /// Pipeline files larger than this are refused before parsing; real ones are a few KiB.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -31,6 +40,9 @@ pub struct PipelineFile {
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     pub name: String,
+    /// Written by upstream's `flowctl init`; informational.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Upstream field; informational here.
     #[serde(default)]
     pub namespace: Option<String>,
@@ -48,7 +60,9 @@ pub struct Metadata {
 pub struct PipelineSpec {
     #[serde(default)]
     pub description: Option<String>,
-    /// Upstream field: `docker` (the only driver here; `podman` is chosen with `--docker-bin`).
+    /// Upstream field: `docker` (default), `process` (upstream's default: run here as
+    /// containers too) or `kubernetes` (only for `flowctl translate`). Podman is chosen with
+    /// `--docker-bin`.
     #[serde(default)]
     pub driver: Option<String>,
     #[serde(default)]
@@ -57,11 +71,13 @@ pub struct PipelineSpec {
     pub processors: Vec<ComponentSpec>,
     #[serde(default)]
     pub sinks: Vec<ComponentSpec>,
-    /// Upstream fields this flowctl does not implement; present → a clear error in the plan.
+    /// Upstream field (whole-pipeline jobs) this flowctl does not implement; present → a
+    /// clear error in the plan.
     #[serde(default)]
     pub pipelines: Option<serde_yaml::Value>,
+    /// Settings for every component, under each component's own `config`.
     #[serde(default)]
-    pub config: Option<serde_yaml::Value>,
+    pub config: BTreeMap<String, serde_yaml::Value>,
 }
 
 /// One source, processor or sink.
@@ -69,9 +85,10 @@ pub struct PipelineSpec {
 #[serde(deny_unknown_fields)]
 pub struct ComponentSpec {
     pub id: String,
-    /// Upstream field: `source`, `processor` or `sink`; must match the list it is in.
+    /// `source`, `processor` or `sink` (must match the list it is in), or a component
+    /// reference `[ORG/]NAME@VERSION` naming the image.
     #[serde(default, rename = "type")]
-    pub kind: Option<String>,
+    pub kind: Option<ComponentType>,
     #[serde(default)]
     pub image: Option<String>,
     /// Replaces the image's entrypoint (Kubernetes meaning).
@@ -120,13 +137,15 @@ pub struct ComponentSpec {
     /// Upstream field; only 1 is supported.
     #[serde(default)]
     pub replicas: Option<u32>,
-    /// Upstream fields this flowctl does not implement; present → a clear error in the plan.
+    /// Settings passed as environment variables (see `plan/config.rs`).
     #[serde(default)]
-    pub config: Option<serde_yaml::Value>,
+    pub config: BTreeMap<String, serde_yaml::Value>,
     #[serde(default)]
-    pub secrets: Option<serde_yaml::Value>,
+    pub secrets: Vec<SecretSpec>,
     #[serde(default)]
-    pub resources: Option<serde_yaml::Value>,
+    pub resources: Option<ResourcesSpec>,
+    /// Upstream fields of `spec.pipelines` jobs this flowctl does not implement; present → a
+    /// clear error in the plan.
     #[serde(default)]
     pub depends_on: Option<serde_yaml::Value>,
     #[serde(default)]
@@ -137,9 +156,6 @@ impl ComponentSpec {
     /// Upstream keys that are present but not implemented here.
     pub fn unsupported_fields(&self) -> Vec<&'static str> {
         [
-            ("config", self.config.is_some()),
-            ("secrets", self.secrets.is_some()),
-            ("resources", self.resources.is_some()),
             ("depends_on", self.depends_on.is_some()),
             ("restart_policy", self.restart_policy.is_some()),
         ]
@@ -148,6 +164,145 @@ impl ComponentSpec {
         .map(|(name, _)| name)
         .collect()
     }
+}
+
+/// `type:` of a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ComponentType {
+    /// `source`, `processor` or `sink`.
+    Role(String),
+    /// `[ORG/]NAME@VERSION`: the image `REGISTRY/ORG/NAME:VERSION`.
+    Reference {
+        org: Option<String>,
+        name: String,
+        version: String,
+    },
+}
+
+impl ComponentType {
+    /// Parses a `type:` value; the error says what is accepted.
+    pub fn parse(text: &str) -> Result<ComponentType, String> {
+        if ["source", "processor", "sink"].contains(&text) {
+            return Ok(ComponentType::Role(text.to_string()));
+        }
+        let expected = "`source`, `processor`, `sink` or a component reference \
+                        `NAME@VERSION` / `ORG/NAME@VERSION` (e.g. `ttp-processor@v1.0.0`)";
+        let Some((path, version)) = text.split_once('@') else {
+            return Err(format!("`{text}` is not {expected}"));
+        };
+        let (org, name) = match path.split_once('/') {
+            Some((org, name)) => (Some(org), name),
+            None => (None, path),
+        };
+        // Image name components: lowercase letters, digits and separators.
+        let name_ok = |part: &str| {
+            !part.is_empty()
+                && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        };
+        // A Docker tag: up to 128 word characters, `.` and `-`, not starting with `.` or `-`.
+        let version_ok = !version.is_empty()
+            && version.len() <= 128
+            && !version.starts_with(['.', '-'])
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !name_ok(name) || !org.is_none_or(name_ok) {
+            return Err(format!(
+                "`{text}`: the name must be lowercase letters, digits, `.`, `_` or `-` ({expected})"
+            ));
+        }
+        if !version_ok {
+            return Err(format!(
+                "`{text}`: the version after `@` must be an image tag such as `v1.0.0` ({expected})"
+            ));
+        }
+        Ok(ComponentType::Reference {
+            org: org.map(str::to_string),
+            name: name.to_string(),
+            version: version.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for ComponentType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ComponentType::Role(role) => f.write_str(role),
+            ComponentType::Reference { org, name, version } => match org {
+                Some(org) => write!(f, "{org}/{name}@{version}"),
+                None => write!(f, "{name}@{version}"),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ComponentType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Parsed inside the visitor, so serde's error carries the field's path and line.
+        struct TypeVisitor;
+        impl Visitor<'_> for TypeVisitor {
+            type Value = ComponentType;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`source`, `processor`, `sink` or `NAME@VERSION`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ComponentType, E> {
+                ComponentType::parse(v).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(TypeVisitor)
+    }
+}
+
+/// `resources:` (Kubernetes' shape).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesSpec {
+    #[serde(default)]
+    pub requests: ResourceList,
+    #[serde(default)]
+    pub limits: ResourceList,
+}
+
+/// `resources.requests` / `resources.limits`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceList {
+    #[serde(default)]
+    pub cpu: Option<CpuQuantity>,
+    #[serde(default)]
+    pub memory: Option<MemoryQuantity>,
+}
+
+/// One entry of `secrets:`: a host file given to the component as a read-only file or as an
+/// environment variable. Its content is never printed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSpec {
+    pub name: String,
+    /// Relative paths resolve against the pipeline file's folder.
+    pub host_path: String,
+    /// Mount the file here (read-only) ...
+    #[serde(default)]
+    pub container_path: Option<String>,
+    /// ... or pass its content as this environment variable.
+    #[serde(default)]
+    pub env: Option<String>,
+    /// Octal permissions upstream sets on the file (`0400`); checked for syntax, and the
+    /// file is mounted read-only either way.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Upstream fields; informational.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// A missing required secret stops the run before anything starts; a missing optional
+    /// one (upstream's default) is left out.
+    #[serde(default)]
+    pub required: bool,
 }
 
 /// One entry of `ports:`.
@@ -346,18 +501,94 @@ pub fn load(path: &Path) -> Result<PipelineFile, SpecError> {
 /// the depth (seconds for 40 KB of `[`, hours for 1 MiB).
 pub const MAX_FLOW_DEPTH: usize = 128;
 
-/// Parses pipeline text; `origin` names it in errors.
+/// Parses pipeline text; `origin` names it in errors; `${VAR}` reads the process environment.
 pub fn parse(text: &str, origin: &str) -> Result<PipelineFile, SpecError> {
+    parse_with(text, origin, &|name| std::env::var(name).ok())
+}
+
+/// [`parse`] with the variables `${VAR}` reads given by `lookup`.
+pub fn parse_with(
+    text: &str,
+    origin: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PipelineFile, SpecError> {
+    let fail = |message: String| SpecError {
+        message: format!("{origin}: {message}"),
+    };
     if let Some(line) = flow_too_deep(text) {
-        return Err(SpecError {
-            message: format!(
-                "{origin}: line {line}: `[` or `{{` nested more than {MAX_FLOW_DEPTH} levels deep"
-            ),
-        });
+        return Err(fail(format!(
+            "line {line}: `[` or `{{` nested more than {MAX_FLOW_DEPTH} levels deep"
+        )));
     }
-    serde_yaml::from_str(text).map_err(|e| SpecError {
-        message: format!("{origin}: {}", explain(&e, text)),
-    })
+    let typed_from_text = || serde_yaml::from_str(text).map_err(|e| fail(explain(&e, text)));
+    // The YAML structure first: it says whether this is a pipeline file at all, and carries
+    // the values `${VAR}` substitution works on. Syntax errors are the typed parser's to word.
+    let Ok(mut document) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return typed_from_text();
+    };
+    if let Some(problem) = not_a_pipeline(&document) {
+        return Err(fail(problem));
+    }
+    let (changed, unresolved) = interpolate::interpolate(&mut document, lookup);
+    if !unresolved.is_empty() {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let lines: Vec<String> = unresolved
+            .iter()
+            .map(|u| {
+                let occurrence = seen.entry(u.written.as_str()).or_default();
+                let line = interpolate::line_of(text, &u.written, *occurrence)
+                    .map(|line| format!("line {line}: "))
+                    .unwrap_or_default();
+                *occurrence += 1;
+                format!("{line}{}: {}", u.field, u.problem)
+            })
+            .collect();
+        return Err(fail(lines.join(&format!("\n{origin}: "))));
+    }
+    if !changed {
+        // Parsed from the text, serde's errors carry line and column.
+        return typed_from_text();
+    }
+    // Substituted in the text when that gives the same document, so errors keep their lines;
+    // else (a value that would change the YAML's structure) from the walked document.
+    let substituted = interpolate::substitute_text(text, lookup).filter(|substituted| {
+        serde_yaml::from_str::<serde_yaml::Value>(substituted)
+            .is_ok_and(|parsed| interpolate::same_document(&parsed, &document))
+    });
+    match substituted {
+        Some(substituted) => {
+            serde_yaml::from_str(&substituted).map_err(|e| fail(explain(&e, &substituted)))
+        }
+        None => serde_yaml::from_value(document).map_err(|e| fail(explain(&e, text))),
+    }
+}
+
+/// Why a parsed document is not a `kind: Pipeline` file, if it is not: said once, before any
+/// field error. Documents that are not mappings are left to the typed parser's message.
+fn not_a_pipeline(document: &serde_yaml::Value) -> Option<String> {
+    let map = document.as_mapping()?;
+    let kind = map.get("kind");
+    if map.get("apiVersion").is_none() && kind.is_none() {
+        return Some(
+            "not a pipeline file: it has no `apiVersion` and `kind` (a pipeline file starts with \
+             `apiVersion: flowctl/v1` and `kind: Pipeline`; a component's own config file is \
+             given to the component instead, e.g. through `config:` or a volume)"
+                .into(),
+        );
+    }
+    match kind?.as_str() {
+        Some("Pipeline") => None,
+        Some(other) => Some(format!(
+            "not a pipeline file: `kind: {other}` is not `kind: Pipeline`{}",
+            if other == "SandboxServices" {
+                " (upstream's `flowctl sandbox` services file; run its services with docker \
+                 compose, and the pipeline with `flowctl run`)"
+            } else {
+                ""
+            }
+        )),
+        None => Some("kind: must be the text `Pipeline`".into()),
+    }
 }
 
 /// The line where flow collections first nest deeper than [`MAX_FLOW_DEPTH`], skipping quoted

@@ -263,6 +263,7 @@ fn no_mutated_pipeline_makes_the_parser_or_the_plan_panic() {
     let mut seeds: Vec<Vec<u8>> = [
         "tests/pipelines/three-stage.yaml",
         "examples/ttp-pipeline.yaml",
+        "examples/ttp-pipeline-v1.yaml",
     ]
     .iter()
     .map(|p| {
@@ -278,6 +279,14 @@ fn no_mutated_pipeline_makes_the_parser_or_the_plan_panic() {
     // Not the bombs: each costs serde_yaml its repetition limit, and they are in the corpus.
     corpus.retain(|p| !p.to_string_lossy().contains("yaml-bomb"));
     seeds.extend(corpus.iter().map(|p| fs::read(p).unwrap()));
+    // Upstream's current format (references, config, secrets, resources, `${VAR}`).
+    let mut upstream: Vec<PathBuf> = fs::read_dir(repo().join("tests/pipelines/upstream"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    upstream.sort();
+    seeds.extend(upstream.iter().map(|p| fs::read(p).unwrap()));
     assert!(seeds.len() > 10);
 
     let base_dir = repo().join("tests/pipelines");

@@ -287,6 +287,9 @@ fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
     for pipeline in [
         "examples/ttp-pipeline.yaml",
         "tests/golden/test-pipeline.yaml",
+        // Upstream's format: `resources` become the containers' requests and limits.
+        "tests/pipelines/upstream/kubernetes-driver.yaml",
+        "tests/pipelines/upstream/secrets-and-resources.yaml",
     ] {
         let folder = scratch
             .0
@@ -333,6 +336,37 @@ fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
         !output.status.success(),
         "an unknown field passed validation: {}",
         String::from_utf8_lossy(&output.stdout)
+    );
+}
+
+#[test]
+fn resources_reach_both_translations_and_compose_accepts_them() {
+    let pipeline = "tests/pipelines/upstream/secrets-and-resources.yaml";
+    let kubernetes = translated(pipeline, &Naming::default(), Target::Kubernetes);
+    assert!(
+        kubernetes.contains(
+            "resources:\n          requests:\n            cpu: 250m\n            memory: 256Mi\n          limits:\n            cpu: '1.5'\n            memory: 1Gi\n"
+        ),
+        "{kubernetes}"
+    );
+    let compose = translated(pipeline, &Naming::default(), Target::Compose);
+    assert!(
+        compose.contains("deploy:\n      resources:\n        limits:\n          cpus: '1.5'\n          memory: 1073741824b\n        reservations:\n          cpus: '0.25'\n          memory: 268435456b\n"),
+        "{compose}"
+    );
+    let scratch = TempDir::new("flowctl-translate-resources-");
+    let file = scratch.0.join("compose.yaml");
+    translate_ok(&["--to", "compose", pipeline], &file);
+    let output = compose_command()
+        .arg("-f")
+        .arg(&file)
+        .args(["config", "--quiet"])
+        .output()
+        .expect("compose runs");
+    assert!(
+        output.status.success(),
+        "compose refuses the translation: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

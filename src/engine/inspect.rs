@@ -218,3 +218,15 @@ pub(crate) fn network_gateway(parsed: &Value) -> Option<String> {
         .first()
         .map(|gateway| gateway.split('/').next().unwrap_or(gateway).to_string())
 }
+
+/// The content of the first file in a tar stream (`docker cp CONTAINER:FILE -`): a 512-byte
+/// header whose size field (octal, bytes 124..136) says how much content follows it.
+pub fn first_tar_entry(tar: &str) -> Option<String> {
+    let bytes = tar.as_bytes();
+    let header = bytes.get(..512)?;
+    let size_field = std::str::from_utf8(&header[124..136]).ok()?;
+    let size =
+        usize::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok()?;
+    let content = bytes.get(512..512 + size)?;
+    String::from_utf8(content.to_vec()).ok()
+}

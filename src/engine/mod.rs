@@ -92,6 +92,18 @@ pub struct ContainerSpec {
     pub args: Vec<String>,
     /// Grace period `stop` gives this container (also recorded with the container).
     pub stop_timeout: Duration,
+    /// CPU and memory caps and reservations.
+    pub limits: ResourceLimits,
+}
+
+/// `--cpus`, `--memory` and `--memory-reservation` of a container; `None` leaves the
+/// engine's default (no limit).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResourceLimits {
+    /// Cores, e.g. `1.5`.
+    pub cpus: Option<String>,
+    pub memory_bytes: Option<u64>,
+    pub memory_reservation_bytes: Option<u64>,
 }
 
 /// One published port.
@@ -222,6 +234,47 @@ impl Engine {
         }
     }
 
+    /// The text of the file `path` inside `image`, without running anything: a container is
+    /// created (never started, with an entrypoint that does not matter), the file copied out
+    /// as a tar stream, and the container removed whatever happened. `None` when the image
+    /// has no such file. Works the same under Docker and Podman.
+    pub fn image_file(&self, image: &str, path: &str) -> Result<Option<String>, EngineError> {
+        static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "flowctl-probe-{}-{}",
+            std::process::id(),
+            PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.call([
+            "create",
+            "--name",
+            &name,
+            "--entrypoint",
+            "/flowctl-never-started",
+            image,
+        ])?;
+        let copied = self.call(["cp", &format!("{name}:{path}"), "-"]);
+        let removed = self.remove_containers(std::slice::from_ref(&name));
+        let tar = match copied {
+            Ok(tar) => tar,
+            Err(e)
+                if e.stderr.contains("Could not find the file")
+                    || e.stderr.contains("no such file or directory") =>
+            {
+                removed?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        removed?;
+        Ok(Some(inspect::first_tar_entry(&tar).ok_or_else(|| {
+            EngineError::unexpected_output(
+                format!("{} cp {name}:{path} -", self.program.display()),
+                "not a tar stream",
+            )
+        })?))
+    }
+
     /// Creates a bridge network with `labels`; returns its id.
     pub fn create_network(
         &self,
@@ -285,6 +338,15 @@ impl Engine {
                     mount.container_path
                 ),
             ]);
+        }
+        if let Some(cpus) = &spec.limits.cpus {
+            args.extend(["--cpus".into(), cpus.clone()]);
+        }
+        if let Some(bytes) = spec.limits.memory_bytes {
+            args.extend(["--memory".into(), format!("{bytes}b")]);
+        }
+        if let Some(bytes) = spec.limits.memory_reservation_bytes {
+            args.extend(["--memory-reservation".into(), format!("{bytes}b")]);
         }
         args.extend(["--security-opt".into(), "no-new-privileges".into()]);
         args.extend([
@@ -678,6 +740,7 @@ esac"#,
             entrypoint: None,
             args: vec!["serve".into(), "--fast".into()],
             stop_timeout: Duration::from_secs(7),
+            limits: ResourceLimits::default(),
         }
     }
 

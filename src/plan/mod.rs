@@ -6,8 +6,21 @@
 //! concept has one type here ([`Role`], [`Protocol`], [`GrpcService`], [`RestartPolicy`]),
 //! shared by run, status, translate and the control plane.
 
+mod config;
+mod driver;
+mod metadata;
 mod order;
+mod reference;
 mod resolve;
+mod resources;
+mod secrets;
+
+pub use config::env_name as config_env_name;
+pub use driver::Driver;
+pub use metadata::{ComponentMetadata, ConfigField};
+pub use reference::Registry;
+pub use resources::ResourcePlan;
+pub use secrets::{SecretPlan, SecretTarget};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -229,6 +242,9 @@ pub struct Naming {
     pub network: Option<String>,
     /// `--prefix`: use `metadata.name` as the project when `project` is not given.
     pub project_from_name: bool,
+    /// `--registry HOST[/ORG]` (`FLOWCTL_REGISTRY`): where component references'
+    /// (`type: NAME@VERSION`) images come from; default `docker.io/withobsrvr`.
+    pub registry: Option<String>,
 }
 
 impl Naming {
@@ -309,9 +325,20 @@ pub struct ComponentPlan {
     pub register: bool,
     pub grpc: Option<GrpcPlan>,
     pub restart: RestartPolicy,
-    /// The file's `input_event_types`: what the relay lets into a v1 component (empty: what
-    /// the component's `GetInfo` says, else everything).
+    /// `type: [ORG/]NAME@VERSION` as written, when the image comes from a reference.
+    pub reference: Option<String>,
+    /// `spec.config` under the component's `config`, values as text; already in `env`.
+    pub config: std::collections::BTreeMap<String, String>,
+    /// The keys of the component's own `config` (checked against an image's schema).
+    pub own_config_keys: Vec<String>,
+    /// The variables `config` added to `env` (moved when the image maps keys otherwise).
+    pub config_env: Vec<String>,
+    /// From the file, else the image's metadata (`consumes` / `produces`).
     pub input_event_types: Vec<String>,
+    pub output_event_types: Vec<String>,
+    pub resources: ResourcePlan,
+    /// Secrets whose files exist.
+    pub secrets: Vec<SecretPlan>,
 }
 
 /// A validated pipeline, ready to run.
@@ -323,6 +350,10 @@ pub struct RunPlan {
     pub network: String,
     /// In start order: topological order of `inputs`, ties in file order.
     pub components: Vec<ComponentPlan>,
+    pub driver: Driver,
+    /// What the user should know but is not an error (optional secrets left out), one line
+    /// each; values never appear.
+    pub notes: Vec<String>,
 }
 
 impl RunPlan {
@@ -355,7 +386,16 @@ impl RunPlan {
             ..naming.clone()
         };
         let mut errors = Vec::new();
-        resolve::check_header(file, naming, &mut errors);
+        let mut notes = Vec::new();
+        let driver = resolve::check_header(file, naming, &mut errors);
+        let registry = match naming.registry.as_deref().map(Registry::parse) {
+            None => Registry::default(),
+            Some(Ok(registry)) => registry,
+            Some(Err(problem)) => {
+                errors.push(format!("--registry: {problem}"));
+                Registry::default()
+            }
+        };
 
         let declared: Vec<(Role, usize, &ComponentSpec)> = [
             (Role::Source, &file.spec.sources),
@@ -384,6 +424,8 @@ impl RunPlan {
             ids: &ids,
             base_dir,
             naming,
+            registry: &registry,
+            pipeline_config: &file.spec.config,
         };
 
         let mut components = Vec::new();
@@ -393,9 +435,16 @@ impl RunPlan {
             } else {
                 format!("component `{}`", spec.id)
             };
-            let mut problems = Vec::new();
-            components.push(resolve::component(*role, spec, &context, &mut problems));
+            let (mut problems, mut component_notes) = (Vec::new(), Vec::new());
+            components.push(resolve::component(
+                *role,
+                spec,
+                &context,
+                &mut problems,
+                &mut component_notes,
+            ));
             errors.extend(problems.into_iter().map(|p| format!("{at}: {p}")));
+            notes.extend(component_notes.into_iter().map(|n| format!("{at}: {n}")));
         }
         resolve::check_pinned_ports(&components, &mut errors);
 
@@ -424,6 +473,8 @@ impl RunPlan {
                     None => DEFAULT_NETWORK.to_string(),
                 }),
             components: ordered,
+            driver,
+            notes,
         })
     }
 }
@@ -435,13 +486,37 @@ pub fn load(path: &Path, naming: &Naming) -> Result<RunPlan, anyhow::Error> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    RunPlan::build(&file, base_dir, naming).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    RunPlan::build(&file, base_dir, naming).map_err(|mut e| {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            e.add_lines(&text);
+        }
+        anyhow::anyhow!("{}: {e}", path.display())
+    })
 }
 
 /// Everything wrong with a pipeline file, one problem per line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanError {
     pub errors: Vec<String>,
+}
+
+impl PlanError {
+    /// Prefixes `line N: ` to each `component `id`: field: ...` problem whose field can be
+    /// found in `text`.
+    pub fn add_lines(&mut self, text: &str) {
+        for error in &mut self.errors {
+            let Some(rest) = error.strip_prefix("component `") else {
+                continue;
+            };
+            let Some((id, rest)) = rest.split_once("`: ") else {
+                continue;
+            };
+            let field = rest.split([':', ' ']).next().unwrap_or_default();
+            if let Some(line) = spec::locate::component_field_line(text, id, field) {
+                *error = format!("line {line}: {error}");
+            }
+        }
+    }
 }
 
 impl fmt::Display for PlanError {
@@ -740,18 +815,18 @@ mod tests {
     #[test]
     fn header_and_upstream_only_fields_are_checked() {
         let err = plan(
-            "apiVersion: v2\nkind: Pipe\nmetadata: {name: 'my pipeline'}\nspec:\n  driver: kubernetes\n  sources:\n    - {id: s, image: img, type: sink, replicas: 3, secrets: []}\n",
+            "apiVersion: v2\nkind: Pipeline\nmetadata: {name: 'my pipeline'}\nspec:\n  driver: lambda\n  pipelines: []\n  sources:\n    - {id: s, image: img, type: sink, replicas: 3, depends_on: [x]}\n",
         )
         .unwrap_err();
         let text = err.to_string();
         for expected in [
             "apiVersion: `v2` is not supported",
-            "kind: `Pipe` is not supported",
             "metadata.name: `my pipeline` must be",
-            "spec.driver: `kubernetes` is not supported",
+            "spec.driver: `lambda` is not supported",
+            "spec.pipelines: whole-pipeline jobs are not supported yet",
             "component `s`: type: `sink` does not match the list it is in (spec.sources)",
             "component `s`: replicas: 3 is not supported",
-            "component `s`: secrets: is an upstream flowctl field",
+            "component `s`: depends_on: is an upstream flowctl field",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }

@@ -6,12 +6,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::config;
+use super::driver::Driver;
+use super::reference::Registry;
+use super::resources::resources;
+use super::secrets::{secrets, SecretTarget};
 use super::{
     ComponentPlan, GrpcPlan, GrpcService, HealthPlan, HealthProtocol, Naming, PortPlan, Protocol,
     RestartPolicy, Role, VolumePlan, DEFAULT_HEALTH_TIMEOUT, DEFAULT_STOP_GRACE,
 };
 use crate::contract::HEALTH_PORT;
-use crate::spec::{self, ComponentSpec, PipelineFile};
+use crate::spec::{self, ComponentSpec, ComponentType, PipelineFile};
 
 /// What a component is resolved against.
 pub(super) struct Context<'a> {
@@ -20,6 +25,10 @@ pub(super) struct Context<'a> {
     /// The pipeline file's folder, for relative `host_path`s.
     pub base_dir: &'a Path,
     pub naming: &'a Naming,
+    /// Where `type: NAME@VERSION` images come from.
+    pub registry: &'a Registry,
+    /// `spec.config`, under each component's own.
+    pub pipeline_config: &'a BTreeMap<String, serde_yaml::Value>,
 }
 
 /// Problems found so far, each `field: what is wrong`.
@@ -30,11 +39,12 @@ pub(super) fn component(
     spec: &ComponentSpec,
     context: &Context,
     problems: &mut Problems,
+    notes: &mut Vec<String>,
 ) -> ComponentPlan {
     // In the order the fields are usually written, so the problems read in that order too.
     check_id(spec, problems);
     check_type(role, spec, problems);
-    let image = image(spec, problems);
+    let image = image(spec, context.registry, problems);
     for field in spec.unsupported_fields() {
         let hint = if field == "restart_policy" {
             " (`restart: on-failure:N` restarts a failing component)"
@@ -53,6 +63,20 @@ pub(super) fn component(
     }
     let inputs = inputs(spec, context.ids, problems);
     let mut env = env(spec, problems);
+    let config = config::merged(context.pipeline_config, &spec.config, problems);
+    let config_env = config::apply(&config, &BTreeMap::new(), &mut env);
+    let secrets = secrets(&spec.secrets, context.base_dir, problems, notes);
+    for secret in &secrets {
+        if let SecretTarget::Env(var) = &secret.target {
+            if env.contains_key(var) {
+                problems.push(format!(
+                    "secrets: `{}` sets `{var}`, which `env` or `config` sets too",
+                    secret.name
+                ));
+            }
+        }
+    }
+    let resources = resources(spec.resources.as_ref(), problems);
     let mut ports = ports(spec, problems);
     let health = health(spec, &ports, problems);
     // HEALTH_PORT tells a component where to serve HTTP health; a gRPC probe needs none.
@@ -108,7 +132,17 @@ pub(super) fn component(
         register: spec.register,
         grpc,
         restart,
+        reference: match &spec.kind {
+            Some(reference @ ComponentType::Reference { .. }) => Some(reference.to_string()),
+            _ => None,
+        },
+        config,
+        own_config_keys: spec.config.keys().cloned().collect(),
+        config_env,
         input_event_types: spec.input_event_types.clone(),
+        output_event_types: spec.output_event_types.clone(),
+        resources,
+        secrets,
     }
 }
 
@@ -121,7 +155,8 @@ pub(super) fn is_valid_name(name: &str) -> bool {
 }
 
 /// `apiVersion`, `kind`, `metadata.name`, the pipeline-wide fields and the naming flags.
-pub(super) fn check_header(file: &PipelineFile, naming: &Naming, errors: &mut Problems) {
+/// Returns the driver (the default one when the field is wrong, which is then a problem).
+pub(super) fn check_header(file: &PipelineFile, naming: &Naming, errors: &mut Problems) -> Driver {
     if file.api_version != "flowctl/v1" {
         errors.push(format!(
             "apiVersion: `{}` is not supported (use `flowctl/v1`)",
@@ -141,17 +176,20 @@ pub(super) fn check_header(file: &PipelineFile, naming: &Naming, errors: &mut Pr
             file.metadata.name
         ));
     }
-    if let Some(driver) = file.spec.driver.as_ref().filter(|d| *d != "docker") {
-        errors.push(format!(
-            "spec.driver: `{driver}` is not supported (flowctl runs containers; use \
-             `docker`, and `--docker-bin podman` for Podman)"
-        ));
-    }
+    let driver = match file.spec.driver.as_deref().map(Driver::parse) {
+        None => Driver::Docker,
+        Some(Ok(driver)) => driver,
+        Some(Err(problem)) => {
+            errors.push(format!("spec.driver: {problem}"));
+            Driver::Docker
+        }
+    };
     if file.spec.pipelines.is_some() {
-        errors.push("spec.pipelines: nested pipelines are not supported".into());
-    }
-    if file.spec.config.is_some() {
-        errors.push("spec.config: is not supported; pass settings to components with `env`".into());
+        errors.push(
+            "spec.pipelines: whole-pipeline jobs are not supported yet; write each job as a \
+             component"
+                .into(),
+        );
     }
     for (flag, value) in [
         ("--project", &naming.project),
@@ -163,6 +201,7 @@ pub(super) fn check_header(file: &PipelineFile, naming: &Naming, errors: &mut Pr
             ));
         }
     }
+    driver
 }
 
 fn check_id(spec: &ComponentSpec, problems: &mut Problems) {
@@ -178,7 +217,11 @@ fn check_id(spec: &ComponentSpec, problems: &mut Problems) {
 }
 
 fn check_type(role: Role, spec: &ComponentSpec, problems: &mut Problems) {
-    if let Some(kind) = spec.kind.as_ref().filter(|k| *k != role.as_str()) {
+    if let Some(ComponentType::Role(kind)) = spec
+        .kind
+        .as_ref()
+        .filter(|k| matches!(k, ComponentType::Role(kind) if kind != role.as_str()))
+    {
         problems.push(format!(
             "type: `{kind}` does not match the list it is in (spec.{})",
             role.list()
@@ -186,10 +229,17 @@ fn check_type(role: Role, spec: &ComponentSpec, problems: &mut Problems) {
     }
 }
 
-fn image(spec: &ComponentSpec, problems: &mut Problems) -> String {
-    let image = spec.image.clone().unwrap_or_default();
+/// `image:`, else the image a `type: NAME@VERSION` reference names.
+fn image(spec: &ComponentSpec, registry: &Registry, problems: &mut Problems) -> String {
+    let referenced = match &spec.kind {
+        Some(ComponentType::Reference { org, name, version }) => {
+            Some(registry.image(org.as_deref(), name, version))
+        }
+        _ => None,
+    };
+    let image = spec.image.clone().or(referenced).unwrap_or_default();
     if image.trim().is_empty() {
-        problems.push("image: is required".into());
+        problems.push("image: is required (or a component reference `type: NAME@VERSION`)".into());
     } else if image.starts_with('-') || image.chars().any(char::is_whitespace) {
         problems.push(format!("image: `{image}` is not an image reference"));
     }

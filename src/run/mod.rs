@@ -106,7 +106,18 @@ fn run_recorded(
         color: options.color,
     };
     recorder.lock().started_at = Some(SystemTime::now());
-    let plan = plan::load(&options.pipeline, &options.naming)?;
+    let mut plan = plan::load(&options.pipeline, &options.naming)?;
+    if let Some(refusal) = plan.driver.run_refusal() {
+        anyhow::bail!("{}: {refusal}", options.pipeline.display());
+    }
+    for notice in plan
+        .driver
+        .run_notice()
+        .into_iter()
+        .chain(plan.notes.iter().map(String::as_str))
+    {
+        console.info(notice);
+    }
     let engine = Engine::detect(&options.docker_bin, options.deadlines)
         .context("the container engine is not available")?;
     let events = Arc::new(RunEvents::default());
@@ -124,6 +135,10 @@ fn run_recorded(
         .control_plane_in_container()
         .then_some(options.control_plane_image.as_str());
     let image_ids = preflight::check(&engine, &plan, &location, control_plane_image, console)?;
+    // What the images say about themselves (config names, roles, event types).
+    let metadata = crate::metadata::read_all(&engine, &plan)?;
+    plan.apply_metadata(&metadata)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", options.pipeline.display()))?;
     for component in &plan.components {
         recorder.lock().component(&component.id).image_id =
             image_ids.get(&component.image).cloned();

@@ -175,6 +175,7 @@ fn start_control_plane_container(
         entrypoint: None,
         args: contract::control_plane_args(plan, heartbeat_interval),
         stop_timeout: Duration::from_secs(2),
+        limits: Default::default(),
     };
     engine
         .create_container(&spec)

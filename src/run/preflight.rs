@@ -96,6 +96,16 @@ pub fn check(
                 ));
             }
         }
+        for secret in &component.secrets {
+            if let Err(why) = location.engine_path(&secret.host_path) {
+                problems.push(format!(
+                    "component `{}`: secret `{}`: `{}` {why}",
+                    component.id,
+                    secret.name,
+                    secret.host_path.display()
+                ));
+            }
+        }
     }
 
     // Pinned ports can be checked only where they are published: on this host.

@@ -19,13 +19,13 @@ use super::reach::{PortAccess, Reachable};
 use super::record::Recorder;
 use super::teardown::{exit_error, ExitError, Halt, FAILURE_LOG_LINES};
 use crate::contract::{self, ControlPlaneAccess};
-use crate::engine::{ContainerSpec, Engine, Mount, PortPublish};
+use crate::engine::{ContainerSpec, Engine, Mount, PortPublish, ResourceLimits};
 use crate::events::{Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
 use crate::labels;
 use crate::location::Location;
 use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
-use crate::plan::{ComponentPlan, RunPlan};
+use crate::plan::{ComponentPlan, RunPlan, SecretTarget};
 
 /// What starting and supervising share: the plan, the engine, and what the run has made.
 pub struct LiveRun<'a> {
@@ -173,19 +173,30 @@ fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -
         mounts: component
             .volumes
             .iter()
-            .map(|v| Mount {
+            .map(|v| (&v.host_path, &v.container_path, v.readonly))
+            // Secret files: always read-only.
+            .chain(component.secrets.iter().filter_map(|s| match &s.target {
+                SecretTarget::File(path) => Some((&s.host_path, path, true)),
+                SecretTarget::Env(_) => None,
+            }))
+            .map(|(host_path, container_path, readonly)| Mount {
                 // Checked by preflight: every path is visible to the engine.
                 host_path: run
                     .location
-                    .engine_path(&v.host_path)
-                    .unwrap_or_else(|_| v.host_path.clone()),
-                container_path: v.container_path.clone(),
-                readonly: v.readonly,
+                    .engine_path(host_path)
+                    .unwrap_or_else(|_| host_path.clone()),
+                container_path: container_path.clone(),
+                readonly,
             })
             .collect(),
         entrypoint: component.entrypoint.clone(),
         args: component.args.clone(),
         stop_timeout: component.stop_grace,
+        limits: ResourceLimits {
+            cpus: component.resources.cpu_limit.as_ref().map(|c| c.cores()),
+            memory_bytes: component.resources.memory_limit.as_ref().map(|m| m.bytes),
+            memory_reservation_bytes: component.resources.memory_request.as_ref().map(|m| m.bytes),
+        },
     }
 }
 
@@ -193,7 +204,17 @@ fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -
 /// that is deleted as soon as the container exists.
 fn create_container(run: &LiveRun, component: &ComponentPlan) -> Result<()> {
     let id = &component.id;
-    let env_file = EnvFile::write(run.env_dir, run.run_id, id, &run.container_env(component))?;
+    let mut env = run.container_env(component);
+    // Secret contents are read only now, straight into the private env file.
+    for secret in &component.secrets {
+        if let SecretTarget::Env(var) = &secret.target {
+            let value = secret
+                .read_env_value()
+                .map_err(|e| anyhow::anyhow!("component `{id}`: {e}"))?;
+            env.insert(var.clone(), value);
+        }
+    }
+    let env_file = EnvFile::write(run.env_dir, run.run_id, id, &env)?;
     let spec = container_spec(run, component, env_file.path.clone());
     run.engine
         .create_container(&spec)

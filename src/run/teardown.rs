@@ -388,6 +388,7 @@ mod tests {
             entrypoint: None,
             args: vec![],
             stop_timeout: std::time::Duration::from_secs(1),
+            limits: Default::default(),
         };
         engine
             .create_container(&spec)

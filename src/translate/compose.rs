@@ -78,6 +78,37 @@ fn networks(plan: &RunPlan, alias: &str) -> Value {
     map([(plan.network.as_str(), map([("aliases", strings(&[alias]))]))])
 }
 
+/// `deploy.resources`: cores as `cpus`, memory in bytes (Compose has no `Mi` suffix).
+fn compose_resources(resources: &crate::plan::ResourcePlan) -> Value {
+    let list = |cpu: &Option<crate::spec::CpuQuantity>,
+                memory: &Option<crate::spec::MemoryQuantity>| {
+        let mut list = Mapping::new();
+        if let Some(cpu) = cpu {
+            list.insert(s("cpus"), s(cpu.cores()));
+        }
+        if let Some(memory) = memory {
+            list.insert(s("memory"), s(format!("{}b", memory.bytes)));
+        }
+        list
+    };
+    let mut out = Mapping::new();
+    for (key, entries) in [
+        (
+            "limits",
+            list(&resources.cpu_limit, &resources.memory_limit),
+        ),
+        (
+            "reservations",
+            list(&resources.cpu_request, &resources.memory_request),
+        ),
+    ] {
+        if !entries.is_empty() {
+            out.insert(s(key), Value::Mapping(entries));
+        }
+    }
+    map([("resources", Value::Mapping(out))])
+}
+
 fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions) -> Value {
     let mut service = Mapping::new();
     let mut put = |key: &str, value: Value| {
@@ -95,9 +126,10 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
     }
     put(
         "environment",
+        // Compose interpolates `$` in the file it reads; `$$` keeps a value as it is.
         map(component_env(component, options)
             .into_iter()
-            .map(|(k, v)| (k, s(v)))),
+            .map(|(k, v)| (k, s(v.replace('$', "$$"))))),
     );
     put(
         "labels",
@@ -132,6 +164,9 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
             })
             .collect();
         put("volumes", Value::Sequence(volumes));
+    }
+    if !component.resources.is_empty() {
+        put("deploy", compose_resources(&component.resources));
     }
     if let Some(command) = healthcheck_command(component) {
         let mut test = vec!["CMD".to_string()];

@@ -362,6 +362,9 @@ fn pod_spec(component: &ComponentPlan, options: &TranslateOptions, claims: &[Cla
             .collect();
         put("ports", Value::Sequence(ports));
     }
+    if !component.resources.is_empty() {
+        put("resources", kubernetes_resources(&component.resources));
+    }
     if let Some(health) = &component.health {
         // Failing readiness never kills a pod, so the threshold only decides how quickly a
         // component that stops answering is taken out of its Service.
@@ -436,6 +439,37 @@ fn pod_spec(component: &ComponentPlan, options: &TranslateOptions, claims: &[Cla
         pod.insert(s("volumes"), Value::Sequence(volumes));
     }
     Value::Mapping(pod)
+}
+
+/// `resources:` as the file wrote the quantities (they are Kubernetes' own syntax).
+fn kubernetes_resources(resources: &crate::plan::ResourcePlan) -> Value {
+    let list = |cpu: &Option<crate::spec::CpuQuantity>,
+                memory: &Option<crate::spec::MemoryQuantity>| {
+        let mut list = Mapping::new();
+        if let Some(cpu) = cpu {
+            list.insert(s("cpu"), s(cpu.written.as_str()));
+        }
+        if let Some(memory) = memory {
+            list.insert(s("memory"), s(memory.written.as_str()));
+        }
+        list
+    };
+    let mut out = Mapping::new();
+    for (key, entries) in [
+        (
+            "requests",
+            list(&resources.cpu_request, &resources.memory_request),
+        ),
+        (
+            "limits",
+            list(&resources.cpu_limit, &resources.memory_limit),
+        ),
+    ] {
+        if !entries.is_empty() {
+            out.insert(s(key), Value::Mapping(entries));
+        }
+    }
+    Value::Mapping(out)
 }
 
 /// Names of ports: the file's name when Kubernetes accepts it (IANA service name: at most 15

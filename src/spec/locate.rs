@@ -1,0 +1,53 @@
+//! Where a component's field is written in the file, for problems found after parsing (the
+//! plan's checks), which serde cannot place: a line scan, good for block and flow style alike
+//! because it only looks for the component's `id` and then the field's key.
+
+/// The 1-based line of `field` (its first key, e.g. `resources` of
+/// `resources.requests.memory`) of the component with `id`, else of the component itself.
+pub fn component_field_line(text: &str, id: &str, field: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let declares_id = |line: &str| {
+        let code = line.split(" #").next().unwrap_or(line);
+        code.split(['{', ',', '-'])
+            .map(str::trim)
+            .filter_map(|part| part.strip_prefix("id:"))
+            .any(|value| value.trim().trim_matches(['"', '\'', '}']).trim() == id)
+    };
+    let start = lines.iter().position(|line| declares_id(line))?;
+    let key = field
+        .split(['.', '['])
+        .next()
+        .filter(|key| !key.is_empty())?;
+    let found = lines[start..]
+        .iter()
+        .enumerate()
+        // The next component (`- id:` or `- {id:`) ends the search.
+        .take_while(|(i, line)| {
+            *i == 0
+                || !line.trim_start().starts_with("- id:") && !line.trim_start().starts_with("- {")
+        })
+        .find(|(_, line)| {
+            let code = line.split(" #").next().unwrap_or(line);
+            code.contains(&format!("{key}:"))
+        })
+        .map(|(i, _)| start + i + 1);
+    Some(found.unwrap_or(start + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_field_of_the_component() {
+        let text = "spec:\n  sources:\n    - id: a\n      resources: {}\n    - id: b\n      image: x\n      resources:\n        limits: {}\n  sinks:\n    - {id: c, image: y, secrets: []}\n";
+        assert_eq!(component_field_line(text, "a", "resources.limits"), Some(4));
+        assert_eq!(
+            component_field_line(text, "b", "resources.limits.cpu"),
+            Some(7)
+        );
+        assert_eq!(component_field_line(text, "b", "secrets[0]"), Some(5));
+        assert_eq!(component_field_line(text, "c", "secrets[0].mode"), Some(10));
+        assert_eq!(component_field_line(text, "d", "image"), None);
+    }
+}
