@@ -89,6 +89,7 @@ fn hostile_strings_stay_single_arguments_and_env_values_stay_secret() {
     fs::create_dir_all(&lake).unwrap();
     let pipeline = fake.dir.join("p.yaml");
     // Each of these would create the marker if any part of flowctl ran it through a shell.
+    // `$$` is the file's literal `$` (Compose's rule), so the engine gets `$(touch ...)`.
     fs::write(
         &pipeline,
         format!(
@@ -98,11 +99,11 @@ metadata: {{name: hostile}}
 spec:
   sources:
     - id: src
-      image: 'img$(touch${{IFS}}{m})`touch${{IFS}}{m}`'
+      image: 'img$$(touch$${{IFS}}{m})`touch$${{IFS}}{m}`'
       command: ['/bin/x;touch {m}']
-      args: ['$(touch {m})', '"; touch {m}; echo "', "' && touch {m} '"]
+      args: ['$$(touch {m})', '"; touch {m}; echo "', "' && touch {m} '"]
       env:
-        TOKEN: 'tok-value-$(touch {m})'
+        TOKEN: 'tok-value-$$(touch {m})'
         QUOTED: "q-value'; touch {m}; '"
         SPACES: ' sp-value  with  spaces '
       ports: [{{containerPort: 8088}}]
@@ -126,12 +127,19 @@ spec:
     assert!(!marker.exists(), "a hostile string reached a shell");
 
     let calls = fake.calls();
+    // The component's container, not the probe that reads the image's /metadata.json.
+    let is_probe = |c: &&Vec<String>| c.iter().any(|a| a.starts_with("flowctl-probe-"));
     let run = calls
         .iter()
-        .find(|c| c.first().map(String::as_str) == Some("create"))
+        .find(|c| c.first().map(String::as_str) == Some("create") && !is_probe(c))
         .unwrap_or_else(|| panic!("no create call in {calls:?}"));
+    let probe = calls
+        .iter()
+        .find(is_probe)
+        .unwrap_or_else(|| panic!("no metadata probe in {calls:?}"));
     // The image and every argument arrive whole, as one argument each, after the image.
     let image = format!("img$(touch${{IFS}}{m})`touch${{IFS}}{m}`");
+    assert_eq!(probe.last(), Some(&image), "{probe:?}");
     let at = run
         .iter()
         .position(|a| *a == image)

@@ -34,6 +34,17 @@ impl Sandbox {
             fs::create_dir_all(root.join(script).parent().unwrap()).unwrap();
             fs::copy(repo().join(script), root.join(script)).unwrap();
         }
+        // build-images.sh ships the metadata files the image list names as /metadata.json.
+        for folder in [
+            "examples/stellar/components/metadata",
+            "examples/stellar/v1/metadata",
+        ] {
+            fs::create_dir_all(root.join(folder)).unwrap();
+            for entry in fs::read_dir(repo().join(folder)).unwrap() {
+                let path = entry.unwrap().path();
+                fs::copy(&path, root.join(folder).join(path.file_name().unwrap())).unwrap();
+            }
+        }
         // build-images.sh copies each image's binary from the release folder.
         let release = root.join("target/x86_64-unknown-linux-gnu/release");
         fs::create_dir_all(&release).unwrap();

@@ -267,6 +267,10 @@ impl Engine {
             Err(e) => return Err(e),
         };
         removed?;
+        // Nothing copied is no file (an engine that answers `cp` with an empty stream).
+        if tar.is_empty() {
+            return Ok(None);
+        }
         Ok(Some(inspect::first_tar_entry(&tar).ok_or_else(|| {
             EngineError::unexpected_output(
                 format!("{} cp {name}:{path} -", self.program.display()),
