@@ -203,13 +203,17 @@ impl SignalPolicy {
             return;
         };
         let console = run.console;
-        match run.events.interrupt() {
+        match count {
             1 => {
-                console.info("stopping (press Ctrl+C again to force)");
-                // A call the daemon never answers would hold the run forever.
+                // A call the daemon never answers would hold the run forever. Killed before the
+                // run hears of the signal: only then does its teardown start, whose graceful
+                // `stop` must not be killed too.
                 engine::kill_in_flight();
+                run.events.interrupt();
+                console.info("stopping (press Ctrl+C again to force)");
             }
             2 => {
+                run.events.interrupt();
                 console.info("forcing: removing every container of this run now");
                 engine::kill_in_flight();
                 let removal = cleanup::remove_run(&run.engine, &run.run_id, &StopOrder::default());
