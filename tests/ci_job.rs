@@ -24,6 +24,16 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{Scratch, LONG_RUNNING};
 
+/// The tests of this file run one at a time: each runs whole pipelines in job containers, and
+/// side by side on 2 cores they only measure the machine's load.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Failure bound for waits; not a measurement.
 const PATIENCE: Duration = Duration::from_secs(120);
 const SOCKET: &str = "/var/run/docker.sock";
@@ -320,6 +330,7 @@ fn run_example_in_a_job(with_tmp: bool, inside: Option<&str>) {
 
 #[test]
 fn the_example_runs_in_a_podman_job_container_with_podmans_socket_mounted() {
+    let _serial = serial();
     let podman = support::require_tool(
         "podman",
         Command::new("podman").arg("version"),
@@ -380,6 +391,7 @@ fn the_example_runs_in_a_podman_job_container_with_podmans_socket_mounted() {
 
 #[test]
 fn the_example_runs_in_a_scratch_job_container_with_the_socket_mounted() {
+    let _serial = serial();
     if !docker_socket_present() {
         return;
     }
@@ -388,6 +400,7 @@ fn the_example_runs_in_a_scratch_job_container_with_the_socket_mounted() {
 
 #[test]
 fn the_example_runs_with_the_checkout_mounted_at_another_path() {
+    let _serial = serial();
     if !docker_socket_present() {
         return;
     }
@@ -397,6 +410,7 @@ fn the_example_runs_with_the_checkout_mounted_at_another_path() {
 
 #[test]
 fn the_example_runs_in_a_job_image_without_tmp() {
+    let _serial = serial();
     if !docker_socket_present() {
         return;
     }
@@ -405,6 +419,7 @@ fn the_example_runs_in_a_job_image_without_tmp() {
 
 #[test]
 fn sigterm_to_the_job_container_leaves_nothing_and_a_summary() {
+    let _serial = serial();
     if !docker_socket_present() {
         return;
     }
@@ -455,6 +470,7 @@ fn sigterm_to_the_job_container_leaves_nothing_and_a_summary() {
 
 #[test]
 fn a_killed_job_container_leaves_what_gc_on_the_host_removes_and_nothing_else() {
+    let _serial = serial();
     if !docker_socket_present() {
         return;
     }
@@ -502,6 +518,7 @@ fn a_killed_job_container_leaves_what_gc_on_the_host_removes_and_nothing_else() 
 
 #[test]
 fn logs_dir_and_summary_record_completed_failed_and_interrupted_runs() {
+    let _serial = serial();
     support::require_test_image();
     // Completed: the example, with its exact events in the consumer's log file.
     let scratch = Scratch::new("records");
@@ -660,6 +677,7 @@ impl Drop for PodmanService {
 
 #[test]
 fn the_example_runs_against_a_remote_engine_over_tcp() {
+    let _serial = serial();
     let podman = support::require_tool(
         "podman",
         Command::new("podman").arg("version"),
