@@ -249,15 +249,28 @@ impl Drop for JobImage {
 
 /// Skips (returns false) the job-container tests when this run targets Podman: the job image
 /// talks to Docker's socket. Docker itself must be there.
-fn docker_socket_present() -> bool {
-    if support::docker_bin().contains("podman") {
-        return false;
-    }
+/// The job-container tests drive Docker's socket whatever `FLOWCTL_DOCKER_BIN` says (the Podman
+/// shape has a test of its own); without it they fail, they never pass unrun.
+fn require_docker_socket() {
     assert!(
         Path::new(SOCKET).exists(),
         "{SOCKET} is missing: these tests need the Docker engine"
     );
-    true
+}
+
+/// `flowctl run PIPELINE --project PROJECT --no-color --control-plane-port 0 EXTRA...`.
+fn run_args<'a>(pipeline: &'a str, project: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        pipeline,
+        "--project",
+        project,
+        "--no-color",
+        "--control-plane-port",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// Waits until `docker logs job` contains `text`.
@@ -296,15 +309,7 @@ fn run_example_in_a_job(with_tmp: bool, inside: Option<&str>) {
             inside.unwrap_or(&root),
             &job,
             false,
-            &[
-                "run",
-                "examples/ttp-pipeline.yaml",
-                "--project",
-                &project,
-                "--no-color",
-                "--control-plane-port",
-                "0",
-            ],
+            &run_args("examples/ttp-pipeline.yaml", &project, &[]),
         )
         .output()
         .unwrap();
@@ -366,15 +371,7 @@ fn the_example_runs_in_a_podman_job_container_with_podmans_socket_mounted() {
         .run(
             &job,
             false,
-            &[
-                "run",
-                "examples/ttp-pipeline.yaml",
-                "--project",
-                &project,
-                "--no-color",
-                "--control-plane-port",
-                "0",
-            ],
+            &run_args("examples/ttp-pipeline.yaml", &project, &[]),
         )
         .output()
         .unwrap();
@@ -392,18 +389,14 @@ fn the_example_runs_in_a_podman_job_container_with_podmans_socket_mounted() {
 #[test]
 fn the_example_runs_in_a_scratch_job_container_with_the_socket_mounted() {
     let _serial = serial();
-    if !docker_socket_present() {
-        return;
-    }
+    require_docker_socket();
     run_example_in_a_job(true, None);
 }
 
 #[test]
 fn the_example_runs_with_the_checkout_mounted_at_another_path() {
     let _serial = serial();
-    if !docker_socket_present() {
-        return;
-    }
+    require_docker_socket();
     // The ledgers' bind mount is resolved through the job container's own mount.
     run_example_in_a_job(true, Some("/__w/flowctl/flowctl"));
 }
@@ -411,18 +404,14 @@ fn the_example_runs_with_the_checkout_mounted_at_another_path() {
 #[test]
 fn the_example_runs_in_a_job_image_without_tmp() {
     let _serial = serial();
-    if !docker_socket_present() {
-        return;
-    }
+    require_docker_socket();
     run_example_in_a_job(false, None);
 }
 
 #[test]
 fn sigterm_to_the_job_container_leaves_nothing_and_a_summary() {
     let _serial = serial();
-    if !docker_socket_present() {
-        return;
-    }
+    require_docker_socket();
     let image = JobImage::build("term", true);
     let project = format!("cij-term-{}", std::process::id());
     let job = format!("{project}-job");
@@ -432,17 +421,11 @@ fn sigterm_to_the_job_container_leaves_nothing_and_a_summary() {
         .run(
             &job,
             true,
-            &[
-                "run",
+            &run_args(
                 &pipeline.display().to_string(),
-                "--project",
                 &project,
-                "--no-color",
-                "--control-plane-port",
-                "0",
-                "--summary",
-                &summary.display().to_string(),
-            ],
+                &["--summary", &summary.display().to_string()],
+            ),
         )
         .output()
         .unwrap();
@@ -471,9 +454,7 @@ fn sigterm_to_the_job_container_leaves_nothing_and_a_summary() {
 #[test]
 fn a_killed_job_container_leaves_what_gc_on_the_host_removes_and_nothing_else() {
     let _serial = serial();
-    if !docker_socket_present() {
-        return;
-    }
+    require_docker_socket();
     let image = JobImage::build("kill", true);
     let scratch = Scratch::new("cijkill");
     let project = scratch.name.clone();
@@ -484,15 +465,7 @@ fn a_killed_job_container_leaves_what_gc_on_the_host_removes_and_nothing_else() 
         .run(
             &job,
             true,
-            &[
-                "run",
-                &pipeline.display().to_string(),
-                "--project",
-                &project,
-                "--no-color",
-                "--control-plane-port",
-                "0",
-            ],
+            &run_args(&pipeline.display().to_string(), &project, &[]),
         )
         .output()
         .unwrap();
