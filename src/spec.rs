@@ -71,10 +71,10 @@ pub struct PipelineSpec {
     pub processors: Vec<ComponentSpec>,
     #[serde(default)]
     pub sinks: Vec<ComponentSpec>,
-    /// Upstream field (whole-pipeline jobs) this flowctl does not implement; present → a
-    /// clear error in the plan.
+    /// Whole-pipeline jobs (upstream's `pipelines`): containers outside the data graph that
+    /// start after what they `depends_on` and must finish, like sinks.
     #[serde(default)]
-    pub pipelines: Option<serde_yaml::Value>,
+    pub pipelines: Vec<ComponentSpec>,
     /// Settings for every component, under each component's own `config`.
     #[serde(default)]
     pub config: BTreeMap<String, serde_yaml::Value>,
@@ -144,26 +144,14 @@ pub struct ComponentSpec {
     pub secrets: Vec<SecretSpec>,
     #[serde(default)]
     pub resources: Option<ResourcesSpec>,
-    /// Upstream fields of `spec.pipelines` jobs this flowctl does not implement; present → a
-    /// clear error in the plan.
+    /// Components (or jobs) that must be ready before this one starts; unlike `inputs`, no
+    /// data flows (upstream's field for `spec.pipelines` jobs).
     #[serde(default)]
-    pub depends_on: Option<serde_yaml::Value>,
+    pub depends_on: Vec<String>,
+    /// Upstream's name for `restart` (`never`, `on-failure[:N]`, Kubernetes' `Never` /
+    /// `OnFailure`).
     #[serde(default)]
-    pub restart_policy: Option<serde_yaml::Value>,
-}
-
-impl ComponentSpec {
-    /// Upstream keys that are present but not implemented here.
-    pub fn unsupported_fields(&self) -> Vec<&'static str> {
-        [
-            ("depends_on", self.depends_on.is_some()),
-            ("restart_policy", self.restart_policy.is_some()),
-        ]
-        .into_iter()
-        .filter(|(_, present)| *present)
-        .map(|(name, _)| name)
-        .collect()
-    }
+    pub restart_policy: Option<String>,
 }
 
 /// `type:` of a component.
@@ -182,10 +170,10 @@ pub enum ComponentType {
 impl ComponentType {
     /// Parses a `type:` value; the error says what is accepted.
     pub fn parse(text: &str) -> Result<ComponentType, String> {
-        if ["source", "processor", "sink"].contains(&text) {
+        if ["source", "processor", "sink", "pipeline"].contains(&text) {
             return Ok(ComponentType::Role(text.to_string()));
         }
-        let expected = "`source`, `processor`, `sink` or a component reference \
+        let expected = "`source`, `processor`, `sink`, `pipeline` or a component reference \
                         `NAME@VERSION` / `ORG/NAME@VERSION` (e.g. `ttp-processor@v1.0.0`)";
         let Some((path, version)) = text.split_once('@') else {
             return Err(format!("`{text}` is not {expected}"));

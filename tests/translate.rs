@@ -290,6 +290,8 @@ fn kubernetes_manifests_validate_against_the_kubernetes_schemas() {
         // Upstream's format: `resources` become the containers' requests and limits.
         "tests/pipelines/upstream/kubernetes-driver.yaml",
         "tests/pipelines/upstream/secrets-and-resources.yaml",
+        // Replicas, whole-pipeline jobs, `depends_on` and a secret as a variable.
+        "tests/pipelines/upstream/replicas-and-jobs.yaml",
     ] {
         let folder = scratch
             .0
@@ -354,20 +356,102 @@ fn resources_reach_both_translations_and_compose_accepts_them() {
         compose.contains("deploy:\n      resources:\n        limits:\n          cpus: '1.5'\n          memory: 1073741824b\n        reservations:\n          cpus: '0.25'\n          memory: 268435456b\n"),
         "{compose}"
     );
-    let scratch = TempDir::new("flowctl-translate-resources-");
+    assert_compose_accepts(pipeline);
+}
+
+/// Translates `pipeline` into a Compose file that `compose config` must accept; the secrets the
+/// test files pass as variables come from Compose's environment.
+fn assert_compose_accepts(pipeline: &str) {
+    let scratch = TempDir::new("flowctl-translate-config-");
     let file = scratch.0.join("compose.yaml");
     translate_ok(&["--to", "compose", pipeline], &file);
     let output = compose_command()
         .arg("-f")
         .arg(&file)
         .args(["config", "--quiet"])
+        .env("RPC_TOKEN", "x")
+        .env("REPORT_TOKEN", "x")
         .output()
         .expect("compose runs");
     assert!(
         output.status.success(),
-        "compose refuses the translation: {}",
+        "compose refuses the translation of {pipeline}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn secrets_replicas_and_jobs_reach_both_translations_without_secret_contents() {
+    let contents = [
+        std::fs::read_to_string(repo().join("tests/pipelines/upstream/secrets/rpc-token"))
+            .expect("fixture"),
+        std::fs::read_to_string(repo().join("tests/pipelines/upstream/secrets/gcs-key.json"))
+            .expect("fixture"),
+    ];
+    // `translated` writes the repository's folder as /REPO.
+    let secret_key = "/REPO/tests/pipelines/upstream/secrets/gcs-key.json";
+    let token = "/REPO/tests/pipelines/upstream/secrets/rpc-token";
+    for pipeline in [
+        "tests/pipelines/upstream/secrets-and-resources.yaml",
+        "tests/pipelines/upstream/replicas-and-jobs.yaml",
+    ] {
+        for target in [Target::Compose, Target::Kubernetes] {
+            let text = translated(pipeline, &Naming::default(), target);
+            for content in &contents {
+                assert!(
+                    !text.contains(content.trim()),
+                    "{pipeline} ({target}): a secret's content is in the output:\n{text}"
+                );
+            }
+        }
+    }
+
+    let compose = translated(
+        "tests/pipelines/upstream/secrets-and-resources.yaml",
+        &Naming::default(),
+        Target::Compose,
+    );
+    for expected in [
+        format!("secrets:\n  gcs-credentials:\n    file: {secret_key}\n"),
+        "    secrets:\n    - source: gcs-credentials\n      target: /secrets/gcs-key.json\n"
+            .to_string(),
+        "RPC_TOKEN: ${RPC_TOKEN:?the content of secret rpc-token}".to_string(),
+        format!("export RPC_TOKEN=\"$(cat {token})\""),
+    ] {
+        assert!(
+            compose.contains(&expected),
+            "no {expected:?} in:\n{compose}"
+        );
+    }
+    let kubernetes = translated(
+        "tests/pipelines/upstream/secrets-and-resources.yaml",
+        &Naming::default(),
+        Target::Kubernetes,
+    );
+    for expected in [
+        "        - name: RPC_TOKEN\n          valueFrom:\n            secretKeyRef:\n              name: rpc-token\n              key: rpc-token\n".to_string(),
+        "        - name: secret-gcs-credentials\n          mountPath: /secrets/gcs-key.json\n          subPath: gcs-key.json\n          readOnly: true\n".to_string(),
+        "      - name: secret-gcs-credentials\n        secret:\n          secretName: gcs-credentials\n          defaultMode: 256\n".to_string(),
+        format!("kubectl create secret generic gcs-credentials --from-file={secret_key}"),
+    ] {
+        assert!(kubernetes.contains(&expected), "no {expected:?} in:\n{kubernetes}");
+    }
+
+    let pipeline = "tests/pipelines/upstream/replicas-and-jobs.yaml";
+    let compose = translated(pipeline, &Naming::default(), Target::Compose);
+    assert!(
+        compose.contains("  transfers:\n") && compose.contains("    deploy:\n      replicas: 3\n"),
+        "{compose}"
+    );
+    assert!(!compose.contains("transfers-1"), "{compose}");
+    let kubernetes = translated(pipeline, &Naming::default(), Target::Kubernetes);
+    assert!(kubernetes.contains("  replicas: 3\n"), "{kubernetes}");
+    assert!(
+        kubernetes.contains("kind: Job\nmetadata:\n  name: schema-migration"),
+        "{kubernetes}"
+    );
+
+    assert_compose_accepts(pipeline);
 }
 
 /// The Compose tool: `docker-compose` (v1, as installed here) or the `docker compose` plugin.

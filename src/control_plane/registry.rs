@@ -33,6 +33,8 @@ fn role_accepts(role: Role, service_type: ServiceType) -> bool {
         (Role::Source, ServiceType::Source)
             | (Role::Processor, ServiceType::Processor)
             | (Role::Sink, ServiceType::Sink | ServiceType::Pipeline)
+            // A whole-pipeline job may register as whatever it is.
+            | (Role::Pipeline, _)
     )
 }
 

@@ -71,7 +71,7 @@ impl RunPlan {
             let Some(meta) = metadata.get(&component.image) else {
                 continue;
             };
-            let at = format!("component `{}`", component.id);
+            let at = format!("component `{}`", component.file_id());
             apply_to_component(component, meta, &mut errors, &at);
         }
         for consumer in &self.components {
@@ -85,15 +85,19 @@ impl RunPlan {
                     && !outputs.iter().any(|o| inputs.contains(o))
                 {
                     errors.push(format!(
-                        "component `{}`: inputs: `{input}` produces {} but `{}` consumes {}",
-                        consumer.id,
+                        "component `{}`: inputs: `{}` produces {} but `{}` consumes {}",
+                        consumer.file_id(),
+                        producer.file_id(),
                         outputs.join(", "),
-                        consumer.id,
+                        consumer.file_id(),
                         inputs.join(", ")
                     ));
                 }
             }
         }
+        // Replicas of one component have the same problems: say each once.
+        let mut seen = std::collections::BTreeSet::new();
+        errors.retain(|e| seen.insert(e.clone()));
         if errors.is_empty() {
             Ok(())
         } else {

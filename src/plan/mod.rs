@@ -11,6 +11,7 @@ mod driver;
 mod metadata;
 mod order;
 mod reference;
+mod replicas;
 mod resolve;
 mod resources;
 mod secrets;
@@ -19,6 +20,7 @@ pub use config::env_name as config_env_name;
 pub use driver::Driver;
 pub use metadata::{ComponentMetadata, ConfigField};
 pub use reference::Registry;
+pub use replicas::MAX_REPLICAS;
 pub use resources::ResourcePlan;
 pub use secrets::{SecretPlan, SecretTarget};
 
@@ -98,6 +100,9 @@ pub enum Role {
     Source,
     Processor,
     Sink,
+    /// A whole-pipeline job of `spec.pipelines`: outside the data graph, it starts after what
+    /// it `depends_on` and must finish, like a sink.
+    Pipeline,
 }
 
 impl Role {
@@ -107,14 +112,21 @@ impl Role {
             Role::Source => "source",
             Role::Processor => "processor",
             Role::Sink => "sink",
+            Role::Pipeline => "pipeline",
         }
     }
 
     /// The inverse of [`Role::as_str`].
     pub fn from_name(name: &str) -> Option<Role> {
-        [Role::Source, Role::Processor, Role::Sink]
+        [Role::Source, Role::Processor, Role::Sink, Role::Pipeline]
             .into_iter()
             .find(|role| role.as_str() == name)
+    }
+
+    /// Whether a run is complete only once the components of this role have finished (sinks
+    /// and whole-pipeline jobs); the others serve them.
+    pub fn must_finish(self) -> bool {
+        matches!(self, Role::Sink | Role::Pipeline)
     }
 
     /// The list of the file it is in (`spec.sources`, ...).
@@ -123,6 +135,7 @@ impl Role {
             Role::Source => "sources",
             Role::Processor => "processors",
             Role::Sink => "sinks",
+            Role::Pipeline => "pipelines",
         }
     }
 }
@@ -315,7 +328,9 @@ pub struct ComponentPlan {
     /// From the file (plus `HEALTH_PORT` when implied); values are secret: print keys only.
     pub env: std::collections::BTreeMap<String, String>,
     pub inputs: Vec<String>,
-    /// 0 for components without inputs, else 1 + the deepest input.
+    /// Components that must be ready first, with no data flowing (`depends_on`).
+    pub depends_on: Vec<String>,
+    /// 0 for components without inputs or dependencies, else 1 + the deepest of them.
     pub depth: usize,
     pub ports: Vec<PortPlan>,
     pub health: Option<HealthPlan>,
@@ -339,6 +354,11 @@ pub struct ComponentPlan {
     pub resources: ResourcePlan,
     /// Secrets whose files exist.
     pub secrets: Vec<SecretPlan>,
+    /// `replicas:` of the file (1 by default); the same on every replica.
+    pub replicas: u32,
+    /// Of a replica (`replicas` above 1): the file's id, the network alias every replica
+    /// answers to; the replica's own id is `<file id>-<n>`.
+    pub replica_of: Option<String>,
 }
 
 /// A validated pipeline, ready to run.
@@ -401,12 +421,16 @@ impl RunPlan {
             (Role::Source, &file.spec.sources),
             (Role::Processor, &file.spec.processors),
             (Role::Sink, &file.spec.sinks),
+            (Role::Pipeline, &file.spec.pipelines),
         ]
         .into_iter()
         .flat_map(|(role, list)| list.iter().enumerate().map(move |(i, c)| (role, i, c)))
         .collect();
         if declared.is_empty() {
-            errors.push("spec: the pipeline has no components (sources, processors, sinks)".into());
+            errors.push(
+                "spec: the pipeline has no components (sources, processors, sinks, pipelines)"
+                    .into(),
+            );
         }
 
         let mut seen: HashMap<&str, String> = HashMap::new();
@@ -447,12 +471,19 @@ impl RunPlan {
             notes.extend(component_notes.into_iter().map(|n| format!("{at}: {n}")));
         }
         resolve::check_pinned_ports(&components, &mut errors);
+        let components = replicas::expand(components, &mut errors);
 
+        let file_has_depends_on = components.iter().any(|c| !c.depends_on.is_empty());
         let ordered = match order::order(components) {
             Ok(ordered) => ordered,
             Err(cycle) => {
+                let fields = if file_has_depends_on {
+                    "inputs/depends_on"
+                } else {
+                    "inputs"
+                };
                 errors.push(format!(
-                    "inputs: the pipeline has a cycle: {}",
+                    "{fields}: the pipeline has a cycle: {}",
                     cycle.join(" → ")
                 ));
                 Vec::new()
@@ -710,7 +741,7 @@ mod tests {
     - {id: b, image: img, restart: on-failure:0}
     - {id: c, image: img, restart: on-failure:lots}
     - {id: d, image: img, restart: sometimes}
-    - {id: e, image: img, restart_policy: {condition: on-failure}}
+    - {id: e, image: img, restart_policy: sometimes}
 ",
         ))
         .unwrap_err()
@@ -720,8 +751,7 @@ mod tests {
             "component `b`: restart: `on-failure:0`: N must be a whole number from 1 to 100",
             "component `c`: restart: `on-failure:lots`: N must be",
             "component `d`: restart: `sometimes` must be `no`, `on-failure` or `on-failure:N`",
-            "component `e`: restart_policy: is an upstream flowctl field this flowctl does not \
-             support (`restart: on-failure:N`",
+            "component `e`: restart_policy: `sometimes` must be `no`, `on-failure` or",
         ] {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }
@@ -823,10 +853,8 @@ mod tests {
             "apiVersion: `v2` is not supported",
             "metadata.name: `my pipeline` must be",
             "spec.driver: `lambda` is not supported",
-            "spec.pipelines: whole-pipeline jobs are not supported yet",
             "component `s`: type: `sink` does not match the list it is in (spec.sources)",
-            "component `s`: replicas: 3 is not supported",
-            "component `s`: depends_on: is an upstream flowctl field",
+            "component `s`: depends_on: unknown component `x`",
         ] {
             assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
         }
@@ -834,6 +862,71 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("no components"));
+    }
+
+    #[test]
+    fn pipeline_jobs_start_after_what_they_depend_on() {
+        let parsed = plan(&pipeline(
+            "
+  sources:
+    - {id: db, image: img}
+  sinks:
+    - {id: sink, image: img, inputs: [db]}
+  pipelines:
+    - {id: migrate, image: img, depends_on: [db], restart_policy: on-failure:2}
+    - {id: report, type: pipeline, image: img, depends_on: [migrate, sink], restart_policy: Never}
+",
+        ))
+        .unwrap();
+        let order: Vec<(&str, usize)> = parsed
+            .components
+            .iter()
+            .map(|c| (c.id.as_str(), c.depth))
+            .collect();
+        assert_eq!(
+            order,
+            [("db", 0), ("sink", 1), ("migrate", 1), ("report", 2)]
+        );
+        let migrate = parsed.component("migrate").unwrap();
+        assert_eq!(migrate.role, Role::Pipeline);
+        assert!(migrate.role.must_finish());
+        assert!(migrate.inputs.is_empty());
+        assert_eq!(migrate.restart, RestartPolicy::OnFailure { max: 2 });
+        assert_eq!(
+            parsed.component("report").unwrap().restart,
+            RestartPolicy::Never
+        );
+
+        let err = plan(&pipeline(
+            "
+  sources:
+    - {id: a, image: img, inputs: [b], depends_on: [b, b, a]}
+    - {id: b, image: img, restart: 'no', restart_policy: never, depends_on: [a]}
+  pipelines:
+    - {id: j, type: sink, image: img, restart_policy: always}
+",
+        ))
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "component `a`: depends_on: `b` is listed twice",
+            "component `a`: depends_on: `a` names the component itself",
+            "component `a`: depends_on: `b` is an input already",
+            "component `b`: restart_policy: `restart` is set too",
+            "component `j`: type: `sink` does not match the list it is in (spec.pipelines)",
+            "component `j`: restart_policy: `always` is not supported",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+        let cycle = plan(&pipeline(
+            "  sources:\n    - {id: a, image: img, depends_on: [b]}\n    - {id: b, image: img, inputs: [a]}\n",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            cycle.contains("inputs/depends_on: the pipeline has a cycle: a → b → a"),
+            "{cycle}"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The start order of a pipeline: `inputs` point upstream, so a component starts after every
-//! component it reads from. Ties keep file order, so the order is stable and predictable; a
+//! The start order of a pipeline: `inputs` (and `depends_on`) point upstream, so a component
+//! starts after every component it reads from or depends on. Ties keep file order, so the order is stable and predictable; a
 //! cycle is reported along its members.
 
 use std::collections::{BTreeSet, HashMap};
@@ -17,6 +17,7 @@ pub(super) fn order(components: Vec<ComponentPlan>) -> Result<Vec<ComponentPlan>
         component.depth = component
             .inputs
             .iter()
+            .chain(&component.depends_on)
             .filter_map(|input| depth.get(input))
             .map(|d| d + 1)
             .max()
@@ -39,6 +40,7 @@ fn start_order(components: &[ComponentPlan]) -> Result<Vec<usize>, Vec<String>> 
         .map(|c| {
             c.inputs
                 .iter()
+                .chain(&c.depends_on)
                 .filter_map(|i| index.get(i.as_str()).copied())
                 .collect()
         })

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::config;
 use super::driver::Driver;
 use super::reference::Registry;
+use super::replicas;
 use super::resources::resources;
 use super::secrets::{secrets, SecretTarget};
 use super::{
@@ -45,23 +46,14 @@ pub(super) fn component(
     check_id(spec, problems);
     check_type(role, spec, problems);
     let image = image(spec, context.registry, problems);
-    for field in spec.unsupported_fields() {
-        let hint = if field == "restart_policy" {
-            " (`restart: on-failure:N` restarts a failing component)"
-        } else {
-            ""
-        };
-        problems.push(format!(
-            "{field}: is an upstream flowctl field this flowctl does not support{hint}"
-        ));
-    }
     let restart = restart(spec, problems);
-    if let Some(replicas) = spec.replicas.filter(|r| *r != 1) {
+    let inputs = references("inputs", &spec.inputs, spec, context.ids, problems);
+    let depends_on = references("depends_on", &spec.depends_on, spec, context.ids, problems);
+    if let Some(both) = depends_on.iter().find(|d| inputs.contains(d)) {
         problems.push(format!(
-            "replicas: {replicas} is not supported (each component runs once)"
+            "depends_on: `{both}` is an input already (inputs start first anyway)"
         ));
     }
-    let inputs = inputs(spec, context.ids, problems);
     let mut env = env(spec, problems);
     let config = config::merged(context.pipeline_config, &spec.config, problems);
     let config_env = config::apply(&config, &BTreeMap::new(), &mut env);
@@ -108,7 +100,7 @@ pub(super) fn component(
         None => (None, spec.args.clone()),
     };
 
-    ComponentPlan {
+    let mut component = ComponentPlan {
         id: spec.id.clone(),
         role,
         container_name: match &context.naming.project {
@@ -120,6 +112,7 @@ pub(super) fn component(
         args,
         env,
         inputs,
+        depends_on,
         depth: 0,
         ports,
         health,
@@ -143,7 +136,11 @@ pub(super) fn component(
         output_event_types: spec.output_event_types.clone(),
         resources,
         secrets,
-    }
+        replicas: 1,
+        replica_of: None,
+    };
+    component.replicas = replicas::count(spec.replicas, &component, problems);
+    component
 }
 
 /// Names of containers, networks and labels: what Docker accepts for a container name.
@@ -184,13 +181,6 @@ pub(super) fn check_header(file: &PipelineFile, naming: &Naming, errors: &mut Pr
             Driver::Docker
         }
     };
-    if file.spec.pipelines.is_some() {
-        errors.push(
-            "spec.pipelines: whole-pipeline jobs are not supported yet; write each job as a \
-             component"
-                .into(),
-        );
-    }
     for (flag, value) in [
         ("--project", &naming.project),
         ("--network", &naming.network),
@@ -246,34 +236,59 @@ fn image(spec: &ComponentSpec, registry: &Registry, problems: &mut Problems) -> 
     image
 }
 
+/// `restart`, or upstream's `restart_policy` (also in Kubernetes' spelling); not both.
 fn restart(spec: &ComponentSpec, problems: &mut Problems) -> RestartPolicy {
-    match spec.restart.as_deref().map(RestartPolicy::parse) {
-        None => RestartPolicy::Never,
-        Some(Ok(policy)) => policy,
-        Some(Err(problem)) => {
-            problems.push(format!("restart: {problem}"));
+    let (field, text) = match (&spec.restart, &spec.restart_policy) {
+        (Some(_), Some(_)) => {
+            problems
+                .push("restart_policy: `restart` is set too; they mean the same, keep one".into());
+            return RestartPolicy::Never;
+        }
+        (Some(text), None) => ("restart", text.clone()),
+        (None, Some(text)) => (
+            "restart_policy",
+            match text.as_str() {
+                "never" | "Never" => "no".to_string(),
+                "OnFailure" => "on-failure".to_string(),
+                "Always" => "always".to_string(),
+                other => other.to_string(),
+            },
+        ),
+        (None, None) => return RestartPolicy::Never,
+    };
+    match RestartPolicy::parse(&text) {
+        Ok(policy) => policy,
+        Err(problem) => {
+            problems.push(format!("{field}: {problem}"));
             RestartPolicy::Never
         }
     }
 }
 
-fn inputs(spec: &ComponentSpec, ids: &[&str], problems: &mut Problems) -> Vec<String> {
-    let mut inputs = Vec::new();
-    for input in &spec.inputs {
-        if input == &spec.id {
-            problems.push(format!("inputs: `{input}` names the component itself"));
-        } else if !ids.contains(&input.as_str()) {
-            let hint = spec::nearest(input, ids)
+/// `inputs` or `depends_on`: ids of other components of the file, each once.
+fn references(
+    field: &str,
+    listed: &[String],
+    spec: &ComponentSpec,
+    ids: &[&str],
+    problems: &mut Problems,
+) -> Vec<String> {
+    let mut valid = Vec::new();
+    for id in listed {
+        if id == &spec.id {
+            problems.push(format!("{field}: `{id}` names the component itself"));
+        } else if !ids.contains(&id.as_str()) {
+            let hint = spec::nearest(id, ids)
                 .map(|best| format!(" (did you mean `{best}`?)"))
                 .unwrap_or_default();
-            problems.push(format!("inputs: unknown component `{input}`{hint}"));
-        } else if inputs.contains(input) {
-            problems.push(format!("inputs: `{input}` is listed twice"));
+            problems.push(format!("{field}: unknown component `{id}`{hint}"));
+        } else if valid.contains(id) {
+            problems.push(format!("{field}: `{id}` is listed twice"));
         } else {
-            inputs.push(input.clone());
+            valid.push(id.clone());
         }
     }
-    inputs
+    valid
 }
 
 /// The file's env; values are secret, so problems name keys only.

@@ -26,6 +26,9 @@ pub struct SecretPlan {
     /// Absolute.
     pub host_path: PathBuf,
     pub target: SecretTarget,
+    /// `mode:` as permission bits (`0400` → 0o400), for translations; `flowctl run` mounts
+    /// read-only whatever it says.
+    pub mode: Option<u32>,
 }
 
 impl SecretPlan {
@@ -102,15 +105,18 @@ pub(super) fn secrets(
                 continue;
             }
         };
-        if let Some(mode) = &secret.mode {
+        let mode = secret.mode.as_ref().and_then(|mode| {
             let digits = mode.strip_prefix('0').unwrap_or(mode);
-            if !(3..=4).contains(&digits.len()) || !digits.chars().all(|c| ('0'..='7').contains(&c))
-            {
+            let octal =
+                (3..=4).contains(&digits.len()) && digits.chars().all(|c| ('0'..='7').contains(&c));
+            let bits = octal.then(|| u32::from_str_radix(digits, 8).ok()).flatten();
+            if bits.is_none() {
                 problems.push(format!(
                     "{field}.mode: `{mode}` is not octal permissions such as `0400`"
                 ));
             }
-        }
+            bits
+        });
         if secret.host_path.is_empty() || secret.host_path.contains([':', ',', '\n', '\0']) {
             problems.push(format!(
                 "{field}.host_path: must be a path without `:`, `,` or line breaks"
@@ -157,6 +163,7 @@ pub(super) fn secrets(
             name: secret.name.clone(),
             host_path,
             target,
+            mode,
         });
     }
     plans

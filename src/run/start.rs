@@ -157,7 +157,13 @@ fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -
         name: component.container_name.clone(),
         image: component.image.clone(),
         network: run.plan.network.clone(),
-        aliases: vec![component.id.clone()],
+        // Replicas share their file id (the engine's DNS spreads connections over them) and
+        // each answers to its own id too.
+        aliases: if component.file_id() == component.id {
+            vec![component.id.clone()]
+        } else {
+            vec![component.file_id().to_string(), component.id.clone()]
+        },
         labels,
         env_file: Some(env_file),
         publish: component

@@ -64,13 +64,14 @@ pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
 /// component failing beyond what its restart policy allows.
 pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
     let plan = run.plan;
-    let has_sinks = plan.components.iter().any(|c| c.role == Role::Sink);
+    let has_sinks = plan.components.iter().any(|c| c.role.must_finish());
+    let has_jobs = plan.components.iter().any(|c| c.role == Role::Pipeline);
     let is_relayed = |c: &ComponentPlan| c.grpc.as_ref().is_some_and(|g| g.service.is_v1());
     let relayed = plan.components.iter().any(is_relayed);
     let finishing: Vec<&ComponentPlan> = plan
         .components
         .iter()
-        .filter(|c| !has_sinks || c.role == Role::Sink)
+        .filter(|c| !has_sinks || c.role.must_finish())
         .filter(|c| !is_relayed(c))
         .collect();
     let mut reported = 0;
@@ -108,6 +109,7 @@ pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
             && (!relayed || state.relay_end.is_some());
         if all_done {
             let what = match (has_sinks, relayed) {
+                (true, false) if has_jobs => "every sink and job finished",
                 (true, false) => "every sink finished",
                 (false, false) => "every component finished",
                 (_, true) if finishing.is_empty() => "the relay ended",

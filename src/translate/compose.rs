@@ -4,12 +4,17 @@
 //! What maps to what:
 //! - each component → a service with `container_name` = flowctl's container name and a network
 //!   alias = the component id, so the same DNS names work;
-//! - `inputs` → `depends_on` with `condition: service_healthy` (or `service_started` for an
-//!   input without a health check), which is flowctl's start order by health;
+//! - `inputs` and `depends_on` → `depends_on` with `condition: service_healthy` (or
+//!   `service_started` for one without a health check), which is flowctl's start order by
+//!   health;
+//! - `replicas: N` → `deploy.replicas: N` without `container_name` (Compose names replicas);
 //! - the health check → a Compose `healthcheck` running the component's own `healthcheck`
 //!   subcommand ([`super::healthcheck_command`]);
 //! - ports → published on 127.0.0.1 only, on an engine-picked host port unless pinned;
 //! - volumes → bind mounts of absolute host paths, read-only unless the file says otherwise;
+//! - secrets → Compose file secrets (mounted read-only at `container_path`); a secret given as
+//!   a variable → `${VAR:?…}`, taken from the environment of `up`: no secret content is ever
+//!   written to the file;
 //! - the control plane → a `flowctl-control-plane` service running `flowctl control-plane`.
 
 use anyhow::Result;
@@ -20,7 +25,7 @@ use super::{
     sinks, strings, OutputFile, TranslateOptions, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE,
 };
 use crate::contract::PUBLISH_HOST_IP;
-use crate::plan::{ComponentPlan, RestartPolicy, RunPlan};
+use crate::plan::{ComponentPlan, RestartPolicy, RunPlan, SecretPlan, SecretTarget};
 use crate::spec::format_duration;
 
 /// How often Compose runs a health check. Compose 1.29 has no faster start-up interval, and a
@@ -48,14 +53,54 @@ pub fn translate(plan: &RunPlan, options: &TranslateOptions) -> Result<OutputFil
         ("driver", s("bridge")),
         ("labels", Value::Mapping(flowctl_labels_network(plan))),
     ]);
-    let file = map([
-        ("services", Value::Mapping(services)),
-        ("networks", map([(plan.network.as_str(), network)])),
-    ]);
+    let mut file = Mapping::new();
+    file.insert(s("services"), Value::Mapping(services));
+    file.insert(s("networks"), map([(plan.network.as_str(), network)]));
+    let secrets = file_secrets(plan);
+    if !secrets.is_empty() {
+        file.insert(s("secrets"), Value::Mapping(secrets));
+    }
+    let file = Value::Mapping(file);
     Ok(OutputFile {
         name: format!("{}.compose.yaml", plan.pipeline),
         text: render(&header(plan, options), &file)?,
     })
+}
+
+/// The top-level `secrets:`: each file secret by its key, from its host file (Compose mounts
+/// it read-only at the service's `target`).
+fn file_secrets(plan: &RunPlan) -> Mapping {
+    let mut secrets = Mapping::new();
+    for component in &plan.components {
+        for secret in &component.secrets {
+            if let SecretTarget::File(_) = secret.target {
+                secrets.insert(
+                    s(secret_key(plan, component, secret)),
+                    map([("file", s(secret.host_path.display().to_string()))]),
+                );
+            }
+        }
+    }
+    secrets
+}
+
+/// A file secret's name in the Compose file: its own, unless another component gives the same
+/// name to another file; then prefixed by the component id.
+fn secret_key(plan: &RunPlan, component: &ComponentPlan, secret: &SecretPlan) -> String {
+    let clash = plan
+        .components
+        .iter()
+        .flat_map(|c| &c.secrets)
+        .any(|other| {
+            other.name == secret.name
+                && other.host_path != secret.host_path
+                && matches!(other.target, SecretTarget::File(_))
+        });
+    if clash {
+        format!("{}-{}", component.id, secret.name)
+    } else {
+        secret.name.clone()
+    }
 }
 
 fn flowctl_labels_network(plan: &RunPlan) -> Mapping {
@@ -106,7 +151,7 @@ fn compose_resources(resources: &crate::plan::ResourcePlan) -> Value {
             out.insert(s(key), Value::Mapping(entries));
         }
     }
-    map([("resources", Value::Mapping(out))])
+    Value::Mapping(out)
 }
 
 fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions) -> Value {
@@ -115,7 +160,10 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
         service.insert(s(key), value);
     };
     put("image", s(component.image.as_str()));
-    put("container_name", s(component.container_name.as_str()));
+    // Compose names replicas itself (`<project>-<service>-<n>`); a fixed name would clash.
+    if component.replicas == 1 {
+        put("container_name", s(component.container_name.as_str()));
+    }
     if let Some(entrypoint) = &component.entrypoint {
         put("entrypoint", strings(&[entrypoint]));
     }
@@ -124,13 +172,40 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
         // as with `docker run --entrypoint`.
         put("command", strings(&component.args));
     }
+    // Compose interpolates `$` in the file it reads; `$$` keeps a value as it is. A secret
+    // passed as a variable is never written here: Compose takes it from the environment of
+    // `up`, and refuses to start without it.
+    let secret_vars = component
+        .secrets
+        .iter()
+        .filter_map(|secret| match &secret.target {
+            SecretTarget::Env(var) => Some((
+                var.clone(),
+                s(format!("${{{var}:?the content of secret {}}}", secret.name)),
+            )),
+            SecretTarget::File(_) => None,
+        });
     put(
         "environment",
-        // Compose interpolates `$` in the file it reads; `$$` keeps a value as it is.
         map(component_env(component, options)
             .into_iter()
-            .map(|(k, v)| (k, s(v.replace('$', "$$"))))),
+            .map(|(k, v)| (k, s(v.replace('$', "$$"))))
+            .chain(secret_vars)),
     );
+    let files: Vec<Value> = component
+        .secrets
+        .iter()
+        .filter_map(|secret| match &secret.target {
+            SecretTarget::File(path) => Some(map([
+                ("source", s(secret_key(plan, component, secret))),
+                ("target", s(path.as_str())),
+            ])),
+            SecretTarget::Env(_) => None,
+        })
+        .collect();
+    if !files.is_empty() {
+        put("secrets", Value::Sequence(files));
+    }
     put(
         "labels",
         Value::Mapping(flowctl_labels(plan, Some(component))),
@@ -165,8 +240,15 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
             .collect();
         put("volumes", Value::Sequence(volumes));
     }
+    let mut deploy = Mapping::new();
+    if component.replicas > 1 {
+        deploy.insert(s("replicas"), n(component.replicas));
+    }
     if !component.resources.is_empty() {
-        put("deploy", compose_resources(&component.resources));
+        deploy.insert(s("resources"), compose_resources(&component.resources));
+    }
+    if !deploy.is_empty() {
+        put("deploy", Value::Mapping(deploy));
     }
     if let Some(command) = healthcheck_command(component) {
         let mut test = vec!["CMD".to_string()];
@@ -191,7 +273,7 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
             map([("condition", s("service_started"))]),
         );
     }
-    for input in &component.inputs {
+    for input in component.inputs.iter().chain(&component.depends_on) {
         let healthy = plan
             .component(input)
             .is_some_and(|c| healthcheck_command(c).is_some());
@@ -252,6 +334,25 @@ fn header(plan: &RunPlan, options: &TranslateOptions) -> Vec<String> {
         _ => lines.push("Run:  docker-compose -p NAME up --abort-on-container-exit".into()),
     }
     lines.push("Stop: docker-compose -p NAME down -v".into());
+    let secret_vars: Vec<String> = plan
+        .components
+        .iter()
+        .flat_map(|c| &c.secrets)
+        .filter_map(|secret| match &secret.target {
+            SecretTarget::Env(var) => {
+                Some(format!("{var}=\"$(cat {})\"", secret.host_path.display()))
+            }
+            SecretTarget::File(_) => None,
+        })
+        .collect();
+    if !secret_vars.is_empty() {
+        lines.push(String::new());
+        lines.push(
+            "Secrets passed as variables are not in this file: export them before `up`, e.g."
+                .into(),
+        );
+        lines.push(format!("    export {}", secret_vars.join(" ")));
+    }
     lines.push(String::new());
     lines.push(
         "Start order: a service starts once its inputs are healthy. Health checks run the \

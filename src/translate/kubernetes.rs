@@ -1,7 +1,8 @@
 //! A pipeline as Kubernetes manifests.
 //!
 //! What maps to what:
-//! - sources and processors → a Deployment (one replica, `Recreate`); sinks → a Job, because
+//! - sources and processors → a Deployment (`replicas` of the file, `Recreate`); sinks and
+//!   `spec.pipelines` jobs → a Job (`replicas` pods that must each complete), because
 //!   flowctl treats a sink that exits 0 as done, where a Deployment would restart it and
 //!   consume the range again;
 //! - each component with ports → a Service named by the component id, so the addresses the
@@ -10,6 +11,9 @@
 //!   ready component. Start order is readiness plus restarts: a component whose input is not
 //!   ready yet retries or exits non-zero and Kubernetes restarts it (Deployments always, Jobs
 //!   `OnFailure`), which converges on the same order `flowctl run` enforces up front;
+//! - secrets → references to Kubernetes Secrets the user creates (the header of each file
+//!   gives the `kubectl create secret` command): a file mounted read-only with `subPath`, or
+//!   `valueFrom.secretKeyRef`; no secret content is ever written to a manifest;
 //! - host-path volumes → PersistentVolumeClaims the user fills (a host folder cannot be
 //!   shipped into a cluster), mounted read-only where the file says so;
 //! - the control plane → a `flowctl-control-plane` Deployment and Service running
@@ -25,7 +29,9 @@ use super::{
     component_env, control_plane_args, flowctl_labels, map, n, render, s, strings, OutputFile,
     TranslateOptions, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE,
 };
-use crate::plan::{ComponentPlan, HealthProtocol, PortPlan, Protocol, Role, RunPlan};
+use crate::plan::{
+    ComponentPlan, HealthProtocol, PortPlan, Protocol, Role, RunPlan, SecretPlan, SecretTarget,
+};
 
 /// Storage requested for a data lake claim: a placeholder the note asks the user to size.
 const CLAIM_STORAGE: &str = "1Gi";
@@ -101,7 +107,7 @@ pub fn translate(plan: &RunPlan, options: &TranslateOptions) -> Result<Vec<Outpu
             protocol: Protocol::Tcp,
         }];
         let documents = [
-            deployment(plan, CONTROL_PLANE_SERVICE, &labels, pod),
+            deployment(plan, CONTROL_PLANE_SERVICE, 1, &labels, pod),
             service(plan, CONTROL_PLANE_SERVICE, &labels, &ports),
         ];
         let mut header = file_header(plan, options, "the flowctl control plane");
@@ -125,20 +131,35 @@ pub fn translate(plan: &RunPlan, options: &TranslateOptions) -> Result<Vec<Outpu
         let labels = with_recommended(plan, &component.id, component.role.as_str(), labels);
         let pod = pod_spec(component, options, &claims);
         let mut documents = vec![match component.role {
-            Role::Sink => job(plan, &component.id, &labels, pod),
-            Role::Source | Role::Processor => deployment(plan, &component.id, &labels, pod),
+            Role::Sink | Role::Pipeline => job(&component.id, component.replicas, &labels, pod),
+            Role::Source | Role::Processor => {
+                deployment(plan, &component.id, component.replicas, &labels, pod)
+            }
         }];
         if !component.ports.is_empty() {
             documents.push(service(plan, &component.id, &labels, &component.ports));
         }
         let what = format!("{} `{}`", component.role.as_str(), component.id);
         let mut header = file_header(plan, options, &what);
+        let mut after = Vec::new();
         if !component.inputs.is_empty() {
+            after.push(format!("Inputs: {}.", component.inputs.join(", ")));
+        }
+        if !component.depends_on.is_empty() {
+            after.push(format!("Depends on: {}.", component.depends_on.join(", ")));
+        }
+        if !after.is_empty() {
             header.push(format!(
-                "Inputs: {}. It may start before they are ready; it retries or exits and is \
-                 restarted.",
-                component.inputs.join(", ")
+                "{} It may start before they are ready; it retries or exits and is restarted.",
+                after.join(" ")
             ));
+        }
+        let commands = secret_commands(component);
+        if !commands.is_empty() {
+            header.push(
+                "Its secrets are not in this file; create them in the namespace first:".into(),
+            );
+            header.extend(commands);
         }
         if component.ports.iter().any(|p| p.host_port.is_some()) {
             header.push(
@@ -264,7 +285,7 @@ fn template(labels: &Mapping, pod: Value) -> Value {
     ])
 }
 
-fn deployment(plan: &RunPlan, name: &str, labels: &Mapping, pod: Value) -> Value {
+fn deployment(plan: &RunPlan, name: &str, replicas: u32, labels: &Mapping, pod: Value) -> Value {
     map([
         ("apiVersion", s("apps/v1")),
         ("kind", s("Deployment")),
@@ -272,8 +293,9 @@ fn deployment(plan: &RunPlan, name: &str, labels: &Mapping, pod: Value) -> Value
         (
             "spec",
             map([
-                ("replicas", n(1u64)),
-                // Never two copies at once: a second source or sink would duplicate the stream.
+                ("replicas", n(replicas)),
+                // Never more copies than asked for, even during an update: an extra source
+                // would duplicate the stream.
                 ("strategy", map([("type", s("Recreate"))])),
                 ("selector", map([("matchLabels", selector(plan, name))])),
                 ("template", template(labels, pod)),
@@ -282,21 +304,24 @@ fn deployment(plan: &RunPlan, name: &str, labels: &Mapping, pod: Value) -> Value
     ])
 }
 
-fn job(_plan: &RunPlan, name: &str, labels: &Mapping, mut pod: Value) -> Value {
+/// A Job: `replicas` pods run side by side and each must complete, as each replica of a sink
+/// must finish under `flowctl run`.
+fn job(name: &str, replicas: u32, labels: &Mapping, mut pod: Value) -> Value {
     if let Value::Mapping(spec) = &mut pod {
         spec.insert(s("restartPolicy"), s("OnFailure"));
     }
+    let mut spec = Mapping::new();
+    if replicas > 1 {
+        spec.insert(s("parallelism"), n(replicas));
+        spec.insert(s("completions"), n(replicas));
+    }
+    spec.insert(s("backoffLimit"), n(JOB_BACKOFF_LIMIT));
+    spec.insert(s("template"), template(labels, pod));
     map([
         ("apiVersion", s("batch/v1")),
         ("kind", s("Job")),
         ("metadata", metadata(name, labels)),
-        (
-            "spec",
-            map([
-                ("backoffLimit", n(JOB_BACKOFF_LIMIT)),
-                ("template", template(labels, pod)),
-            ]),
-        ),
+        ("spec", Value::Mapping(spec)),
     ])
 }
 
@@ -341,9 +366,29 @@ fn pod_spec(component: &ComponentPlan, options: &TranslateOptions, claims: &[Cla
     if !component.args.is_empty() {
         put("args", strings(&component.args));
     }
+    let secret_env = component
+        .secrets
+        .iter()
+        .filter_map(|secret| match &secret.target {
+            SecretTarget::Env(var) => Some(map([
+                ("name", s(var.as_str())),
+                (
+                    "valueFrom",
+                    map([(
+                        "secretKeyRef",
+                        map([
+                            ("name", s(secret_name(secret))),
+                            ("key", s(secret_file_key(secret))),
+                        ]),
+                    )]),
+                ),
+            ])),
+            SecretTarget::File(_) => None,
+        });
     let env = component_env(component, options)
         .into_iter()
         .map(|(name, value)| map([("name", s(name)), ("value", s(value))]))
+        .chain(secret_env)
         .collect();
     put("env", Value::Sequence(env));
     if !component.ports.is_empty() {
@@ -389,22 +434,39 @@ fn pod_spec(component: &ComponentPlan, options: &TranslateOptions, claims: &[Cla
         );
     }
     let mut pod_volumes: Vec<&Claim> = Vec::new();
-    if !component.volumes.is_empty() {
-        let mounts = component
-            .volumes
-            .iter()
-            .filter_map(|volume| {
-                let claim = claims.iter().find(|c| c.host_path == volume.host_path)?;
-                if !pod_volumes.iter().any(|c| c.name == claim.name) {
-                    pod_volumes.push(claim);
-                }
-                Some(map([
-                    ("name", s(claim.name.as_str())),
-                    ("mountPath", s(volume.container_path.as_str())),
-                    ("readOnly", Value::Bool(volume.readonly)),
-                ]))
-            })
-            .collect();
+    let mut mounts: Vec<Value> = component
+        .volumes
+        .iter()
+        .filter_map(|volume| {
+            let claim = claims.iter().find(|c| c.host_path == volume.host_path)?;
+            if !pod_volumes.iter().any(|c| c.name == claim.name) {
+                pod_volumes.push(claim);
+            }
+            Some(map([
+                ("name", s(claim.name.as_str())),
+                ("mountPath", s(volume.container_path.as_str())),
+                ("readOnly", Value::Bool(volume.readonly)),
+            ]))
+        })
+        .collect();
+    let file_secrets: Vec<(&SecretPlan, &String)> = component
+        .secrets
+        .iter()
+        .filter_map(|secret| match &secret.target {
+            SecretTarget::File(path) => Some((secret, path)),
+            SecretTarget::Env(_) => None,
+        })
+        .collect();
+    // One file of the Secret, at the path the component expects.
+    mounts.extend(file_secrets.iter().map(|(secret, path)| {
+        map([
+            ("name", s(secret_volume(secret))),
+            ("mountPath", s(path.as_str())),
+            ("subPath", s(secret_file_key(secret))),
+            ("readOnly", Value::Bool(true)),
+        ])
+    }));
+    if !mounts.is_empty() {
         put("volumeMounts", Value::Sequence(mounts));
     }
 
@@ -420,22 +482,33 @@ fn pod_spec(component: &ComponentPlan, options: &TranslateOptions, claims: &[Cla
         s("containers"),
         Value::Sequence(vec![Value::Mapping(container)]),
     );
-    if !pod_volumes.is_empty() {
-        let volumes = pod_volumes
-            .iter()
-            .map(|claim| {
-                map([
-                    ("name", s(claim.name.as_str())),
-                    (
-                        "persistentVolumeClaim",
-                        map([
-                            ("claimName", s(claim.name.as_str())),
-                            ("readOnly", Value::Bool(claim.read_only)),
-                        ]),
-                    ),
-                ])
-            })
-            .collect();
+    let volumes: Vec<Value> = pod_volumes
+        .iter()
+        .map(|claim| {
+            map([
+                ("name", s(claim.name.as_str())),
+                (
+                    "persistentVolumeClaim",
+                    map([
+                        ("claimName", s(claim.name.as_str())),
+                        ("readOnly", Value::Bool(claim.read_only)),
+                    ]),
+                ),
+            ])
+        })
+        .chain(file_secrets.iter().map(|(secret, _)| {
+            let mut source = Mapping::new();
+            source.insert(s("secretName"), s(secret_name(secret)));
+            if let Some(mode) = secret.mode {
+                source.insert(s("defaultMode"), n(mode));
+            }
+            map([
+                ("name", s(secret_volume(secret))),
+                ("secret", Value::Mapping(source)),
+            ])
+        }))
+        .collect();
+    if !volumes.is_empty() {
         pod.insert(s("volumes"), Value::Sequence(volumes));
     }
     Value::Mapping(pod)
@@ -549,6 +622,42 @@ fn claims(plan: &RunPlan) -> Vec<Claim> {
         }
     }
     claims
+}
+
+/// The Secret a secret of the file is read from: its name, as Kubernetes accepts it.
+fn secret_name(secret: &SecretPlan) -> String {
+    dns_name(&secret.name)
+}
+
+/// The key of the Secret holding the content: the host file's name, which is the key
+/// `kubectl create secret generic NAME --from-file=PATH` gives it.
+fn secret_file_key(secret: &SecretPlan) -> String {
+    secret
+        .host_path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| secret.name.clone())
+}
+
+/// The pod volume of a file secret.
+fn secret_volume(secret: &SecretPlan) -> String {
+    dns_name(&format!("secret-{}", secret.name))
+}
+
+/// The commands that create the Secrets the component reads (flowctl never writes secret
+/// contents into manifests), for the file's header.
+fn secret_commands(component: &ComponentPlan) -> Vec<String> {
+    component
+        .secrets
+        .iter()
+        .map(|secret| {
+            format!(
+                "    kubectl create secret generic {} --from-file={}",
+                secret_name(secret),
+                secret.host_path.display()
+            )
+        })
+        .collect()
 }
 
 /// `text` as a DNS-1123 label: lower case, runs of other characters as one `-`, at most 63.

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use serde_yaml::{Mapping, Value};
 
 use crate::contract;
-use crate::plan::{ComponentPlan, Naming, Role, RunPlan};
+use crate::plan::{ComponentPlan, Naming, RunPlan};
 
 /// The image that runs `flowctl control-plane` (built by `scripts/build-images.sh`).
 pub const DEFAULT_CONTROL_PLANE_IMAGE: &str = "flowctl/flowctl:dev";
@@ -101,6 +101,8 @@ pub fn translate(
             component.id
         );
     }
+    // One service per component of the file: replicas become a count again.
+    let plan = &plan.folded();
     match target {
         Target::Compose => compose::translate(plan, options).map(|file| vec![file]),
         Target::Kubernetes => kubernetes::translate(plan, options),
@@ -276,9 +278,13 @@ pub(crate) fn render(header: &[String], value: &Value) -> Result<String> {
 /// Header comment lines are wrapped to this many characters (after `# `).
 const HEADER_WIDTH: usize = 96;
 
-/// Word-wraps `line`; continuation lines keep its indentation plus two spaces.
+/// Word-wraps `line`; continuation lines keep its indentation plus two spaces. A line indented
+/// by four spaces or more is a command to copy, kept whole.
 fn wrap(line: &str, width: usize) -> Vec<String> {
     let indent = line.len() - line.trim_start().len();
+    if indent >= 4 {
+        return vec![line.to_string()];
+    }
     let mut lines = vec![String::new()];
     for word in line.split_whitespace() {
         let current = lines.last_mut().expect("lines is never empty");
@@ -322,11 +328,12 @@ pub(crate) fn map<K: Into<String>>(entries: impl IntoIterator<Item = (K, Value)>
     )
 }
 
-/// The pipeline's sinks: a translated pipeline, like `flowctl run`, is done when they end.
+/// The pipeline's sinks and jobs: a translated pipeline, like `flowctl run`, is done when they
+/// end.
 pub(crate) fn sinks(plan: &RunPlan) -> Vec<&ComponentPlan> {
     plan.components
         .iter()
-        .filter(|c| c.role == Role::Sink)
+        .filter(|c| c.role.must_finish())
         .collect()
 }
 

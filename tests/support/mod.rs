@@ -538,3 +538,14 @@ pub fn line_index(output: &str, text: &str) -> usize {
         .position(|l| l.contains(text))
         .unwrap_or_else(|| panic!("no line {text:?} in:\n{output}"))
 }
+
+/// The upstream ttp-processor's events for testnet ledgers 997–998, one JSON line each: what
+/// every pipeline over the example lake must print, exactly.
+pub fn testnet_997_998_events() -> Vec<String> {
+    let path = repo().join("examples/ledgers/testnet-997-999/expected-events-997-998.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}

@@ -11,7 +11,8 @@
 //! - `TEST_NEVER_HEALTHY=true`: report `unhealthy` forever.
 //! - `TEST_HEALTHY_AFTER_MS=T`: report `unhealthy` for the first T ms.
 //! - `TEST_IGNORE_SIGTERM=true`: keep running on SIGTERM (only SIGKILL ends it).
-//! - `TEST_RESOLVE=a,b`: resolve these names through the engine's DNS before becoming healthy.
+//! - `TEST_RESOLVE=a,b`: resolve these names through the engine's DNS before becoming healthy
+//!   (and print every address each resolves to).
 //! - `TEST_NO_REGISTER=true`: never register with the control plane, even when told to.
 //! - `TEST_STOP_HEARTBEAT_AFTER_MS=T`: register, then stop heartbeating after T ms (the
 //!   process keeps running and stays healthy), so the control plane must call it unhealthy.
@@ -291,13 +292,19 @@ async fn retry<T>(mut attempt: impl FnMut() -> Result<T, String>) -> Result<T, S
     }
 }
 
+/// Every address `name` resolves to, sorted and comma-separated (replicas share a name).
 fn resolve(name: &str) -> Result<String, String> {
-    (name, 0)
+    let mut addresses: Vec<String> = (name, 0)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {name}: {e}"))?
-        .next()
         .map(|a| a.ip().to_string())
-        .ok_or_else(|| format!("{name} resolved to no address"))
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    if addresses.is_empty() {
+        return Err(format!("{name} resolved to no address"));
+    }
+    Ok(addresses.join(","))
 }
 
 /// `target` is `host:port`; its `/health` must answer healthy.
