@@ -48,18 +48,24 @@ fn replicas_share_their_alias_and_each_has_its_own_container_health_and_status_r
     let mut run = scratch.run(&pipeline, &[], &[]);
     run.wait_for("is up");
 
-    // Three containers, each labelled with its own component id, each answering to `work`.
+    // Three containers of their own, each answering to `work` on the network.
     let filter = format!("label=io.flowctl.pipeline={}", scratch.name);
-    let labels = docker(&[
-        "ps",
-        "--filter",
-        &filter,
-        "--format",
-        "{{.Label \"io.flowctl.component\"}}",
-    ]);
-    let mut components: Vec<&str> = labels.lines().collect();
+    let names = docker(&["ps", "--filter", &filter, "--format", "{{.Names}}"]);
+    let mut components: Vec<&str> = names
+        .lines()
+        .filter_map(|name| name.strip_prefix(&format!("{}-", scratch.name)))
+        .collect();
     components.sort();
     assert_eq!(components, ["sink", "src", "work-1", "work-2", "work-3"]);
+    for n in 1..=3 {
+        let label = docker(&[
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"io.flowctl.component\"}}",
+            &scratch.container(&format!("work-{n}")),
+        ]);
+        assert_eq!(label.trim(), format!("work-{n}"));
+    }
     let network = format!("{}-bridge", scratch.name);
     for n in 1..=3 {
         let aliases = docker(&[
@@ -265,5 +271,20 @@ fn a_failing_job_fails_the_run_naming_it() {
     assert!(
         stderr.contains("migrate") && stderr.contains("exit code 5"),
         "{stderr}"
+    );
+}
+
+/// Replicas and jobs again under Podman (netavark's DNS must give a shared alias every
+/// replica's address too).
+#[test]
+fn podman_runs_replicas_and_jobs() {
+    support::rerun_under_podman(
+        "replicas and jobs",
+        &[
+            "replicas_share_their_alias_and_each_has_its_own_container_health_and_status_row",
+            "jobs_start_after_what_they_depend_on_restart_by_policy_and_end_the_run",
+            "--exact",
+        ],
+        2,
     );
 }
