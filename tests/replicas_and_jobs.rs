@@ -10,8 +10,8 @@ use std::fs;
 use std::process::Command;
 
 use support::{
-    docker, docker_bin, flowctl_command, line_index, repo, require_images, unique, wait_bounded,
-    Scratch, TempDir, PATIENCE,
+    docker, docker_bin, flowctl, flowctl_command, line_index, repo, require_images, unique,
+    wait_bounded, Scratch, TempDir, PATIENCE,
 };
 
 const EXAMPLE_IMAGES: [&str; 3] = [
@@ -65,6 +65,17 @@ fn replicas_share_their_alias_and_each_has_its_own_container_health_and_status_r
             &scratch.container(&format!("work-{n}")),
         ]);
         assert_eq!(label.trim(), format!("work-{n}"));
+    }
+    // `flowctl status` from another process lists each replica, registered on its own.
+    let (exit, table, stderr) = flowctl(&["status", "--project", &scratch.name], &[]);
+    assert!(exit.success(), "{stderr}");
+    for n in 1..=3 {
+        assert!(
+            table.lines().any(|l| l.starts_with(&format!("work-{n} "))
+                && l.contains(&scratch.container(&format!("work-{n}")))
+                && l.contains(&format!("yes (work-{n}"))),
+            "no registered row for work-{n}:\n{table}"
+        );
     }
     let network = format!("{}-bridge", scratch.name);
     for n in 1..=3 {
