@@ -24,6 +24,9 @@ pub use inspect::{ContainerInfo, ContainerState, MountInfo, NetworkInfo};
 pub const DEFAULT_DOCKER_BIN: &str = "docker";
 /// The deadline of an ordinary engine call when `--engine-timeout` does not say otherwise.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The deadline of one image pull when `--pull-timeout` does not say otherwise: pulls move
+/// whole images over the network, so they get far longer than ordinary calls.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Which engine the CLI talks to; they differ in details flowctl works around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +59,15 @@ impl EngineKind {
 pub struct Deadlines {
     /// Questions and ordinary changes: `version`, `inspect`, `ps`, `create`, `start`, `rm`, ...
     pub call: Duration,
+    /// One `pull` (`--pull-timeout`).
+    pub pull: Duration,
 }
 
 impl Default for Deadlines {
     fn default() -> Self {
         Deadlines {
             call: DEFAULT_CALL_TIMEOUT,
+            pull: DEFAULT_PULL_TIMEOUT,
         }
     }
 }
@@ -224,14 +230,41 @@ impl Engine {
             .map_err(|e| EngineError::unexpected_output(command.command_line(), e))
     }
 
-    /// The content id (`sha256:...`) of `image` when it is present locally, else `None`
-    /// (flowctl never pulls).
+    /// The content id (`sha256:...`) of `image` when it is present locally, else `None`.
     pub fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
         match self.call(["image", "inspect", "--format", "{{.Id}}", image]) {
             Ok(id) => Ok(Some(id.trim().to_string())),
             Err(e) if e.spawn_error.is_none() && e.timed_out.is_none() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The size in bytes of the local `image` (all its layers), as `image inspect` says.
+    pub fn image_size(&self, image: &str) -> Result<u64, EngineError> {
+        let mut command = self.command(["image", "inspect", "--format", "{{.Size}}", image]);
+        let out = command.capture(self.deadlines.call)?;
+        out.trim()
+            .parse()
+            .map_err(|e| EngineError::unexpected_output(command.command_line(), e))
+    }
+
+    /// The argument vector of `pull` for `image` (without the program). The same for Docker
+    /// and Podman: both pull exactly this reference; what is insecure or needs credentials is
+    /// the engine's own configuration (`daemon.json`, `registries.conf`, `login`).
+    pub fn pull_args(&self, image: &str) -> Vec<String> {
+        vec!["pull".into(), image.into()]
+    }
+
+    /// Pulls `image` from its registry, handing each progress line the CLI prints (Docker on
+    /// stdout, Podman on stderr) to `on_line`. Its deadline is `Deadlines::pull`.
+    pub fn pull_image(
+        &self,
+        image: &str,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), EngineError> {
+        self.command(self.pull_args(image))
+            .stream_lines(self.deadlines.pull, on_line)
+            .map(|_| ())
     }
 
     /// The text of the file `path` inside `image`, without running anything: a container is
@@ -710,6 +743,7 @@ esac"#,
             EngineKind::Docker,
             Deadlines {
                 call: Duration::from_millis(200),
+                ..Deadlines::default()
             },
         );
         let err = engine.start_container("p-source").unwrap_err();

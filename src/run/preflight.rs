@@ -1,7 +1,7 @@
-//! Everything that can be checked before anything is created: images present, pinned host
-//! ports free, container and network names not taken. The engine is asked about every image
-//! and name at once, one CLI call each on threads of their own, and every problem is reported
-//! together.
+//! Everything that can be checked before anything is created: images present (or to be
+//! pulled, by the pull policy), pinned host ports free, container and network names not taken.
+//! The engine is asked about every image and name at once, one CLI call each on threads of
+//! their own, and every problem is reported together, before any pull.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, UdpSocket};
@@ -18,16 +18,28 @@ use crate::logs::Console;
 use crate::owner::{Liveness, RunOwner};
 use crate::plan::{Protocol, RunPlan};
 
+use super::pull::{is_locally_built, PullPolicy};
+
+/// What the checks found about the images.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The content id of each image present locally.
+    pub image_ids: BTreeMap<String, String>,
+    /// The images `policy` pulls (missing ones, or all of them for `always`), sorted.
+    pub to_pull: Vec<String>,
+}
+
 /// Checks `plan` against `engine` and where flowctl runs (and that `control_plane_image` is
-/// there, when the control plane runs as a container); the error lists every problem.
-/// Returns each image's content id.
+/// there, when the control plane runs as a container); the error lists every problem. A
+/// missing image is a problem only when `policy` does not pull it.
 pub fn check(
     engine: &Engine,
     plan: &RunPlan,
     location: &Location,
     control_plane_image: Option<&str>,
+    policy: PullPolicy,
     console: Console,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<Checked> {
     if *location != Location::Host {
         sweep_job_orphans(engine, console);
     }
@@ -60,30 +72,30 @@ pub fn check(
     let (present, taken, network) = (present?, taken?, network?);
     let mut problems = Vec::new();
 
-    if let Some(image) = control_plane_image.filter(|image| present[image].is_none()) {
+    let absent = |image: &str| present[image].is_none() && !policy.pulls(false);
+    if let Some(image) = control_plane_image.filter(|image| absent(image)) {
         problems.push(format!(
-            "the control plane image `{image}` is not present on the engine (the control plane \
-             runs as a container next to a remote engine; scripts/build-images.sh builds \
-             flowctl/flowctl:dev, --control-plane-image names another)"
+            "the control plane image `{image}` is not present on the engine, and --pull \
+             {policy} does not pull it (the control plane runs as a container next to a remote \
+             engine; scripts/build-images.sh builds flowctl/flowctl:dev, \
+             --control-plane-image names another)"
         ));
     }
-    for component in &plan.components {
-        if present[component.image.as_str()].is_none() {
-            let hint =
-                if component.image.starts_with("flowctl/") && component.image.ends_with(":dev") {
-                    "build it with scripts/build-images.sh".to_string()
-                } else {
-                    format!(
-                        "pull it with `{} pull {}`",
-                        engine.program().display(),
-                        component.image
-                    )
-                };
-            problems.push(format!(
-                "component `{}`: image `{}` is not present locally ({hint})",
-                component.id, component.image
-            ));
-        }
+    for component in plan.components.iter().filter(|c| absent(&c.image)) {
+        let hint = if is_locally_built(&component.image) {
+            "build it with scripts/build-images.sh".to_string()
+        } else {
+            format!(
+                "pull it with `{} pull {}`, or let flowctl pull it with --pull missing",
+                engine.program().display(),
+                component.image
+            )
+        };
+        problems.push(format!(
+            "component `{}`: image `{}` is not present locally, and --pull {policy} does not \
+             pull it ({hint})",
+            component.id, component.image
+        ));
     }
 
     for component in &plan.components {
@@ -143,12 +155,19 @@ pub fn check(
         ));
     }
 
-    let ids = present
-        .into_iter()
-        .filter_map(|(image, id)| Some((image.to_string(), id?)))
-        .collect();
+    let checked = Checked {
+        to_pull: present
+            .iter()
+            .filter(|(_, id)| policy.pulls(id.is_some()))
+            .map(|(image, _)| image.to_string())
+            .collect(),
+        image_ids: present
+            .into_iter()
+            .filter_map(|(image, id)| Some((image.to_string(), id?)))
+            .collect(),
+    };
     match problems.as_slice() {
-        [] => Ok(ids),
+        [] => Ok(checked),
         [one] => bail!("{one}"),
         many => bail!("cannot start:\n  - {}", many.join("\n  - ")),
     }
