@@ -188,7 +188,12 @@ struct RunArgs {
     verify_timeout: Duration,
     /// When to pull images before anything is created, as Compose: missing (those not present
     /// locally), always (every image), never (a missing image is an error).
-    #[arg(long, env = "FLOWCTL_PULL", default_value = "missing", value_name = "POLICY")]
+    #[arg(
+        long,
+        env = "FLOWCTL_PULL",
+        default_value = "missing",
+        value_name = "POLICY"
+    )]
     pull: PullPolicy,
     /// How long one image pull may take before flowctl stops it (pulls have their own deadline,
     /// longer than --engine-timeout's).

@@ -440,12 +440,13 @@ fn pulls_from_a_local_registry_runs_and_fails_clearly_without_it() {
     assert!(status.success(), "flowctl run failed: {status}\n{stderr}");
     for ((name, id), image) in COMPONENTS.iter().zip(&tags.images) {
         let pulling = format!("pulling {image} for component `{id}` (`type: {name}@{VERSION}`)");
-        let pulled = format!("pulled {image} for component `{id}` (`type: {name}@{VERSION}`) (");
+        let pulled = format!("for component `{id}` (`type: {name}@{VERSION}`)");
         let started = support::line_index(&stderr, &pulling);
-        let done = support::line_index(&stderr, &pulled);
+        let done = support::line_index(&stderr, &format!("pulled {image} ("));
         assert!(started < done, "{stderr}");
         let line = stderr.lines().nth(done).unwrap_or_default();
         assert!(line.contains(" MB, ") && line.contains("layer"), "{line}");
+        assert!(line.ends_with(&pulled), "{line}");
         assert!(env.image_present(image), "{image} was not pulled");
     }
     // Every pull ended before the network, the first thing the run creates, was made.

@@ -281,14 +281,17 @@ impl PullProgress {
         changed
     }
 
-    /// `2/3 layers` (Docker), or `3 layers` while Podman does not say which are done.
+    /// `2/3 layers` (Docker), or `3 layers` while Podman does not say which are done; Docker
+    /// names no layer when the engine already holds them all (the image under another name).
     pub fn describe(&self) -> String {
         let noun = if self.layers.len() == 1 {
             "layer"
         } else {
             "layers"
         };
-        if self.done.is_empty() {
+        if self.layers.is_empty() {
+            "every layer already present".to_string()
+        } else if self.done.is_empty() {
             format!("{} {noun}", self.layers.len())
         } else {
             format!("{}/{} {noun}", self.done.len(), self.layers.len())
@@ -303,6 +306,7 @@ mod tests {
     #[test]
     fn docker_pull_lines_count_layers_and_completions() {
         let mut progress = PullProgress::default();
+        assert_eq!(progress.describe(), "every layer already present");
         let lines = [
             "v1: Pulling from org/ttp-processor",
             "284d1f6b2f37: Pulling fs layer",

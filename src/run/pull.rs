@@ -216,10 +216,10 @@ fn pull_one(
     board.finish(
         row,
         format!(
-            "pulled {image} for {} ({size}{}) in {:.1} s",
-            who(users),
+            "pulled {image} ({size}{}) in {:.1} s for {}",
             progress.describe(),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            who(users)
         ),
     );
     Ok(id)
