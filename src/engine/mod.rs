@@ -7,6 +7,8 @@
 //! is known as Podman everywhere it is cloned to (signal policy, reaper, cleanup).
 
 pub mod command;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod inspect;
 
 use std::collections::BTreeMap;
@@ -648,55 +650,8 @@ fn kind_from_name(program: &Path) -> EngineKind {
 
 #[cfg(test)]
 mod tests {
+    use super::fake::FakeCli;
     use super::*;
-    use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-
-    /// A fake container CLI: records its arguments to a file and answers from a script.
-    struct FakeCli {
-        dir: PathBuf,
-    }
-
-    impl FakeCli {
-        fn new(name: &str, script_body: &str) -> FakeCli {
-            let dir =
-                std::env::temp_dir().join(format!("flowctl-fake-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            let script = format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho '--' >> '{}'\n{script_body}\n",
-                dir.join("calls").display(),
-                dir.join("calls").display()
-            );
-            let path = dir.join("docker");
-            fs::write(&path, script).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-            FakeCli { dir }
-        }
-
-        fn engine(&self) -> Engine {
-            Engine::known(
-                self.dir.join("docker"),
-                EngineKind::Docker,
-                Deadlines::default(),
-            )
-        }
-
-        /// Each call's arguments.
-        fn calls(&self) -> Vec<Vec<String>> {
-            let text = fs::read_to_string(self.dir.join("calls")).unwrap_or_default();
-            text.split("--\n")
-                .filter(|call| !call.is_empty())
-                .map(|call| call.lines().map(String::from).collect())
-                .collect()
-        }
-    }
-
-    impl Drop for FakeCli {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
 
     fn docker() -> Engine {
         Engine::known("docker", EngineKind::Docker, Deadlines::default())

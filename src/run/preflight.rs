@@ -246,6 +246,70 @@ fn describe_owner(liveness: Liveness, labels: &BTreeMap<String, String>) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::FakeCli;
+    use crate::plan::Naming;
+    use std::path::Path;
+
+    /// An engine holding only `present:1` (no containers, no networks).
+    const ONE_IMAGE: &str = r#"case "$1 $2 $5" in
+  "image inspect present:1") echo sha256:aaa ;;
+  "image inspect "*) echo "Error response from daemon: No such image: $5" >&2; exit 1 ;;
+  *) echo "Error: No such object: $3" >&2; exit 1 ;;
+esac"#;
+
+    fn plan() -> RunPlan {
+        let file = crate::spec::parse(
+            "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata:\n  name: pulls\nspec:\n  \
+             sources:\n    - id: src\n      image: present:1\n  sinks:\n    - id: sink\n      \
+             image: absent:1\n      inputs: [src]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        RunPlan::build(&file, Path::new("."), &Naming::default()).unwrap()
+    }
+
+    fn check_with(policy: PullPolicy, control_plane: Option<&str>) -> Result<Checked> {
+        let fake = FakeCli::new(
+            &format!("preflight-{policy}-{}", control_plane.is_some()),
+            ONE_IMAGE,
+        );
+        let console = Console { color: false };
+        check(
+            &fake.engine(),
+            &plan(),
+            &Location::Host,
+            control_plane,
+            policy,
+            console,
+        )
+    }
+
+    #[test]
+    fn the_pull_policy_decides_which_images_are_pulled_or_missing() {
+        let missing = check_with(PullPolicy::Missing, None).unwrap();
+        assert_eq!(missing.to_pull, ["absent:1"]);
+        assert_eq!(missing.image_ids["present:1"], "sha256:aaa");
+        assert!(!missing.image_ids.contains_key("absent:1"));
+
+        let always = check_with(PullPolicy::Always, Some("cp:dev")).unwrap();
+        assert_eq!(always.to_pull, ["absent:1", "cp:dev", "present:1"]);
+
+        let never = check_with(PullPolicy::Never, Some("cp:dev"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            never.contains(
+                "component `sink`: image `absent:1` is not present locally, and --pull never \
+                 does not pull it"
+            ),
+            "{never}"
+        );
+        assert!(
+            never.contains("the control plane image `cp:dev`"),
+            "{never}"
+        );
+        assert!(!never.contains("`src`"), "{never}");
+    }
 
     #[test]
     fn a_taken_name_says_whose_it_is_and_what_to_do() {

@@ -426,7 +426,124 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::FakeCli;
     use crate::engine::{Deadlines, EngineKind};
+
+    /// Docker's `pull` without a terminal: one layer, pulled; `bad` images are unknown to
+    /// the registry. `image inspect` answers an id and a size.
+    const FAKE_REGISTRY: &str = r#"case "$1" in
+  pull) case "$2" in
+      *bad*) echo "Error response from daemon: manifest for $2 not found: manifest unknown" >&2
+             exit 1 ;;
+      *) echo "v1: Pulling from org/x"; echo "284d1f6b2f37: Pulling fs layer"
+         echo "284d1f6b2f37: Pull complete"; echo "Status: Downloaded newer image for $2" ;;
+    esac ;;
+  image) case "$4" in
+      "{{.Id}}") echo "sha256:0a7ec29063d4" ;;
+      "{{.Size}}") echo 4330000 ;;
+    esac ;;
+esac"#;
+
+    fn component(id: &str, reference: Option<&str>) -> ImageUser {
+        ImageUser::Component {
+            id: id.into(),
+            reference: reference.map(String::from),
+        }
+    }
+
+    #[test]
+    fn every_image_is_pulled_with_its_own_call_then_inspected() {
+        let fake = FakeCli::new("pull-ok", FAKE_REGISTRY);
+        let images = vec![
+            (
+                "127.0.0.1:5000/org/ttp-processor:v1".to_string(),
+                vec![component("ttp", Some("ttp-processor@v1"))],
+            ),
+            (
+                "flowctl/flowctl:dev".to_string(),
+                vec![ImageUser::ControlPlane],
+            ),
+        ];
+        let ids = pull_all(&fake.engine(), &images, Console { color: false }, false).unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids["flowctl/flowctl:dev"], "sha256:0a7ec29063d4");
+        let mut calls = fake.calls();
+        calls.sort();
+        let expected: Vec<Vec<&str>> = vec![
+            vec![
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                "127.0.0.1:5000/org/ttp-processor:v1",
+            ],
+            vec![
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                "flowctl/flowctl:dev",
+            ],
+            vec![
+                "image",
+                "inspect",
+                "--format",
+                "{{.Size}}",
+                "127.0.0.1:5000/org/ttp-processor:v1",
+            ],
+            vec![
+                "image",
+                "inspect",
+                "--format",
+                "{{.Size}}",
+                "flowctl/flowctl:dev",
+            ],
+            vec!["pull", "127.0.0.1:5000/org/ttp-processor:v1"],
+            vec!["pull", "flowctl/flowctl:dev"],
+        ];
+        assert_eq!(calls, expected);
+    }
+
+    #[test]
+    fn every_failed_pull_is_reported_and_the_others_still_run() {
+        let fake = FakeCli::new("pull-bad", FAKE_REGISTRY);
+        let images = vec![
+            (
+                "127.0.0.1:5000/org/bad-source:v1".to_string(),
+                vec![component("src", Some("bad-source@v1"))],
+            ),
+            (
+                "127.0.0.1:5000/org/sink:v1".to_string(),
+                vec![component("sink", None)],
+            ),
+            (
+                "flowctl/bad-image:dev".to_string(),
+                vec![component("local", None)],
+            ),
+        ];
+        let err = pull_all(&fake.engine(), &images, Console { color: false }, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot pull:\n  - "), "{err}");
+        assert!(
+            err.contains(
+                "component `src` (`type: bad-source@v1`): cannot pull \
+                 `127.0.0.1:5000/org/bad-source:v1` from 127.0.0.1:5000: Error response from \
+                 daemon: manifest for 127.0.0.1:5000/org/bad-source:v1 not found"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("component `local`: cannot pull `flowctl/bad-image:dev` from docker.io"),
+            "{err}"
+        );
+        assert!(err.contains("scripts/build-images.sh builds it"), "{err}");
+        assert!(!err.contains("`sink`"), "{err}");
+        assert!(fake.calls().contains(&vec![
+            "pull".to_string(),
+            "127.0.0.1:5000/org/sink:v1".into()
+        ]));
+    }
 
     #[test]
     fn policies_decide_as_compose_does() {
