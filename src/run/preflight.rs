@@ -72,30 +72,47 @@ pub fn check(
     let (present, taken, network) = (present?, taken?, network?);
     let mut problems = Vec::new();
 
-    let absent = |image: &str| present[image].is_none() && !policy.pulls(false);
+    // The images scripts/build-images.sh builds exist only here: Docker Hub's `flowctl/`
+    // images are someone else's, so they are never pulled in their place.
+    let pulls = |image: &str, present: bool| !is_locally_built(image) && policy.pulls(present);
+    let absent = |image: &str| present[image].is_none() && !pulls(image, false);
+    let why_not = |image: &str| {
+        if is_locally_built(image) {
+            "flowctl/*:dev images are built here, never pulled".to_string()
+        } else {
+            format!("--pull {policy} does not pull it")
+        }
+    };
     if let Some(image) = control_plane_image.filter(|image| absent(image)) {
         problems.push(format!(
-            "the control plane image `{image}` is not present on the engine, and --pull \
-             {policy} does not pull it (the control plane runs as a container next to a remote \
-             engine; scripts/build-images.sh builds flowctl/flowctl:dev, \
-             --control-plane-image names another)"
+            "the control plane image `{image}` is not present on the engine, and {} (the \
+             control plane runs as a container next to a remote engine; \
+             scripts/build-images.sh builds flowctl/flowctl:dev, --control-plane-image names \
+             another)",
+            why_not(image)
         ));
     }
     for component in plan.components.iter().filter(|c| absent(&c.image)) {
-        let hint = if is_locally_built(&component.image) {
-            "build it with scripts/build-images.sh".to_string()
+        let problem = if is_locally_built(&component.image) {
+            format!(
+                "component `{}`: image `{}` is not present locally (build it with \
+                 scripts/build-images.sh); {}",
+                component.id,
+                component.image,
+                why_not(&component.image)
+            )
         } else {
             format!(
-                "pull it with `{} pull {}`, or let flowctl pull it with --pull missing",
+                "component `{}`: image `{}` is not present locally, and {} (pull it with `{} \
+                 pull {}`, or let flowctl pull it with --pull missing)",
+                component.id,
+                component.image,
+                why_not(&component.image),
                 engine.program().display(),
                 component.image
             )
         };
-        problems.push(format!(
-            "component `{}`: image `{}` is not present locally, and --pull {policy} does not \
-             pull it ({hint})",
-            component.id, component.image
-        ));
+        problems.push(problem);
     }
 
     for component in &plan.components {
@@ -158,7 +175,7 @@ pub fn check(
     let checked = Checked {
         to_pull: present
             .iter()
-            .filter(|(_, id)| policy.pulls(id.is_some()))
+            .filter(|(image, id)| pulls(image, id.is_some()))
             .map(|(image, _)| image.to_string())
             .collect(),
         image_ids: present
@@ -250,9 +267,11 @@ mod tests {
     use crate::plan::Naming;
     use std::path::Path;
 
-    /// An engine holding only `present:1` (no containers, no networks).
-    const ONE_IMAGE: &str = r#"case "$1 $2 $5" in
+    /// An engine holding only `present:1` and `flowctl/present:dev` (no containers, no
+    /// networks).
+    const TWO_IMAGES: &str = r#"case "$1 $2 $5" in
   "image inspect present:1") echo sha256:aaa ;;
+  "image inspect flowctl/present:dev") echo sha256:bbb ;;
   "image inspect "*) echo "Error response from daemon: No such image: $5" >&2; exit 1 ;;
   *) echo "Error: No such object: $3" >&2; exit 1 ;;
 esac"#;
@@ -261,7 +280,8 @@ esac"#;
         let file = crate::spec::parse(
             "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata:\n  name: pulls\nspec:\n  \
              sources:\n    - id: src\n      image: present:1\n  sinks:\n    - id: sink\n      \
-             image: absent:1\n      inputs: [src]\n",
+             image: absent:1\n      inputs: [src]\n    - id: local\n      image: \
+             flowctl/present:dev\n      inputs: [src]\n",
             "p.yaml",
         )
         .unwrap();
@@ -271,7 +291,7 @@ esac"#;
     fn check_with(policy: PullPolicy, control_plane: Option<&str>) -> Result<Checked> {
         let fake = FakeCli::new(
             &format!("preflight-{policy}-{}", control_plane.is_some()),
-            ONE_IMAGE,
+            TWO_IMAGES,
         );
         let console = Console { color: false };
         check(
@@ -291,8 +311,21 @@ esac"#;
         assert_eq!(missing.image_ids["present:1"], "sha256:aaa");
         assert!(!missing.image_ids.contains_key("absent:1"));
 
+        // Every image but the ones scripts/build-images.sh builds.
         let always = check_with(PullPolicy::Always, Some("cp:dev")).unwrap();
         assert_eq!(always.to_pull, ["absent:1", "cp:dev", "present:1"]);
+
+        // A missing flowctl/*:dev image is never pulled from Docker Hub in its place.
+        let local = check_with(PullPolicy::Missing, Some("flowctl/flowctl:dev"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            local.contains(
+                "the control plane image `flowctl/flowctl:dev` is not present on the engine, and \
+                 flowctl/*:dev images are built here, never pulled"
+            ),
+            "{local}"
+        );
 
         let never = check_with(PullPolicy::Never, Some("cp:dev"))
             .unwrap_err()

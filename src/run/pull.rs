@@ -1,7 +1,8 @@
 //! Pulling images before anything is created, with Docker Compose's policies: `missing` (the
 //! default) pulls the images that are not present locally, `always` every image, `never` none
 //! (a missing image is then a preflight error). The control plane's image (remote engines)
-//! follows the same policy.
+//! follows the same policy. The images scripts/build-images.sh builds (`flowctl/*:dev`) are
+//! never pulled (preflight says how to build a missing one).
 //!
 //! Every pull runs at once, one thread each, under the engine's pull deadline
 //! (`--pull-timeout`, far longer than an ordinary call's), with one progress line per image:
@@ -131,7 +132,8 @@ pub fn registry_of(image: &str) -> &str {
     }
 }
 
-/// Whether `image` is one of the example's images that scripts/build-images.sh builds locally.
+/// Whether `image` is one of the images scripts/build-images.sh builds here (`flowctl/*:dev`):
+/// never pulled, since Docker Hub's `flowctl/` images are someone else's.
 pub fn is_locally_built(image: &str) -> bool {
     image.starts_with("flowctl/") && image.ends_with(":dev")
 }
@@ -202,7 +204,7 @@ fn pull_one(
     });
     if let Err(error) = pulled {
         board.finish(row, format!("cannot pull {image}"));
-        return Err(pull_failure(engine, image, users, &error));
+        return Err(pull_failure(image, users, &error));
     }
     let failed = |e: EngineError| format!("{}: pulled `{image}`, but {e}", who(users));
     let id = engine
@@ -235,14 +237,8 @@ fn who(users: &[ImageUser]) -> String {
 }
 
 /// The error of a failed pull: who needs the image, the image and its registry, what the
-/// registry answered (the CLI's error lines, credentials masked) and the command line; for
-/// the example's locally built images, how to build them.
-pub fn pull_failure(
-    engine: &Engine,
-    image: &str,
-    users: &[ImageUser],
-    error: &EngineError,
-) -> String {
+/// registry answered (the CLI's error lines, credentials masked) and the command line.
+pub fn pull_failure(image: &str, users: &[ImageUser], error: &EngineError) -> String {
     let registry = registry_of(image);
     let answer = match (error.timed_out, error.code) {
         (Some(limit), _) => format!(
@@ -258,18 +254,8 @@ pub fn pull_failure(
         ),
         (None, None) => error.to_string(),
     };
-    let hint = if is_locally_built(image) {
-        format!(
-            "; `{image}` is built locally, not pulled: scripts/build-images.sh builds it \
-             (FLOWCTL_DOCKER_BIN={} for this engine's image store), and --pull missing uses it \
-             as it is",
-            engine.kind().as_str()
-        )
-    } else {
-        String::new()
-    };
     redact_credentials(&format!(
-        "{}: cannot pull `{image}` from {registry}: {answer}{hint}",
+        "{}: cannot pull `{image}` from {registry}: {answer}",
         who(users)
     ))
 }
@@ -427,7 +413,6 @@ impl Board {
 mod tests {
     use super::*;
     use crate::engine::fake::FakeCli;
-    use crate::engine::{Deadlines, EngineKind};
 
     /// Docker's `pull` without a terminal: one layer, pulled; `bad` images are unknown to
     /// the registry. `image inspect` answers an id and a size.
@@ -460,13 +445,13 @@ esac"#;
                 vec![component("ttp", Some("ttp-processor@v1"))],
             ),
             (
-                "flowctl/flowctl:dev".to_string(),
+                "ghcr.io/acme/flowctl:1".to_string(),
                 vec![ImageUser::ControlPlane],
             ),
         ];
         let ids = pull_all(&fake.engine(), &images, Console { color: false }, false).unwrap();
         assert_eq!(ids.len(), 2);
-        assert_eq!(ids["flowctl/flowctl:dev"], "sha256:0a7ec29063d4");
+        assert_eq!(ids["ghcr.io/acme/flowctl:1"], "sha256:0a7ec29063d4");
         let mut calls = fake.calls();
         calls.sort();
         let expected: Vec<Vec<&str>> = vec![
@@ -482,7 +467,7 @@ esac"#;
                 "inspect",
                 "--format",
                 "{{.Id}}",
-                "flowctl/flowctl:dev",
+                "ghcr.io/acme/flowctl:1",
             ],
             vec![
                 "image",
@@ -496,10 +481,10 @@ esac"#;
                 "inspect",
                 "--format",
                 "{{.Size}}",
-                "flowctl/flowctl:dev",
+                "ghcr.io/acme/flowctl:1",
             ],
             vec!["pull", "127.0.0.1:5000/org/ttp-processor:v1"],
-            vec!["pull", "flowctl/flowctl:dev"],
+            vec!["pull", "ghcr.io/acme/flowctl:1"],
         ];
         assert_eq!(calls, expected);
     }
@@ -516,10 +501,7 @@ esac"#;
                 "127.0.0.1:5000/org/sink:v1".to_string(),
                 vec![component("sink", None)],
             ),
-            (
-                "flowctl/bad-image:dev".to_string(),
-                vec![component("local", None)],
-            ),
+            ("bad-image:latest".to_string(), vec![component("hub", None)]),
         ];
         let err = pull_all(&fake.engine(), &images, Console { color: false }, false)
             .unwrap_err()
@@ -534,10 +516,9 @@ esac"#;
             "{err}"
         );
         assert!(
-            err.contains("component `local`: cannot pull `flowctl/bad-image:dev` from docker.io"),
+            err.contains("component `hub`: cannot pull `bad-image:latest` from docker.io"),
             "{err}"
         );
-        assert!(err.contains("scripts/build-images.sh builds it"), "{err}");
         assert!(!err.contains("`sink`"), "{err}");
         assert!(fake.calls().contains(&vec![
             "pull".to_string(),
@@ -576,7 +557,6 @@ esac"#;
 
     #[test]
     fn a_failed_pull_names_component_reference_registry_and_answer() {
-        let engine = Engine::known("docker", EngineKind::Docker, Deadlines::default());
         let users = [
             ImageUser::Component {
                 id: "ttp".into(),
@@ -595,12 +575,7 @@ esac"#;
             spawn_error: None,
             timed_out: None,
         };
-        let text = pull_failure(
-            &engine,
-            "127.0.0.1:5999/org/ttp-processor:v1",
-            &users,
-            &error,
-        );
+        let text = pull_failure("127.0.0.1:5999/org/ttp-processor:v1", &users, &error);
         assert_eq!(
             text,
             "component `ttp` (`type: ttp-processor@v1`), the control plane: cannot pull \
@@ -614,16 +589,18 @@ esac"#;
             reference: None,
         }];
         let timed_out = EngineError {
-            command: "docker pull flowctl/consumer-app:dev".into(),
+            command: "docker pull ghcr.io/acme/sink:1".into(),
             code: None,
             stderr: String::new(),
             spawn_error: None,
             timed_out: Some(Duration::from_secs(900)),
         };
-        let text = pull_failure(&engine, "flowctl/consumer-app:dev", &local, &timed_out);
-        assert!(text.starts_with("component `sink`: cannot pull"), "{text}");
+        let text = pull_failure("ghcr.io/acme/sink:1", &local, &timed_out);
+        assert!(
+            text.starts_with("component `sink`: cannot pull `ghcr.io/acme/sink:1` from ghcr.io"),
+            "{text}"
+        );
         assert!(text.contains("--pull-timeout"), "{text}");
-        assert!(text.contains("scripts/build-images.sh builds it"), "{text}");
     }
 
     #[test]
