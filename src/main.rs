@@ -21,7 +21,7 @@ use flowctl::owner::Liveness;
 use flowctl::plan::{self, Naming};
 use flowctl::reaper;
 use flowctl::run::teardown::{install_signal_policy, EXIT_INTERRUPTED};
-use flowctl::run::{self, RunOptions, RunOutcome};
+use flowctl::run::{self, PullPolicy, RunOptions, RunOutcome};
 use flowctl::spec::parse_duration;
 use flowctl::standalone::{self, Expectation, StandaloneOptions};
 use flowctl::status_client;
@@ -186,6 +186,20 @@ struct RunArgs {
     /// How long stream verification waits for each stream's first message.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = positive_duration)]
     verify_timeout: Duration,
+    /// When to pull images before anything is created, as Compose: missing (those not present
+    /// locally), always (every image), never (a missing image is an error).
+    #[arg(
+        long,
+        env = "FLOWCTL_PULL",
+        default_value = "missing",
+        value_name = "POLICY"
+    )]
+    pull: PullPolicy,
+    /// How long one image pull may take before flowctl stops it (pulls have their own deadline,
+    /// longer than --engine-timeout's).
+    #[arg(long, env = "FLOWCTL_PULL_TIMEOUT", default_value = "15m", value_name = "DURATION",
+          value_parser = positive_duration)]
+    pull_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +247,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let deadlines = Deadlines {
         call: cli.engine_timeout,
+        ..Deadlines::default()
     };
     let result = match cli.command {
         Command::Run(args) => install_signal_policy().and_then(|signals| {
@@ -240,7 +255,10 @@ fn main() -> ExitCode {
                 pipeline: args.pipeline,
                 naming: args.naming.into(),
                 docker_bin: cli.docker_bin,
-                deadlines,
+                deadlines: Deadlines {
+                    pull: args.pull_timeout,
+                    ..deadlines
+                },
                 location: args.engine_location,
                 control_plane_image: args.control_plane_image,
                 logs_dir: args.logs_dir,
@@ -252,6 +270,9 @@ fn main() -> ExitCode {
                 table_width: flowctl::status_client::table_width(args.wide, STDERR),
                 verify: !args.no_verify,
                 verify_timeout: args.verify_timeout,
+                pull: args.pull,
+                progress_in_place: std::io::stderr().is_terminal()
+                    && std::env::var("TERM").map_or(true, |term| term != "dumb"),
             };
             run::run(&options, signals).map(|outcome| match outcome {
                 RunOutcome::Completed => ExitCode::SUCCESS,

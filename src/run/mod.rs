@@ -1,5 +1,6 @@
 //! `flowctl run`: the lifecycle of one run, as a sequence of named steps. What each step does
-//! lives in its own file: [`preflight`] (checks before anything exists), [`start`] (network,
+//! lives in its own file: [`preflight`] (checks before anything exists), [`pull`] (the images
+//! the pull policy fetches, before anything exists), [`start`] (network,
 //! control plane, containers, readiness), [`supervise`] (stream verification, waiting, restarts),
 //! [`notices`] (what is reported meanwhile) and [`teardown`] (every exit: signals, the cleanup
 //! guard, the stop order).
@@ -8,6 +9,7 @@ mod env_file;
 mod network;
 mod notices;
 mod preflight;
+mod pull;
 mod reach;
 mod record;
 mod relay;
@@ -36,6 +38,7 @@ use record::{Recorder, SummaryWriter};
 use start::LiveRun;
 use teardown::{ActiveRun, CleanupGuard, Halt, SignalPolicy, EXIT_INTERRUPTED};
 
+pub use pull::PullPolicy;
 pub use teardown::RunOutcome;
 
 /// How long teardown waits for an exited component's log stream to be relayed completely.
@@ -72,6 +75,10 @@ pub struct RunOptions {
     pub verify: bool,
     /// How long verification waits for a stream's first message.
     pub verify_timeout: Duration,
+    /// `--pull`: which images are pulled before anything is created.
+    pub pull: PullPolicy,
+    /// Progress lines are redrawn in place (stderr is a terminal).
+    pub progress_in_place: bool,
 }
 
 /// Runs a pipeline until it completes, is interrupted or fails; everything it created is
@@ -134,7 +141,29 @@ fn run_recorded(
     let control_plane_image = location
         .control_plane_in_container()
         .then_some(options.control_plane_image.as_str());
-    let image_ids = preflight::check(&engine, &plan, &location, control_plane_image, console)?;
+    let checked = preflight::check(
+        &engine,
+        &plan,
+        &location,
+        control_plane_image,
+        options.pull,
+        console,
+    )?;
+    let mut image_ids = checked.image_ids;
+    if !checked.to_pull.is_empty() {
+        let users = pull::image_users(&plan, control_plane_image);
+        let images: Vec<_> = checked
+            .to_pull
+            .iter()
+            .map(|image| (image.clone(), users.get(image).cloned().unwrap_or_default()))
+            .collect();
+        let pulled = pull::pull_all(&engine, &images, console, options.progress_in_place);
+        // A signal during the pulls ends them (their calls are killed): that is no failure.
+        if events.snapshot().interrupts > 0 {
+            return Ok(RunOutcome::Interrupted);
+        }
+        image_ids.extend(pulled?);
+    }
     // What the images say about themselves (config names, roles, event types).
     let metadata = crate::metadata::read_all(&engine, &plan)?;
     plan.apply_metadata(&metadata)

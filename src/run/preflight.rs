@@ -1,7 +1,7 @@
-//! Everything that can be checked before anything is created: images present, pinned host
-//! ports free, container and network names not taken. The engine is asked about every image
-//! and name at once, one CLI call each on threads of their own, and every problem is reported
-//! together.
+//! Everything that can be checked before anything is created: images present (or to be
+//! pulled, by the pull policy), pinned host ports free, container and network names not taken.
+//! The engine is asked about every image and name at once, one CLI call each on threads of
+//! their own, and every problem is reported together, before any pull.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{TcpListener, UdpSocket};
@@ -18,16 +18,28 @@ use crate::logs::Console;
 use crate::owner::{Liveness, RunOwner};
 use crate::plan::{Protocol, RunPlan};
 
+use super::pull::{is_locally_built, PullPolicy};
+
+/// What the checks found about the images.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// The content id of each image present locally.
+    pub image_ids: BTreeMap<String, String>,
+    /// The images `policy` pulls (missing ones, or all of them for `always`), sorted.
+    pub to_pull: Vec<String>,
+}
+
 /// Checks `plan` against `engine` and where flowctl runs (and that `control_plane_image` is
-/// there, when the control plane runs as a container); the error lists every problem.
-/// Returns each image's content id.
+/// there, when the control plane runs as a container); the error lists every problem. A
+/// missing image is a problem only when `policy` does not pull it.
 pub fn check(
     engine: &Engine,
     plan: &RunPlan,
     location: &Location,
     control_plane_image: Option<&str>,
+    policy: PullPolicy,
     console: Console,
-) -> Result<BTreeMap<String, String>> {
+) -> Result<Checked> {
     if *location != Location::Host {
         sweep_job_orphans(engine, console);
     }
@@ -60,30 +72,47 @@ pub fn check(
     let (present, taken, network) = (present?, taken?, network?);
     let mut problems = Vec::new();
 
-    if let Some(image) = control_plane_image.filter(|image| present[image].is_none()) {
+    // The images scripts/build-images.sh builds exist only here: Docker Hub's `flowctl/`
+    // images are someone else's, so they are never pulled in their place.
+    let pulls = |image: &str, present: bool| !is_locally_built(image) && policy.pulls(present);
+    let absent = |image: &str| present[image].is_none() && !pulls(image, false);
+    let why_not = |image: &str| {
+        if is_locally_built(image) {
+            "flowctl/*:dev images are built here, never pulled".to_string()
+        } else {
+            format!("--pull {policy} does not pull it")
+        }
+    };
+    if let Some(image) = control_plane_image.filter(|image| absent(image)) {
         problems.push(format!(
-            "the control plane image `{image}` is not present on the engine (the control plane \
-             runs as a container next to a remote engine; scripts/build-images.sh builds \
-             flowctl/flowctl:dev, --control-plane-image names another)"
+            "the control plane image `{image}` is not present on the engine, and {} (the \
+             control plane runs as a container next to a remote engine; \
+             scripts/build-images.sh builds flowctl/flowctl:dev, --control-plane-image names \
+             another)",
+            why_not(image)
         ));
     }
-    for component in &plan.components {
-        if present[component.image.as_str()].is_none() {
-            let hint =
-                if component.image.starts_with("flowctl/") && component.image.ends_with(":dev") {
-                    "build it with scripts/build-images.sh".to_string()
-                } else {
-                    format!(
-                        "pull it with `{} pull {}`",
-                        engine.program().display(),
-                        component.image
-                    )
-                };
-            problems.push(format!(
-                "component `{}`: image `{}` is not present locally ({hint})",
-                component.id, component.image
-            ));
-        }
+    for component in plan.components.iter().filter(|c| absent(&c.image)) {
+        let problem = if is_locally_built(&component.image) {
+            format!(
+                "component `{}`: image `{}` is not present locally (build it with \
+                 scripts/build-images.sh); {}",
+                component.id,
+                component.image,
+                why_not(&component.image)
+            )
+        } else {
+            format!(
+                "component `{}`: image `{}` is not present locally, and {} (pull it with `{} \
+                 pull {}`, or let flowctl pull it with --pull missing)",
+                component.id,
+                component.image,
+                why_not(&component.image),
+                engine.program().display(),
+                component.image
+            )
+        };
+        problems.push(problem);
     }
 
     for component in &plan.components {
@@ -143,12 +172,19 @@ pub fn check(
         ));
     }
 
-    let ids = present
-        .into_iter()
-        .filter_map(|(image, id)| Some((image.to_string(), id?)))
-        .collect();
+    let checked = Checked {
+        to_pull: present
+            .iter()
+            .filter(|(image, id)| pulls(image, id.is_some()))
+            .map(|(image, _)| image.to_string())
+            .collect(),
+        image_ids: present
+            .into_iter()
+            .filter_map(|(image, id)| Some((image.to_string(), id?)))
+            .collect(),
+    };
     match problems.as_slice() {
-        [] => Ok(ids),
+        [] => Ok(checked),
         [one] => bail!("{one}"),
         many => bail!("cannot start:\n  - {}", many.join("\n  - ")),
     }
@@ -227,6 +263,86 @@ fn describe_owner(liveness: Liveness, labels: &BTreeMap<String, String>) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::FakeCli;
+    use crate::plan::Naming;
+    use std::path::Path;
+
+    /// An engine holding only `present:1` and `flowctl/present:dev` (no containers, no
+    /// networks).
+    const TWO_IMAGES: &str = r#"case "$1 $2 $5" in
+  "image inspect present:1") echo sha256:aaa ;;
+  "image inspect flowctl/present:dev") echo sha256:bbb ;;
+  "image inspect "*) echo "Error response from daemon: No such image: $5" >&2; exit 1 ;;
+  *) echo "Error: No such object: $3" >&2; exit 1 ;;
+esac"#;
+
+    fn plan() -> RunPlan {
+        let file = crate::spec::parse(
+            "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata:\n  name: pulls\nspec:\n  \
+             sources:\n    - id: src\n      image: present:1\n  sinks:\n    - id: sink\n      \
+             image: absent:1\n      inputs: [src]\n    - id: local\n      image: \
+             flowctl/present:dev\n      inputs: [src]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        RunPlan::build(&file, Path::new("."), &Naming::default()).unwrap()
+    }
+
+    fn check_with(policy: PullPolicy, control_plane: Option<&str>) -> Result<Checked> {
+        let fake = FakeCli::new(
+            &format!("preflight-{policy}-{}", control_plane.is_some()),
+            TWO_IMAGES,
+        );
+        let console = Console { color: false };
+        check(
+            &fake.engine(),
+            &plan(),
+            &Location::Host,
+            control_plane,
+            policy,
+            console,
+        )
+    }
+
+    #[test]
+    fn the_pull_policy_decides_which_images_are_pulled_or_missing() {
+        let missing = check_with(PullPolicy::Missing, None).unwrap();
+        assert_eq!(missing.to_pull, ["absent:1"]);
+        assert_eq!(missing.image_ids["present:1"], "sha256:aaa");
+        assert!(!missing.image_ids.contains_key("absent:1"));
+
+        // Every image but the ones scripts/build-images.sh builds.
+        let always = check_with(PullPolicy::Always, Some("cp:dev")).unwrap();
+        assert_eq!(always.to_pull, ["absent:1", "cp:dev", "present:1"]);
+
+        // A missing flowctl/*:dev image is never pulled from Docker Hub in its place.
+        let local = check_with(PullPolicy::Missing, Some("flowctl/flowctl:dev"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            local.contains(
+                "the control plane image `flowctl/flowctl:dev` is not present on the engine, and \
+                 flowctl/*:dev images are built here, never pulled"
+            ),
+            "{local}"
+        );
+
+        let never = check_with(PullPolicy::Never, Some("cp:dev"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            never.contains(
+                "component `sink`: image `absent:1` is not present locally, and --pull never \
+                 does not pull it"
+            ),
+            "{never}"
+        );
+        assert!(
+            never.contains("the control plane image `cp:dev`"),
+            "{never}"
+        );
+        assert!(!never.contains("`src`"), "{never}");
+    }
 
     #[test]
     fn a_taken_name_says_whose_it_is_and_what_to_do() {
