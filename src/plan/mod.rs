@@ -212,6 +212,17 @@ impl GrpcService {
         }
     }
 
+    /// The gRPC path of [`GrpcService::method`] (`/package.Service/Method`).
+    pub fn path(self) -> &'static str {
+        match self {
+            GrpcService::RawLedgers => "/raw_ledger_service.RawLedgerService/StreamRawLedgers",
+            GrpcService::TokenTransferEvents => "/token_transfer_service.EventService/GetTTPEvents",
+            GrpcService::V1Source => "/flowctl.v1.SourceService/StreamEvents",
+            GrpcService::V1Processor => "/flowctl.v1.ProcessorService/Process",
+            GrpcService::V1Consumer => "/flowctl.v1.ConsumerService/Consume",
+        }
+    }
+
     /// Whether the component speaks the flowctl.v1 data plane: it never dials its inputs,
     /// flowctl relays events into it.
     pub fn is_v1(self) -> bool {

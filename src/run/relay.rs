@@ -30,8 +30,10 @@ use tonic::{Status, Streaming};
 
 use flowctl_proto::flowctl::v1::consumer_service_client::ConsumerServiceClient;
 use flowctl_proto::flowctl::v1::processor_service_client::ProcessorServiceClient;
-use flowctl_proto::flowctl::v1::source_service_client::SourceServiceClient;
-use flowctl_proto::flowctl::v1::{Event, StreamRequest};
+use flowctl_proto::flowctl::v1::{ConsumeResponse, StreamRequest};
+use flowctl_proto::relayed::{encoded, RawEvent, RawEventCodec};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::codegen::Bytes;
 
 use super::reach::Reachable;
 use crate::events::RunEvents;
@@ -63,6 +65,9 @@ pub struct RelayNode {
     pub service: GrpcService,
     /// Where flowctl reaches its gRPC port.
     pub address: SocketAddr,
+    /// Its gRPC port's address on the pipeline network, tried first (see
+    /// [`PortAccess::network`](super::reach::PortAccess::network)).
+    pub network: Option<SocketAddr>,
     /// Its inputs (all relayed components).
     pub inputs: Vec<String>,
     /// Event types it takes (the file's `input_event_types`); empty: ask `GetInfo`.
@@ -94,14 +99,13 @@ pub fn nodes_of(plan: &RunPlan, reachable: &Reachable) -> Result<Vec<RelayNode>>
                 ));
             }
         }
-        let address = reachable
+        let port = reachable
             .get(&component.id)
             .and_then(|ports| {
                 ports
                     .iter()
                     .find(|port| port.container_port == grpc.container_port)
             })
-            .map(|port| port.address)
             .ok_or_else(|| {
                 anyhow!(
                     "component `{}`: flowctl cannot reach its gRPC port {} to relay {}",
@@ -113,7 +117,8 @@ pub fn nodes_of(plan: &RunPlan, reachable: &Reachable) -> Result<Vec<RelayNode>>
         nodes.push(RelayNode {
             id: component.id.clone(),
             service: grpc.service,
-            address,
+            address: port.address,
+            network: port.network,
             inputs: component.inputs.clone(),
             accepts: component.input_event_types.clone(),
             params: stream_params(component),
@@ -276,7 +281,8 @@ fn edges_of(nodes: &[RelayNode]) -> Vec<Arc<EdgeCount>> {
 struct Outlet {
     to: String,
     accepts: Vec<String>,
-    sender: mpsc::Sender<Event>,
+    /// Encoded `flowctl.v1.Event`s, passed on as they came.
+    sender: mpsc::Sender<Bytes>,
     count: Arc<EdgeCount>,
 }
 
@@ -287,7 +293,33 @@ enum Break {
     Downstream(String),
 }
 
+/// How long the relay waits for a connection to a component's network address before it
+/// takes the published port instead (an unreachable network answers nothing at all).
+const NETWORK_PATIENCE: Duration = Duration::from_millis(300);
+
+/// A channel to `node`: at its network address if flowctl reaches it, else its published port.
 async fn connect(node: &RelayNode) -> Result<Channel, String> {
+    if let Some(network) = node.network {
+        let direct = Endpoint::from_shared(format!("http://{network}"))
+            .map(|e| e.connect_timeout(NETWORK_PATIENCE));
+        if let Ok(endpoint) = direct {
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    log::debug!("relay: {} reached at {network}", node.id);
+                    return Ok(channel);
+                }
+                Err(e) => log::debug!(
+                    "relay: {} not reachable at {network} ({e}); using {}",
+                    node.id,
+                    node.address
+                ),
+            }
+        }
+    }
+    connect_published(node).await
+}
+
+async fn connect_published(node: &RelayNode) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{}", node.address))
         .map_err(|e| format!("relay: {}: bad address {}: {e}", node.id, node.address))?
         .connect_timeout(Duration::from_secs(5));
@@ -420,7 +452,7 @@ async fn relay(
 async fn run_node(
     node: RelayNode,
     channel: Channel,
-    input: Option<mpsc::Receiver<Event>>,
+    input: Option<mpsc::Receiver<Bytes>>,
     out: Vec<Outlet>,
 ) -> Result<Option<ConsumerAnswer>, Break> {
     let inputs = node.inputs.join(", ");
@@ -441,14 +473,27 @@ async fn run_node(
         ))
     };
     let events = input.map(ReceiverStream::new);
+    // Events are relayed as the bytes they came as (flowctl_proto::relayed): the relay reads
+    // only their type and cursor.
+    let path = PathAndQuery::from_static(node.service.path());
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.map_err(|e| {
+        broke(&Status::unavailable(format!(
+            "the connection is not ready: {e}"
+        )))
+    })?;
     match node.service {
         GrpcService::V1Source => {
             let request = StreamRequest {
                 params: node.params.clone(),
                 ..Default::default()
             };
-            let stream = SourceServiceClient::new(channel)
-                .stream_events(request)
+            let stream = client
+                .server_streaming(
+                    tonic::Request::new(encoded(&request)),
+                    path,
+                    RawEventCodec::events(),
+                )
                 .await
                 .map_err(|s| broke(&s))?
                 .into_inner();
@@ -459,8 +504,8 @@ async fn run_node(
             let Some(events) = events else {
                 return Ok(None);
             };
-            let stream = ProcessorServiceClient::new(channel)
-                .process(events)
+            let stream = client
+                .streaming(tonic::Request::new(events), path, RawEventCodec::events())
                 .await
                 .map_err(|s| broke(&s))?
                 .into_inner();
@@ -471,11 +516,13 @@ async fn run_node(
             let Some(events) = events else {
                 return Ok(None);
             };
-            let answer = ConsumerServiceClient::new(channel)
-                .consume(events)
+            let answer: ConsumeResponse = client
+                .client_streaming(tonic::Request::new(events), path, RawEventCodec::answer())
                 .await
                 .map_err(|s| broke(&s))?
-                .into_inner();
+                .into_inner()
+                .decode_as()
+                .map_err(|s| broke(&s))?;
             Ok(Some(ConsumerAnswer {
                 component: node.id.clone(),
                 events_consumed: answer.events_consumed,
@@ -491,16 +538,17 @@ async fn run_node(
 /// queue is full. Ends when the stream ends (dropping the outlets ends their queues).
 async fn forward(
     from: &str,
-    mut stream: Streaming<Event>,
+    mut stream: Streaming<RawEvent>,
     out: &[Outlet],
     broke: &impl Fn(&Status) -> Break,
 ) -> Result<(), Break> {
     while let Some(event) = stream.message().await.map_err(|s| broke(&s))? {
         for outlet in out {
-            if !outlet.accepts.is_empty() && !outlet.accepts.contains(&event.r#type) {
+            if !outlet.accepts.is_empty() && !outlet.accepts.contains(&event.head.r#type) {
                 continue;
             }
-            if outlet.sender.send(event.clone()).await.is_err() {
+            // A clone of `Bytes` shares the buffer: no copy per outlet.
+            if outlet.sender.send(event.bytes.clone()).await.is_err() {
                 return Err(Break::Downstream(format!(
                     "relay: edge {from} -> {} broke: {} stopped taking events",
                     outlet.to, outlet.to
@@ -528,8 +576,8 @@ mod tests {
     };
     use flowctl_proto::flowctl::v1::source_service_server::{SourceService, SourceServiceServer};
     use flowctl_proto::flowctl::v1::{
-        ComponentInfo, ConsumeResponse, HealthCheckRequest, HealthCheckResponse, SaveStateRequest,
-        StateRequest, StateResponse,
+        ComponentInfo, ConsumeResponse, Event, HealthCheckRequest, HealthCheckResponse,
+        SaveStateRequest, StateRequest, StateResponse,
     };
     use tokio_stream::{Stream, StreamExt};
     use tonic::transport::server::TcpIncoming;
@@ -707,6 +755,7 @@ mod tests {
             id: id.into(),
             service,
             address,
+            network: None,
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             accepts: Vec::new(),
             params: HashMap::new(),

@@ -370,6 +370,7 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
         .engine
         .published_ports(container)
         .map_err(|e| format!("cannot read its published ports: {e}"))?;
+    let relayed = component.grpc.as_ref().is_some_and(|g| g.service.is_v1());
     let network_ip: Option<IpAddr> = if run.location.on_pipeline_network() {
         let info = run
             .engine
@@ -382,9 +383,18 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
             .and_then(|ip| ip.parse().ok())
             .ok_or_else(|| format!("it has no address on network {}", run.plan.network))?;
         Some(ip)
+    } else if relayed && matches!(run.location, Location::Host) {
+        // Best effort: without it the relay dials the published port.
+        run.engine
+            .inspect_container(container)
+            .ok()
+            .flatten()
+            .and_then(|info| info.networks.get(&run.plan.network)?.parse().ok())
     } else {
         None
     };
+    // Dialled first by the relay; when flowctl is on the network, `address` is that already.
+    let on_network = !run.location.on_pipeline_network();
     let publish_ip = run.location.publish_ip();
     let mut access = Vec::new();
     for port in &component.ports {
@@ -406,6 +416,9 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
             container_port: port.container_port,
             published,
             address,
+            network: network_ip
+                .filter(|_| on_network)
+                .map(|ip| SocketAddr::new(ip, port.container_port)),
         });
     }
     Ok(access)
