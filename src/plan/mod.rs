@@ -696,6 +696,36 @@ mod tests {
     }
 
     #[test]
+    fn restart_on_a_relayed_processor_or_consumer_is_refused_naming_it_and_why() {
+        let text = |processor_restart: &str| {
+            format!(
+                "
+  sources:
+    - {{id: src, image: img, restart: on-failure, grpc: {{port: 50052, service: flowctl.v1.SourceService}}}}
+  processors:
+    - {{id: proc, image: img, inputs: [src], restart: '{processor_restart}', grpc: {{port: 50051, service: flowctl.v1.ProcessorService}}}}
+  sinks:
+    - {{id: sink, image: img, inputs: [proc], restart: on-failure, grpc: {{port: 50053, service: flowctl.v1.ConsumerService}}}}
+"
+            )
+        };
+        let err = plan(&pipeline(&text("on-failure:3"))).unwrap_err().to_string();
+        for expected in [
+            "component `proc`: restart: `on-failure:3` is not supported on a relayed processor \
+             (flowctl.v1.ProcessorService): events in flight to it when it failed cannot be \
+             accounted for",
+            "component `sink`: restart: `on-failure:3` is not supported on a relayed consumer \
+             (flowctl.v1.ConsumerService)",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+        // A relayed source may restart (the relay resumes its stream).
+        assert!(!err.contains("`src`"), "{err}");
+        let err = plan(&pipeline(&text("no"))).unwrap_err().to_string();
+        assert!(!err.contains("`proc`"), "{err}");
+    }
+
+    #[test]
     fn restart_policies_parse_and_bad_ones_are_named() {
         let parsed = plan(&pipeline(
             "

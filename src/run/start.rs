@@ -44,7 +44,7 @@ pub struct LiveRun<'a> {
     /// Where env files are written.
     pub env_dir: &'a EnvDir,
     /// How each started component's ports are reached.
-    pub reachable: &'a Reachable,
+    pub reachable: &'a Arc<Reachable>,
     /// What `--summary` writes.
     pub record: &'a Recorder,
 }
@@ -329,6 +329,7 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
     let finished = wait_ready(run, &check)? == Readiness::Finished;
     if !finished {
         run.record.lock().component(id).ready_at = Some(SystemTime::now());
+        run.events.became_ready(id, attempt);
     }
 
     let ports = ports
