@@ -45,7 +45,9 @@ impl EventState {
 
     /// Whether attempt `attempt` of `component` (or a later one) has become ready.
     pub fn is_ready(&self, component: &str, attempt: u32) -> bool {
-        self.ready.get(component).is_some_and(|ready| *ready >= attempt)
+        self.ready
+            .get(component)
+            .is_some_and(|ready| *ready >= attempt)
     }
 
     /// The exit of `component`'s current container, if it has exited.

@@ -709,7 +709,9 @@ mod tests {
 "
             )
         };
-        let err = plan(&pipeline(&text("on-failure:3"))).unwrap_err().to_string();
+        let err = plan(&pipeline(&text("on-failure:3")))
+            .unwrap_err()
+            .to_string();
         for expected in [
             "component `proc`: restart: `on-failure:3` is not supported on a relayed processor \
              (flowctl.v1.ProcessorService): events in flight to it when it failed cannot be \

@@ -264,10 +264,7 @@ fn restart(spec: &ComponentSpec, problems: &mut Problems) -> RestartPolicy {
 /// event's `stellar_cursor`.)
 fn relayed_restart(service: GrpcService, restart: RestartPolicy, problems: &mut Problems) {
     if restart == RestartPolicy::Never
-        || !matches!(
-            service,
-            GrpcService::V1Processor | GrpcService::V1Consumer
-        )
+        || !matches!(service, GrpcService::V1Processor | GrpcService::V1Consumer)
     {
         return;
     }

@@ -628,8 +628,8 @@ async fn run_source(
         channel = connect(&redial).await.map_err(Break::Status)?;
         run.console.info(match last {
             Some((ledger, index)) => format!(
-                "relay: {} restarted (attempt {attempt}); resuming its stream at ledger {ledger}, \
-                 after event {index} of it",
+                "relay: {} restarted (attempt {attempt}); resuming its stream at ledger {ledger} \
+                 (dropping what it repeats, up to cursor {ledger}:{index})",
                 node.id
             ),
             None => format!(
