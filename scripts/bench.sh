@@ -562,65 +562,22 @@ bench_datapath() {
 # The example pipeline as flowctl.v1 components (examples/ttp-pipeline-v1.yaml) on lake $2 from
 # ledger $3 to $4 (network $5), relayed by flowctl; the consumer only counts.
 write_v1_pipeline() {
-  local file=$1 lake=$2 first=$3 last=$4 passphrase=$5
-  cat >"$file" <<YAML
-apiVersion: flowctl/v1
-kind: Pipeline
-metadata:
-  name: bench-ttp-v1
-spec:
-  sources:
-    - id: stellar-live-source-v1
-      image: flowctl/stellar-live-source-v1:$IMAGE_TAG
-      env:
-        STORAGE_TYPE: FS
-        BUCKET_NAME: /data/ledgers
-        LEDGERS_PER_FILE: "1"
-        FILES_PER_PARTITION: "64000"
-        NETWORK_PASSPHRASE: "$passphrase"
-        START_LEDGER: "$first"
-        END_LEDGER: "$last"
-        PORT: ":50052"
-      volumes:
-        - host_path: $lake
-          container_path: /data/ledgers
-          readonly: true
-      ports:
-        - {name: grpc, containerPort: 50052}
-        - {name: health, containerPort: 8088}
-      health_check: /health
-      health_port: 8088
-      register: true
-      grpc: {port: 50052, service: flowctl.v1.SourceService}
-  processors:
-    - id: ttp-processor-v1
-      image: flowctl/ttp-processor-v1:$IMAGE_TAG
-      inputs: [stellar-live-source-v1]
-      env:
-        NETWORK_PASSPHRASE: "$passphrase"
-        PORT: ":50051"
-      ports:
-        - {name: grpc, containerPort: 50051}
-        - {name: health, containerPort: 8088}
-      health_check: /health
-      health_port: 8088
-      register: true
-      grpc: {port: 50051, service: flowctl.v1.ProcessorService}
-  sinks:
-    - id: consumer-app-v1
-      image: flowctl/consumer-app-v1:$IMAGE_TAG
-      inputs: [ttp-processor-v1]
-      env:
-        PORT: ":50053"
-        PRINT_EVENTS: "false"
-      ports:
-        - {name: grpc, containerPort: 50053}
-        - {name: health, containerPort: 8088}
-      health_check: /health
-      health_port: 8088
-      register: true
-      grpc: {port: 50053, service: flowctl.v1.ConsumerService}
-YAML
+  local file=$1 lake=$2 first=$3 last=$4 passphrase=$5 example="$root/examples/ttp-pipeline-v1.yaml"
+  sed -e "s|^  name: ttp-pipeline-v1\$|  name: bench-ttp-v1|" \
+    -e "s|host_path: ledgers/testnet-997-999|host_path: $lake|" \
+    -e "s|NETWORK_PASSPHRASE: \"Test SDF Network ; September 2015\"|NETWORK_PASSPHRASE: \"$passphrase\"|" \
+    -e "s|START_LEDGER: \"997\"|START_LEDGER: \"$first\"|" \
+    -e "s|END_LEDGER: \"998\"|END_LEDGER: \"$last\"|" \
+    -e "s|^\( *\)PORT: \":50053\"\$|&\n\1PRINT_EVENTS: \"false\"|" \
+    -e "s|\(image: flowctl/[a-z0-9-]*\):dev|\1:$IMAGE_TAG|" "$example" >"$file"
+  # Each substitution must have hit: the example is the source of truth, not this script.
+  local want
+  for want in "$lake" "START_LEDGER: \"$first\"" "END_LEDGER: \"$last\"" 'PRINT_EVENTS: "false"' "$passphrase"; do
+    grep -qF -- "$want" "$file" || {
+      echo "bench.sh: examples/ttp-pipeline-v1.yaml changed: cannot set '$want' in it" >&2
+      return 1
+    }
+  done
 }
 
 # Runs pipeline $3 to its end (logged to $2) while sampling the flowctl process every 100 ms,
@@ -680,7 +637,7 @@ bench_relay() {
   datapath_lake || return 1
   local direct="$work/relay-direct.yaml" relayed="$work/relay-v1.yaml"
   write_example_pipeline "$direct" "$DP_LAST" "$dp_lake" "$DP_FIRST" "$dp_passphrase"
-  write_v1_pipeline "$relayed" "$dp_lake" "$DP_FIRST" "$DP_LAST" "$dp_passphrase"
+  write_v1_pipeline "$relayed" "$dp_lake" "$DP_FIRST" "$DP_LAST" "$dp_passphrase" || return 1
   datapath_lake_info
   : >"$work/rl.tsv"
   local i

@@ -161,12 +161,7 @@ fn an_edge_that_breaks_mid_stream_fails_the_run_naming_both_components() {
 #[test]
 fn a_killed_v1_source_is_restarted_and_its_stream_resumes_exactly() {
     require_images(&IMAGES);
-    let generator = repo().join("target/x86_64-unknown-linux-gnu/release/datalake-gen");
-    assert!(
-        generator.is_file(),
-        "{} is missing: build it with scripts/build-images.sh",
-        generator.display()
-    );
+    let generator = support::datalake_gen();
     let scratch = Scratch::new("v1-restart");
     let lake = scratch.dir.join("lake");
     let expected_file = scratch.dir.join("expected.jsonl");
