@@ -2,7 +2,8 @@
 # Benchmarks for flowctl (issue 7). Every figure is a ratio of two things measured alternately in
 # the same run (medians of RUNS runs), because shared machines are noisy.
 #
-#   scripts/bench.sh [--quick] [all|lifecycle|scaling|datapath|cost|backends]  (default: all, 5 runs)
+#   scripts/bench.sh [--quick] [all|lifecycle|scaling|datapath|cost|backends|relay]
+#                    (default: all, 5 runs)
 #                    (--quick: 3 runs, 20 s idle window; --once: 1 run, to try the script out)
 #   scripts/bench.sh soak [MINUTES]                                    (default: 10 minutes)
 #
@@ -24,6 +25,12 @@
 #               no gRPC) on the data path's generated lake, read from an S3 server on loopback
 #               (s3s-fs, $S3S_FS_BIN or on PATH) versus from the folder, in turns.
 # 4. cost       flowctl's peak RSS, idle CPU per minute, stripped size, `--version` start time.
+# 6. relay      on the data path's generated lake, in turns: the first-generation pipeline
+#               (components dialing each other) versus the same pipeline of flowctl.v1 components
+#               (examples/ttp-pipeline-v1.yaml) relayed by flowctl: events/s from counts that prove
+#               every event arrived (the consumer's summary; the ConsumeResponse flowctl prints),
+#               the ratio relayed/direct (goal >= 0.8), and flowctl's CPU seconds and VmHWM while
+#               relaying (goal < 50 MB). Last measured (BENCHDATE): RESULTLINE
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,7 +64,7 @@ while [ $# -gt 0 ]; do
       fi
       ;;
     -h | --help)
-      sed -n '2,25p' "$0"
+      sed -n '2,/^set -euo/p' "$0" | sed '$d'
       exit 0
       ;;
     *)
