@@ -6,8 +6,8 @@
 # Usage: scripts/build-images.sh            (engine: $FLOWCTL_DOCKER_BIN, default docker)
 #        FLOWCTL_DOCKER_BIN=podman scripts/build-images.sh
 #        FLOWCTL_IMAGE_TAG=mine scripts/build-images.sh   (flowctl/*:mine instead of the shared
-#                                                          flowctl/*:dev; scripts/bench.sh and
-#                                                          the tests take the same variable)
+#                                                          flowctl/*:dev; scripts/bench.sh takes
+#                                                          the same variable, the tests use :dev)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)

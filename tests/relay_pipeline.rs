@@ -2,7 +2,8 @@
 //! (`scripts/build-images.sh` builds `flowctl/*-v1:dev`) registering with
 //! `flowctl.v1.ControlPlaneService` and relayed by flowctl — through the real container engine
 //! (`FLOWCTL_DOCKER_BIN`, default `docker`; again under Podman, see
-//! [`podman_relays_the_v1_example`]) on the real testnet ledgers. Each test runs a copy of the
+//! [`podman_relays_the_v1_example`]) on the real testnet ledgers, and a source killed
+//! mid-stream and restarted on a generated lake. Each test runs a copy of the
 //! example under a unique pipeline name and checks that nothing of it is left behind.
 
 mod support;
@@ -104,6 +105,20 @@ fn podman_relays_the_v1_example() {
         "the flowctl.v1 example pipeline",
         &[
             "the_v1_example_relays_exactly_the_upstream_events_of_testnet_997_998",
+            "--exact",
+        ],
+        1,
+    );
+}
+
+/// The restarted-source test again with `FLOWCTL_DOCKER_BIN=podman` (`podman kill`; the relay
+/// reaches Podman's containers at their network or published addresses as under Docker).
+#[test]
+fn podman_resumes_a_killed_v1_source() {
+    support::rerun_under_podman(
+        "the restarted flowctl.v1 source",
+        &[
+            "a_killed_v1_source_is_restarted_and_its_stream_resumes_exactly",
             "--exact",
         ],
         1,
@@ -243,16 +258,6 @@ fn a_killed_v1_source_is_restarted_and_its_stream_resumes_exactly() {
     );
     eprintln!("{resumed}");
     let expected = std::fs::read_to_string(&expected_file).unwrap();
-    let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
-        .into_iter()
-        .filter(|line| line.starts_with('{'))
-        .collect();
-    assert!(
-        events == expected.lines().collect::<Vec<_>>(),
-        "the consumer printed {} events, the generator computed {}:\n{stderr}",
-        events.len(),
-        expected.lines().count()
-    );
     // Every ledger once into the processor, every event once into the consumer.
     assert!(
         stderr.contains(&format!("{edge}{LEDGERS} event(s)")),
@@ -264,6 +269,17 @@ fn a_killed_v1_source_is_restarted_and_its_stream_resumes_exactly() {
             expected.lines().count()
         )),
         "{stderr}"
+    );
+    // And what it printed is exactly the generator's list, in order.
+    let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+        .into_iter()
+        .filter(|line| line.starts_with('{'))
+        .collect();
+    assert!(
+        events == expected.lines().collect::<Vec<_>>(),
+        "the consumer printed {} events, the generator computed {}:\n{stderr}",
+        events.len(),
+        expected.lines().count()
     );
     assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }

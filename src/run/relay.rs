@@ -688,9 +688,9 @@ async fn forward_after(
         match (cursor, resumed_after) {
             (Some(cursor), Some(after)) if cursor <= after => continue,
             (None, Some(_)) => {
-                return Err(Break::Status(format!(
-                    "relay: edge {from} -> ... broke: {from} was restarted, and its events carry \
-                     no stellar_cursor to resume its stream exactly"
+                return Err(broke(&Status::failed_precondition(
+                    "it was restarted, and its events carry no stellar_cursor to resume its \
+                     stream exactly",
                 )))
             }
             _ => {}
