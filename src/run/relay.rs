@@ -9,7 +9,9 @@
 //! carries the wait over the wire) and flowctl's memory stays bounded; an event reaches a
 //! component only if its type is one the component takes; nothing is dropped. The relay ends
 //! when every source's stream has ended and every consumer has answered `ConsumeResponse`, or
-//! at the first broken edge, named by both components and the gRPC status.
+//! at the first broken edge, named by both components and the gRPC status. A source whose
+//! container is restarted (`restart:`) is re-dialled and resumed from the `stellar_cursor` of
+//! the last event forwarded, so each event goes on exactly once.
 //!
 //! The rest of flowctl is synchronous: the relay runs on a tokio runtime on its own thread and
 //! reports its end to the run through [`RunEvents::relay_ended`].

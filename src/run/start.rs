@@ -395,7 +395,7 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
         None
     };
     // Dialled first by the relay; when flowctl is on the network, `address` is that already.
-    let on_network = !run.location.on_pipeline_network();
+    let dial_network_first = !run.location.on_pipeline_network();
     let publish_ip = run.location.publish_ip();
     let mut access = Vec::new();
     for port in &component.ports {
@@ -418,7 +418,7 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
             published,
             address,
             network: network_ip
-                .filter(|_| on_network)
+                .filter(|_| dial_network_first)
                 .map(|ip| SocketAddr::new(ip, port.container_port)),
         });
     }
