@@ -2,13 +2,15 @@
 # Benchmarks for flowctl (issue 7). Every figure is a ratio of two things measured alternately in
 # the same run (medians of RUNS runs), because shared machines are noisy.
 #
-#   scripts/bench.sh [--quick] [all|lifecycle|scaling|datapath|cost|backends]  (default: all, 5 runs)
+#   scripts/bench.sh [--quick] [all|lifecycle|scaling|datapath|cost|backends|relay]
+#                    (default: all, 5 runs)
 #                    (--quick: 3 runs, 20 s idle window; --once: 1 run, to try the script out)
 #   scripts/bench.sh soak [MINUTES]                                    (default: 10 minutes)
 #
-# Needs the release binaries and the flowctl/*:dev images (scripts/build-images.sh), docker and
-# docker-compose (v1). Everything it creates carries a project name unique to this invocation
-# (fb<pid>...) and is removed on exit, also on Ctrl+C.
+# Needs the release binaries and the flowctl/*:dev images (scripts/build-images.sh; another tag:
+# FLOWCTL_IMAGE_TAG=<tag> for both scripts), docker and docker-compose (v1). Everything it
+# creates carries a project name unique to this invocation (fb<pid>...) and is removed on exit,
+# also on Ctrl+C.
 #
 # 1. lifecycle  the example pipeline (3 images, bounded range) with `flowctl run` versus
 #               `docker-compose up --abort-on-container-exit` + `down` on the same pipeline
@@ -23,6 +25,14 @@
 #               no gRPC) on the data path's generated lake, read from an S3 server on loopback
 #               (s3s-fs, $S3S_FS_BIN or on PATH) versus from the folder, in turns.
 # 4. cost       flowctl's peak RSS, idle CPU per minute, stripped size, `--version` start time.
+# 6. relay      on the data path's generated lake, in turns: the first-generation pipeline
+#               (components dialing each other) versus the same pipeline of flowctl.v1 components
+#               (examples/ttp-pipeline-v1.yaml) relayed by flowctl: events/s from counts that prove
+#               every event arrived (the consumer's summary; the ConsumeResponse flowctl prints),
+#               the ratio relayed/direct (goal >= 0.8), and flowctl's CPU seconds and VmHWM while
+#               relaying (goal < 50 MB). 28 Nov 2026, 2 cores: relayed 62,098 events/s, direct
+#               115,642, ratio 0.54 (not met: see README "Performance"), flowctl 3.1 CPU s and
+#               33.8 MB VmHWM per 962,028 relayed events.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -32,6 +42,8 @@ TTP="$bin_dir/ttp-processor"
 DATALAKE_GEN="$bin_dir/datalake-gen"
 DOCKER=${FLOWCTL_DOCKER_BIN:-docker}
 COMPOSE=${COMPOSE:-docker-compose}
+# The tag of the flowctl/* images (scripts/build-images.sh builds them under the same variable).
+IMAGE_TAG=${FLOWCTL_IMAGE_TAG:-dev}
 
 RUNS=5
 # Compose's health check interval: 20 ms, its fastest setting here (measured 2.7-2.8 s to
@@ -45,7 +57,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) RUNS=3 IDLE_SECONDS=20 VERSION_RUNS=21 ;;
     --once) RUNS=1 IDLE_SECONDS=10 VERSION_RUNS=5 ;;
-    all | lifecycle | scaling | datapath | cost | backends) section=$1 ;;
+    all | lifecycle | scaling | datapath | cost | backends | relay) section=$1 ;;
     soak)
       section=soak
       if [ $# -gt 1 ] && [[ $2 =~ ^[0-9]+$ ]]; then
@@ -54,7 +66,7 @@ while [ $# -gt 0 ]; do
       fi
       ;;
     -h | --help)
-      sed -n '2,25p' "$0"
+      sed -n '2,/^set -euo/p' "$0" | sed '$d'
       exit 0
       ;;
     *)
@@ -188,7 +200,7 @@ metadata:
 spec:
   sources:
     - id: stellar-live-source-datalake
-      image: flowctl/stellar-live-source-datalake:dev
+      image: flowctl/stellar-live-source-datalake:$IMAGE_TAG
       env:
         STORAGE_TYPE: FS
         BUCKET_NAME: /data/ledgers
@@ -209,7 +221,7 @@ spec:
         verify: {start_ledger: $FIRST}
   processors:
     - id: ttp-processor
-      image: flowctl/ttp-processor:dev
+      image: flowctl/ttp-processor:$IMAGE_TAG
       inputs: [stellar-live-source-datalake]
       env:
         NETWORK_PASSPHRASE: "$PASSPHRASE"
@@ -227,7 +239,7 @@ spec:
         verify: {start_ledger: $FIRST, end_ledger: $((FIRST + 1))}
   sinks:
     - id: consumer-app
-      image: flowctl/consumer-app:dev
+      image: flowctl/consumer-app:$IMAGE_TAG
       inputs: [ttp-processor]
       args: ["$FIRST", "$end"]
       env:
@@ -256,7 +268,7 @@ write_compose_file() {
       for component in stellar-live-source-datalake ttp-processor consumer-app; do
         cat <<YAML
   $component:
-    image: flowctl/$component:dev
+    image: flowctl/$component:$IMAGE_TAG
     container_name: $project-$component
     networks: {bridge: {aliases: [$component]}}
     healthcheck:
@@ -308,21 +320,21 @@ metadata:
   name: bench-fanout-$n
 spec:
   sources:
-    - {id: src, image: "flowctl/test-component:dev", health_port: 8088}
+    - {id: src, image: "flowctl/test-component:$IMAGE_TAG", health_port: 8088}
   processors:
 YAML
     for ((i = 1; i <= n - 2; i++)); do
-      printf '    - {id: p%02d, image: "flowctl/test-component:dev", health_port: 8088, inputs: [src]}\n' "$i"
+      printf '    - {id: p%02d, image: "flowctl/test-component:%s", health_port: 8088, inputs: [src]}\n' "$i" "$IMAGE_TAG"
       inputs+="${inputs:+, }$(printf 'p%02d' "$i")"
     done
     echo "  sinks:"
-    echo "    - {id: sink, image: \"flowctl/test-component:dev\", health_port: 8088, inputs: [$inputs]}"
+    echo "    - {id: sink, image: \"flowctl/test-component:$IMAGE_TAG\", health_port: 8088, inputs: [$inputs]}"
   } >"$file"
 }
 
-# The consumer's summary JSON field $2 from log $1.
+# The consumer's summary JSON field $2 from log $1 (consumer $3, default consumer-app).
 summary_field() {
-  grep -F 'consumer-app summary:' "$1" | head -1 | sed 's/.*summary: //' |
+  grep -F "${3:-consumer-app} summary:" "$1" | head -1 | sed 's/.*summary: //' |
     grep -o "\"$2\":[0-9.]*" | cut -d: -f2
 }
 
@@ -460,7 +472,7 @@ engine_floor() {
   "$DOCKER" network create --label "io.flowctl.bench=$tag" "$net" >/dev/null
   for ((i = 1; i <= n; i++)); do
     "$DOCKER" run -d --name "${tag}e-$i" --label "io.flowctl.bench=$tag" --network "$net" \
-      flowctl/test-component:dev >/dev/null &
+      flowctl/test-component:$IMAGE_TAG >/dev/null &
     pids+=($!)
   done
   for i in "${pids[@]}"; do wait "$i"; done
@@ -480,32 +492,47 @@ engine_floor_cleanup() {
 
 # --- 3. data path ----------------------------------------------------------------------------
 
-bench_datapath() {
-  echo
-  echo "== 3. data path: three containers end to end vs the in-process floor"
+# Generates the data path's lake into $work/lake once per invocation (the datapath and relay
+# sections share it) and sets dp_lake, dp_passphrase, dp_files, dp_bytes, dp_txs, dp_expected.
+datapath_lake() {
   [ -x "$DATALAKE_GEN" ] || {
     echo "bench.sh: $DATALAKE_GEN is missing: run scripts/build-images.sh first" >&2
     return 1
   }
-  local lake="$work/lake" pipeline="$work/datapath.yaml" gen_log="$work/datalake-gen.log"
-  "$DATALAKE_GEN" --out "$lake" --start "$DP_FIRST" --ledgers "$DP_LEDGERS" \
-    --profile mainnet-like --ledgers-per-file 1 --files-per-partition 64000 2>"$gen_log" || {
-    cat "$gen_log" >&2
-    return 1
-  }
-  local passphrase files bytes txs expected
-  passphrase=$(grep -o '"networkPassphrase": *"[^"]*"' "$lake/.config.json" | sed 's/.*: *"//; s/"$//')
-  files=$(grep -o 'in [0-9]* files' "$gen_log" | cut -d' ' -f2)
-  bytes=$(grep -o '[0-9]* bytes' "$gen_log" | cut -d' ' -f1)
-  txs=$(grep -o 'transactions: [0-9]*' "$gen_log" | cut -d' ' -f2)
-  expected=$(grep 'expected events:' "$gen_log" | grep -o '=[0-9]*' | tr -d = | awk '{ s += $1 } END { print s }')
+  dp_lake="$work/lake"
+  local gen_log="$work/datalake-gen.log"
+  if [ ! -f "$dp_lake/.config.json" ]; then
+    "$DATALAKE_GEN" --out "$dp_lake" --start "$DP_FIRST" --ledgers "$DP_LEDGERS" \
+      --profile mainnet-like --ledgers-per-file 1 --files-per-partition 64000 2>"$gen_log" || {
+      cat "$gen_log" >&2
+      return 1
+    }
+  fi
+  dp_passphrase=$(grep -o '"networkPassphrase": *"[^"]*"' "$dp_lake/.config.json" | sed 's/.*: *"//; s/"$//')
+  dp_files=$(grep -o 'in [0-9]* files' "$gen_log" | cut -d' ' -f2)
+  dp_bytes=$(grep -o '[0-9]* bytes' "$gen_log" | cut -d' ' -f1)
+  dp_txs=$(grep -o 'transactions: [0-9]*' "$gen_log" | cut -d' ' -f2)
+  dp_expected=$(grep 'expected events:' "$gen_log" | grep -o '=[0-9]*' | tr -d = | awk '{ s += $1 } END { print s }')
+}
+
+# The lake line of the data path's sections.
+datapath_lake_info() {
+  echo "   lake: datalake-gen --profile mainnet-like, $DP_LEDGERS ledgers $DP_FIRST-$DP_LAST, $(awk -v t="$dp_txs" -v l="$DP_LEDGERS" 'BEGIN { printf "%.0f", t / l }') txs/ledger ($dp_txs), $dp_expected events"
+  echo "         $dp_files files of 1 ledger (galexie's mainnet layout), $(awk -v b="$dp_bytes" 'BEGIN { printf "%.0f", b / 1048576 }') MiB zstd; generated once, not timed"
+}
+
+bench_datapath() {
+  echo
+  echo "== 3. data path: three containers end to end vs the in-process floor"
+  datapath_lake || return 1
+  local lake=$dp_lake pipeline="$work/datapath.yaml"
+  local passphrase=$dp_passphrase expected=$dp_expected
   write_example_pipeline "$pipeline" "$DP_LAST" "$lake" "$DP_FIRST" "$passphrase"
   # The same with one decoding thread in the processor, no more parallel than the floor (whose
   # reader thread decodes while its main thread extracts): what three processes and gRPC cost.
   local pipeline1="$work/datapath-1.yaml"
   sed 's/^\( *\)PORT: ":50051"$/&\n\1TTP_WORKERS: "1"/' "$pipeline" >"$pipeline1"
-  echo "   lake: datalake-gen --profile mainnet-like, $DP_LEDGERS ledgers $DP_FIRST-$DP_LAST, $(awk -v t="$txs" -v l="$DP_LEDGERS" 'BEGIN { printf "%.0f", t / l }') txs/ledger ($txs), $expected events"
-  echo "         $files files of 1 ledger (galexie's mainnet layout), $(awk -v b="$bytes" 'BEGIN { printf "%.0f", b / 1048576 }') MiB zstd; generated once, not timed"
+  datapath_lake_info
   : >"$work/dp.tsv"
   local i t0 t1 err events
   for ((i = 1; i <= RUNS; i++)); do
@@ -537,7 +564,132 @@ bench_datapath() {
   echo "   (pipeline: consumer request to last event, containers already up, processor with one decoding"
   echo "   thread per core unless said; floor: process start to exit, reading and XDR-decoding on a"
   echo "   second thread, JSON to /dev/null; the three are run in turn, RUNS times)"
-  rm -rf "$lake"
+}
+
+# --- 6. relay -------------------------------------------------------------------------------
+
+# The example pipeline as flowctl.v1 components (examples/ttp-pipeline-v1.yaml) on lake $2 from
+# ledger $3 to $4 (network $5), relayed by flowctl; the consumer only counts.
+write_v1_pipeline() {
+  local file=$1 lake=$2 first=$3 last=$4 passphrase=$5 example="$root/examples/ttp-pipeline-v1.yaml"
+  sed -e "s|^  name: ttp-pipeline-v1\$|  name: bench-ttp-v1|" \
+    -e "s|host_path: ledgers/testnet-997-999|host_path: $lake|" \
+    -e "s|NETWORK_PASSPHRASE: \"Test SDF Network ; September 2015\"|NETWORK_PASSPHRASE: \"$passphrase\"|" \
+    -e "s|START_LEDGER: \"997\"|START_LEDGER: \"$first\"|" \
+    -e "s|END_LEDGER: \"998\"|END_LEDGER: \"$last\"|" \
+    -e "s|^\( *\)PORT: \":50053\"\$|&\n\1PRINT_EVENTS: \"false\"|" \
+    -e "s|\(image: flowctl/[a-z0-9-]*\):dev|\1:$IMAGE_TAG|" "$example" >"$file"
+  # Each substitution must have hit: the example is the source of truth, not this script.
+  local want
+  for want in "$lake" "START_LEDGER: \"$first\"" "END_LEDGER: \"$last\"" 'PRINT_EVENTS: "false"' "$passphrase"; do
+    grep -qF -- "$want" "$file" || {
+      echo "bench.sh: examples/ttp-pipeline-v1.yaml changed: cannot set '$want' in it" >&2
+      return 1
+    }
+  done
+}
+
+# Runs pipeline $3 to its end (logged to $2) while sampling the flowctl process every 100 ms,
+# and appends row $1 to $work/rl.tsv: events (proven: the consumer's own count), elapsed seconds
+# (the consumer's summary: from its call to its last event), flowctl's CPU seconds (utime+stime
+# of the process, and of its relay thread alone) and VmHWM (kB), the last values read before it
+# exited.
+relay_run() {
+  local label=$1 log=$2 pipeline=$3 ticks pid stat hwm=0 cpu=0 relay_cpu=0 h c r t
+  ticks=$(getconf CLK_TCK)
+  flowctl_run_logged "$log" 0 --no-verify --project "${tag}r" "$pipeline" &
+  local runner=$!
+  local tries=0
+  pid=""
+  while [ -z "$pid" ] && [ $tries -lt 100 ]; do
+    pid=$(pgrep -P "$runner" -x flowctl || true)
+    sleep 0.05
+    tries=$((tries + 1))
+  done
+  while kill -0 "$runner" 2>/dev/null; do
+    h=$(status_kb "$pid" VmHWM)
+    c=$(cpu_ticks_self "$pid" 2>/dev/null || true)
+    r=0
+    for t in /proc/"$pid"/task/*; do
+      [ "$(cat "$t/comm" 2>/dev/null)" = relay ] || continue
+      stat=$(cat "$t/stat" 2>/dev/null) || continue
+      stat=${stat##*) }
+      r=$(echo "$stat" | awk '{ print $12 + $13 }')
+    done
+    if [ -n "$h" ] && [ -n "$c" ]; then
+      hwm=$h cpu=$c
+      [ "$r" = 0 ] || relay_cpu=$r
+    fi
+    sleep 0.1
+  done
+  wait "$runner" || {
+    tail -20 "$log" >&2
+    return 1
+  }
+  local events elapsed
+  if [ "$label" = relayed ]; then
+    # The count flowctl printed from the consumer's ConsumeResponse, 0 failed.
+    events=$(sed -n 's/.*relay: consumer-app-v1 answered: \([0-9]*\) event(s) consumed, 0 failed$/\1/p' "$log" | head -1)
+    elapsed=$(summary_field "$log" elapsed_seconds consumer-app-v1)
+  else
+    events=$(summary_field "$log" events)
+    elapsed=$(summary_field "$log" elapsed_seconds)
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "${events:-0}" "${elapsed:-nan}" \
+    "$(awk -v x="$cpu" -v t="$ticks" 'BEGIN { printf "%.2f", x / t }')" \
+    "$(awk -v x="$relay_cpu" -v t="$ticks" 'BEGIN { printf "%.2f", x / t }')" "$hwm" >>"$work/rl.tsv"
+}
+
+bench_relay() {
+  echo
+  echo "== 6. relay: flowctl.v1 components relayed by flowctl vs the first generation dialing each other"
+  datapath_lake || return 1
+  local direct="$work/relay-direct.yaml" relayed="$work/relay-v1.yaml"
+  write_example_pipeline "$direct" "$DP_LAST" "$dp_lake" "$DP_FIRST" "$dp_passphrase"
+  write_v1_pipeline "$relayed" "$dp_lake" "$DP_FIRST" "$DP_LAST" "$dp_passphrase" || return 1
+  datapath_lake_info
+  : >"$work/rl.tsv"
+  local i
+  for ((i = 1; i <= RUNS; i++)); do
+    relay_run direct "$work/rl-d$i.log" "$direct" || return 1
+    relay_run relayed "$work/rl-r$i.log" "$relayed" || return 1
+  done
+  # events/s and ledgers/s of each run from its proven count and the consumer's elapsed time.
+  local col d r name
+  row "median of $RUNS" relayed direct ratio
+  for col in 'e:events/s' 'l:ledgers/s' 's:seconds for the range'; do
+    name=${col#*:}
+    d=$(relay_figure direct "${col%%:*}")
+    r=$(relay_figure relayed "${col%%:*}")
+    row "$name" "$r" "$d" "$(ratio "$r" "$d")"
+  done
+  for col in '4:flowctl CPU s per run (process)' '5:flowctl CPU s per run (relay thread)'; do
+    name=${col#*:}
+    d=$(awk -F'\t' -v c="${col%%:*}" '$1 == "direct" { print $c }' "$work/rl.tsv" | median)
+    r=$(awk -F'\t' -v c="${col%%:*}" '$1 == "relayed" { print $c }' "$work/rl.tsv" | median)
+    row "$name" "$r" "$d" ""
+  done
+  d=$(awk -F'\t' '$1 == "direct" { print $6 }' "$work/rl.tsv" | sort -n | tail -1)
+  r=$(awk -F'\t' '$1 == "relayed" { print $6 }' "$work/rl.tsv" | sort -n | tail -1)
+  row "flowctl peak RSS (MB, VmHWM, max of runs)" "$(mb "$r")" "$(mb "$d")" ""
+  echo "   events per run (expected $dp_expected): relayed $(awk -F'\t' '$1 == "relayed" { printf "%s ", $2 }' "$work/rl.tsv")| direct $(awk -F'\t' '$1 == "direct" { printf "%s ", $2 }' "$work/rl.tsv")"
+  local same
+  same=$(awk -F'\t' -v x="$dp_expected" '$2 != x { bad = 1 } END { print bad ? "NO" : "yes" }' "$work/rl.tsv")
+  echo "   every run delivered every expected event: $same"
+  echo "   goals: relayed/direct events/s >= 0.8, flowctl RSS while relaying < 50 MB"
+  echo "   (relayed: count from the consumer's ConsumeResponse as flowctl printed it; direct: the consumer's"
+  echo "   summary; time: each consumer's own, from its call to its last event; CPU and VmHWM of the flowctl"
+  echo "   process, read every 100 ms until it exited; direct and relayed in turn, RUNS times)"
+  [ "$same" = yes ]
+}
+
+# Median over the runs labelled $1 of: e events/s, l ledgers/s, s seconds (from rl.tsv).
+relay_figure() {
+  awk -F'\t' -v l="$1" -v f="$2" -v n="$DP_LEDGERS" '$1 == l && $3 > 0 {
+      if (f == "e") printf "%.1f\n", $2 / $3
+      else if (f == "l") printf "%.1f\n", n / $3
+      else print $3
+    }' "$work/rl.tsv" | median
 }
 
 # --- 4. flowctl's own cost -------------------------------------------------------------------
@@ -797,12 +949,14 @@ case $section in
     bench_datapath
     bench_cost
     bench_backends
+    bench_relay
     ;;
   lifecycle) bench_lifecycle ;;
   scaling) bench_scaling ;;
   datapath) bench_datapath ;;
   cost) bench_cost ;;
   backends) bench_backends ;;
+  relay) bench_relay ;;
   soak) bench_soak ;;
 esac
 left=$("$DOCKER" ps -aq --filter label=io.flowctl.managed --filter "name=^$tag" | wc -l)

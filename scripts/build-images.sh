@@ -5,25 +5,29 @@
 #
 # Usage: scripts/build-images.sh            (engine: $FLOWCTL_DOCKER_BIN, default docker)
 #        FLOWCTL_DOCKER_BIN=podman scripts/build-images.sh
+#        FLOWCTL_IMAGE_TAG=mine scripts/build-images.sh   (flowctl/*:mine instead of the shared
+#                                                          flowctl/*:dev; scripts/bench.sh takes
+#                                                          the same variable, the tests use :dev)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 engine=${FLOWCTL_DOCKER_BIN:-docker}
 bin_dir="$root/target/x86_64-unknown-linux-gnu/release"
+tag=${FLOWCTL_IMAGE_TAG:-dev}
 
 # image tag, the binary it runs as its entrypoint and, optionally, the component's metadata file
 # (repository path), shipped as /metadata.json as upstream's images do.
 IMAGES=(
-  "flowctl/stellar-live-source-datalake:dev stellar-live-source-datalake examples/stellar/components/metadata/stellar-live-source-datalake.json"
-  "flowctl/ttp-processor:dev ttp-processor examples/stellar/components/metadata/ttp-processor.json"
-  "flowctl/consumer-app:dev consumer-app examples/stellar/components/metadata/consumer-app.json"
-  "flowctl/test-component:dev flowctl-test-component"
+  "flowctl/stellar-live-source-datalake:$tag stellar-live-source-datalake examples/stellar/components/metadata/stellar-live-source-datalake.json"
+  "flowctl/ttp-processor:$tag ttp-processor examples/stellar/components/metadata/ttp-processor.json"
+  "flowctl/consumer-app:$tag consumer-app examples/stellar/components/metadata/consumer-app.json"
+  "flowctl/test-component:$tag flowctl-test-component"
   # flowctl itself, for `flowctl control-plane` in translated pipelines (flowctl translate).
-  "flowctl/flowctl:dev flowctl"
+  "flowctl/flowctl:$tag flowctl"
   # The example pipeline as flowctl.v1 components (examples/ttp-pipeline-v1.yaml).
-  "flowctl/stellar-live-source-v1:dev stellar-live-source-v1 examples/stellar/v1/metadata/stellar-live-source-v1.json"
-  "flowctl/ttp-processor-v1:dev ttp-processor-v1 examples/stellar/v1/metadata/ttp-processor-v1.json"
-  "flowctl/consumer-app-v1:dev consumer-app-v1 examples/stellar/v1/metadata/consumer-app-v1.json"
+  "flowctl/stellar-live-source-v1:$tag stellar-live-source-v1 examples/stellar/v1/metadata/stellar-live-source-v1.json"
+  "flowctl/ttp-processor-v1:$tag ttp-processor-v1 examples/stellar/v1/metadata/ttp-processor-v1.json"
+  "flowctl/consumer-app-v1:$tag consumer-app-v1 examples/stellar/v1/metadata/consumer-app-v1.json"
 )
 
 cd "$root"
@@ -52,7 +56,7 @@ ENTRYPOINT ["/$binary"]
 DOCKERFILE
   # The legacy builder needs no buildx plugin; its deprecation notice is noise, so stderr is
   # shown only when the build fails.
-  if ! DOCKER_BUILDKIT=0 "$engine" build --quiet --label io.flowctl.image=dev --tag "$image" \
+  if ! DOCKER_BUILDKIT=0 "$engine" build --quiet --label "io.flowctl.image=$tag" --tag "$image" \
     "$ctx" >/dev/null 2>"$ctx.err"; then
     cat "$ctx.err" >&2
     exit 1
@@ -71,14 +75,14 @@ COPY s3s-fs /s3s-fs
 USER 65534:65534
 ENTRYPOINT ["/s3s-fs"]
 DOCKERFILE
-  if ! DOCKER_BUILDKIT=0 "$engine" build --quiet --label io.flowctl.image=dev --tag flowctl/s3s-fs:dev \
+  if ! DOCKER_BUILDKIT=0 "$engine" build --quiet --label "io.flowctl.image=$tag" --tag "flowctl/s3s-fs:$tag" \
     "$ctx" >/dev/null 2>"$ctx.err"; then
     cat "$ctx.err" >&2
     exit 1
   fi
-  echo "built flowctl/s3s-fs:dev ($(du -h "$s3s_bin" | cut -f1) binary s3s-fs)"
+  echo "built flowctl/s3s-fs:$tag ($(du -h "$s3s_bin" | cut -f1) binary s3s-fs)"
 else
-  echo "skipped flowctl/s3s-fs:dev: no s3s-fs (scripts/test.sh installs it; or set S3S_FS_BIN)"
+  echo "skipped flowctl/s3s-fs:$tag: no s3s-fs (scripts/test.sh installs it; or set S3S_FS_BIN)"
 fi
 # A rebuild moves the tags; drop the untagged images it leaves behind (ours only, by label).
-"$engine" image prune --force --filter label=io.flowctl.image=dev >/dev/null
+"$engine" image prune --force --filter "label=io.flowctl.image=$tag" >/dev/null

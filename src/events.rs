@@ -33,12 +33,21 @@ pub struct EventState {
     pub restarts: BTreeMap<String, u32>,
     /// How the flowctl.v1 relay ended, once it has: `Err` says which edge broke and why.
     pub relay_end: Option<Result<(), String>>,
+    /// The latest attempt of each component that became ready (absent: none yet).
+    pub ready: BTreeMap<String, u32>,
 }
 
 impl EventState {
     /// The current attempt of `component`: how often it was restarted.
     pub fn attempt_of(&self, component: &str) -> u32 {
         self.restarts.get(component).copied().unwrap_or(0)
+    }
+
+    /// Whether attempt `attempt` of `component` (or a later one) has become ready.
+    pub fn is_ready(&self, component: &str, attempt: u32) -> bool {
+        self.ready
+            .get(component)
+            .is_some_and(|ready| *ready >= attempt)
     }
 
     /// The exit of `component`'s current container, if it has exited.
@@ -94,6 +103,15 @@ impl RunEvents {
     pub fn restarting(&self, component: &str) -> u32 {
         self.update(|s| *s.restarts.entry(component.to_string()).or_default() += 1)
             .attempt_of(component)
+    }
+
+    /// Records that attempt `attempt` of `component` is ready (a restarted source's relay
+    /// waits for it to dial the new container).
+    pub fn became_ready(&self, component: &str, attempt: u32) {
+        self.update(|s| {
+            let ready = s.ready.entry(component.to_string()).or_insert(attempt);
+            *ready = (*ready).max(attempt);
+        });
     }
 
     /// Records how the relay ended (only the first end counts).

@@ -423,12 +423,7 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
 #[test]
 fn generated_lake_through_three_containers_matches_the_generators_events() {
     require_images(&IMAGES);
-    let generator = repo().join("target/x86_64-unknown-linux-gnu/release/datalake-gen");
-    assert!(
-        generator.is_file(),
-        "{} is missing: build it with scripts/build-images.sh",
-        generator.display()
-    );
+    let generator = support::datalake_gen();
     let variant = Variant::new(
         "generated",
         &[

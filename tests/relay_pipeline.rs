@@ -2,7 +2,8 @@
 //! (`scripts/build-images.sh` builds `flowctl/*-v1:dev`) registering with
 //! `flowctl.v1.ControlPlaneService` and relayed by flowctl — through the real container engine
 //! (`FLOWCTL_DOCKER_BIN`, default `docker`; again under Podman, see
-//! [`podman_relays_the_v1_example`]) on the real testnet ledgers. Each test runs a copy of the
+//! [`podman_relays_the_v1_example`]) on the real testnet ledgers, and a source killed
+//! mid-stream and restarted on a generated lake. Each test runs a copy of the
 //! example under a unique pipeline name and checks that nothing of it is left behind.
 
 mod support;
@@ -110,6 +111,20 @@ fn podman_relays_the_v1_example() {
     );
 }
 
+/// The restarted-source test again with `FLOWCTL_DOCKER_BIN=podman` (`podman kill`; the relay
+/// reaches Podman's containers at their network or published addresses as under Docker).
+#[test]
+fn podman_resumes_a_killed_v1_source() {
+    support::rerun_under_podman(
+        "the restarted flowctl.v1 source",
+        &[
+            "a_killed_v1_source_is_restarted_and_its_stream_resumes_exactly",
+            "--exact",
+        ],
+        1,
+    );
+}
+
 /// Ledger 998 of a copy of the lake is garbage: the source's stream breaks after 997, so the
 /// edge source -> processor breaks mid-stream. The run fails naming both components and the
 /// gRPC status, and removes everything.
@@ -150,4 +165,121 @@ fn an_edge_that_breaks_mid_stream_fails_the_run_naming_both_components() {
         stderr.contains("relay stellar-live-source-v1 -> ttp-processor-v1: 1 event(s)"),
         "{stderr}"
     );
+}
+
+/// A relayed source killed mid-stream (`docker kill`) with `restart: on-failure`: flowctl
+/// restarts its container, the relay dials the new one and resumes the stream at the last
+/// forwarded ledger, and the consumer prints exactly the events of an uninterrupted stream
+/// (the generator's own list), each once. The source is held to 2% of a CPU
+/// (`resources.limits.cpu`) so that the kill lands mid-stream; the test waits until the
+/// status table shows ledgers relayed before killing it.
+#[test]
+fn a_killed_v1_source_is_restarted_and_its_stream_resumes_exactly() {
+    require_images(&IMAGES);
+    let generator = support::datalake_gen();
+    let scratch = Scratch::new("v1-restart");
+    let lake = scratch.dir.join("lake");
+    let expected_file = scratch.dir.join("expected.jsonl");
+    const FIRST: u32 = 1024;
+    const LEDGERS: u32 = 160;
+    let generated = std::process::Command::new(&generator)
+        .args([
+            "--start",
+            &FIRST.to_string(),
+            "--ledgers",
+            &LEDGERS.to_string(),
+        ])
+        .args(["--profile", "small", "--ledgers-per-file", "1"])
+        .args(["--files-per-partition", "64000", "--out"])
+        .arg(&lake)
+        .arg("--expected")
+        .arg(&expected_file)
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let last = FIRST + LEDGERS - 1;
+    let mut spec = example_spec(&lake);
+    for (from, to) in [
+        (
+            "\"Test SDF Network ; September 2015\"",
+            "\"Standalone Network ; February 2017\"",
+        ),
+        ("START_LEDGER: \"997\"", &format!("START_LEDGER: \"{FIRST}\"")),
+        ("END_LEDGER: \"998\"", &format!("END_LEDGER: \"{last}\"")),
+        (
+            "      register: true\n      grpc:\n        port: 50052\n",
+            "      register: true\n      restart: on-failure\n      resources: {limits: {cpu: 20m}}\n      grpc:\n        port: 50052\n",
+        ),
+    ] {
+        assert!(spec.contains(from), "the example no longer has {from:?}");
+        spec = spec.replace(from, to);
+    }
+    let pipeline = scratch.pipeline(&spec);
+    let mut run = scratch.run(&pipeline, &["--status-interval", "200ms"], &[]);
+
+    // Mid-stream: some ledgers relayed, not all.
+    let edge = "relay stellar-live-source-v1 -> ttp-processor-v1: ";
+    loop {
+        let line = run.wait_for(edge);
+        let count: u32 = line
+            .split(edge)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {line:?}"));
+        assert!(
+            count < LEDGERS,
+            "the stream ended before the source could be killed: {line}"
+        );
+        if count >= 2 {
+            break;
+        }
+    }
+    support::docker(&["kill", &scratch.container("stellar-live-source-v1")]);
+    let status = run.wait();
+    let (stdout, stderr) = (run.stdout(), run.stderr());
+    assert!(status.success(), "{}", run.output());
+
+    assert!(
+        stderr.contains("component `stellar-live-source-v1` exited with code 137"),
+        "{stderr}"
+    );
+    let resumed = stderr
+        .lines()
+        .find(|line| line.contains("relay: stellar-live-source-v1 restarted (attempt 1)"))
+        .unwrap_or_else(|| panic!("the relay did not resume the source:\n{stderr}"));
+    assert!(
+        resumed.contains("resuming its stream at ledger"),
+        "{resumed}"
+    );
+    eprintln!("{resumed}");
+    let expected = std::fs::read_to_string(&expected_file).unwrap();
+    // Every ledger once into the processor, every event once into the consumer.
+    assert!(
+        stderr.contains(&format!("{edge}{LEDGERS} event(s)")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "relay: consumer-app-v1 answered: {} event(s) consumed, 0 failed",
+            expected.lines().count()
+        )),
+        "{stderr}"
+    );
+    // And what it printed is exactly the generator's list, in order.
+    let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+        .into_iter()
+        .filter(|line| line.starts_with('{'))
+        .collect();
+    assert!(
+        events == expected.lines().collect::<Vec<_>>(),
+        "the consumer printed {} events, the generator computed {}:\n{stderr}",
+        events.len(),
+        expected.lines().count()
+    );
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
 }

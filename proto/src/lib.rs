@@ -45,5 +45,8 @@ pub mod stellar {
     }
 }
 
+/// `flowctl.v1.Event`s as flowctl's relay carries them (encoded bytes, type and cursor read).
+pub mod relayed;
+
 #[cfg(feature = "component")]
 pub mod component;

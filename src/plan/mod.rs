@@ -225,6 +225,17 @@ impl GrpcService {
         }
     }
 
+    /// The gRPC path of [`GrpcService::method`] (`/package.Service/Method`).
+    pub fn path(self) -> &'static str {
+        match self {
+            GrpcService::RawLedgers => "/raw_ledger_service.RawLedgerService/StreamRawLedgers",
+            GrpcService::TokenTransferEvents => "/token_transfer_service.EventService/GetTTPEvents",
+            GrpcService::V1Source => "/flowctl.v1.SourceService/StreamEvents",
+            GrpcService::V1Processor => "/flowctl.v1.ProcessorService/Process",
+            GrpcService::V1Consumer => "/flowctl.v1.ConsumerService/Consume",
+        }
+    }
+
     /// Whether the component speaks the flowctl.v1 data plane: it never dials its inputs,
     /// flowctl relays events into it.
     pub fn is_v1(self) -> bool {
@@ -713,6 +724,38 @@ mod tests {
             err.contains("health_check: grpc needs `grpc.port`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn restart_on_a_relayed_processor_or_consumer_is_refused_naming_it_and_why() {
+        let text = |processor_restart: &str| {
+            format!(
+                "
+  sources:
+    - {{id: src, image: img, restart: on-failure, grpc: {{port: 50052, service: flowctl.v1.SourceService}}}}
+  processors:
+    - {{id: proc, image: img, inputs: [src], restart: '{processor_restart}', grpc: {{port: 50051, service: flowctl.v1.ProcessorService}}}}
+  sinks:
+    - {{id: sink, image: img, inputs: [proc], restart: on-failure, grpc: {{port: 50053, service: flowctl.v1.ConsumerService}}}}
+"
+            )
+        };
+        let err = plan(&pipeline(&text("on-failure:3")))
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "component `proc`: restart: `on-failure:3` is not supported on a relayed processor \
+             (flowctl.v1.ProcessorService): events in flight to it when it failed cannot be \
+             accounted for",
+            "component `sink`: restart: `on-failure:3` is not supported on a relayed consumer \
+             (flowctl.v1.ConsumerService)",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+        // A relayed source may restart (the relay resumes its stream).
+        assert!(!err.contains("`src`"), "{err}");
+        let err = plan(&pipeline(&text("no"))).unwrap_err().to_string();
+        assert!(!err.contains("`proc`"), "{err}");
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub(super) fn component(
     let grpc = grpc(spec, problems);
     if let Some(grpc) = &grpc {
         publish(&mut ports, grpc.container_port, "grpc");
+        relayed_restart(grpc.service, restart, problems);
     }
     let volumes = volumes(spec, context.base_dir, problems);
     let health_timeout = spec
@@ -263,6 +264,29 @@ fn restart(spec: &ComponentSpec, problems: &mut Problems) -> RestartPolicy {
             RestartPolicy::Never
         }
     }
+}
+
+/// A relayed processor or consumer (flowctl.v1) cannot be restarted without losing events:
+/// the protocol has no per-event acknowledgement, so what was in flight to it when it died
+/// cannot be accounted for. (A relayed source can: the relay resumes its stream from the last
+/// event's `stellar_cursor`.)
+fn relayed_restart(service: GrpcService, restart: RestartPolicy, problems: &mut Problems) {
+    if restart == RestartPolicy::Never
+        || !matches!(service, GrpcService::V1Processor | GrpcService::V1Consumer)
+    {
+        return;
+    }
+    problems.push(format!(
+        "restart: `{restart}` is not supported on a relayed {} ({service}): events in flight \
+         to it when it failed cannot be accounted for (flowctl.v1 has no per-event \
+         acknowledgement), so a restart would lose events silently; remove `restart:` (the \
+         run then fails naming the broken edge; relayed sources may restart)",
+        if service == GrpcService::V1Processor {
+            "processor"
+        } else {
+            "consumer"
+        }
+    ));
 }
 
 /// `inputs` or `depends_on`: ids of other components of the file, each once.

@@ -290,7 +290,13 @@ fn start_relay(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let relay = relay::Relay::start(nodes, counts.clone(), live.events.clone(), live.console)?;
+    let relay = relay::Relay::start(
+        nodes,
+        counts.clone(),
+        live.events.clone(),
+        live.reachable.clone(),
+        live.console,
+    )?;
     Ok(Some(relay))
 }
 

@@ -16,6 +16,11 @@ pub struct PortAccess {
     /// Where flowctl connects to it: the published port, or the container's address on the
     /// pipeline network when flowctl is on that network.
     pub address: SocketAddr,
+    /// The container's address on the pipeline network, when flowctl learned it (flowctl.v1
+    /// components started from the engine's host): the relay dials it first, which bypasses
+    /// the engine's userland port proxy, and falls back to `address` if it is unreachable
+    /// (rootless engines, engines in a VM).
+    pub network: Option<SocketAddr>,
 }
 
 /// The ports of each started component, by component id, filled in as components start.

@@ -9,7 +9,9 @@
 //! carries the wait over the wire) and flowctl's memory stays bounded; an event reaches a
 //! component only if its type is one the component takes; nothing is dropped. The relay ends
 //! when every source's stream has ended and every consumer has answered `ConsumeResponse`, or
-//! at the first broken edge, named by both components and the gRPC status.
+//! at the first broken edge, named by both components and the gRPC status. A source whose
+//! container is restarted (`restart:`) is re-dialled and resumed from the `stellar_cursor` of
+//! the last event forwarded, so each event goes on exactly once.
 //!
 //! The rest of flowctl is synchronous: the relay runs on a tokio runtime on its own thread and
 //! reports its end to the run through [`RunEvents::relay_ended`].
@@ -30,8 +32,10 @@ use tonic::{Status, Streaming};
 
 use flowctl_proto::flowctl::v1::consumer_service_client::ConsumerServiceClient;
 use flowctl_proto::flowctl::v1::processor_service_client::ProcessorServiceClient;
-use flowctl_proto::flowctl::v1::source_service_client::SourceServiceClient;
-use flowctl_proto::flowctl::v1::{Event, StreamRequest};
+use flowctl_proto::flowctl::v1::{ConsumeResponse, StreamRequest};
+use flowctl_proto::relayed::{encoded, RawEvent, RawEventCodec};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::codegen::Bytes;
 
 use super::reach::Reachable;
 use crate::events::RunEvents;
@@ -44,6 +48,9 @@ pub const EDGE_CAPACITY: usize = 16;
 /// How long the relay keeps trying to connect to a component that is ready but whose gRPC
 /// port is not open yet (upstream's processor opens it only after registering).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+/// How long the relay waits, after a source's stream broke, for the engine to report that its
+/// container died (then it waits for the replacement, if `restart:` allows one).
+const EXIT_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Events relayed over one edge of the `inputs` graph.
 #[derive(Debug)]
@@ -63,12 +70,20 @@ pub struct RelayNode {
     pub service: GrpcService,
     /// Where flowctl reaches its gRPC port.
     pub address: SocketAddr,
+    /// Its gRPC port's address on the pipeline network, tried first (see
+    /// [`PortAccess::network`](super::reach::PortAccess::network)).
+    pub network: Option<SocketAddr>,
     /// Its inputs (all relayed components).
     pub inputs: Vec<String>,
     /// Event types it takes (the file's `input_event_types`); empty: ask `GetInfo`.
     pub accepts: Vec<String>,
     /// `StreamRequest.params` of a source.
     pub params: HashMap<String, String>,
+    /// The container port of its gRPC service (to find a restarted container's address).
+    pub grpc_port: u16,
+    /// How often a source may be restarted (`restart:`); 0 for every other component, whose
+    /// `restart:` validation refuses.
+    pub restarts: u32,
 }
 
 /// The relayed components of `plan`, or an error naming what cannot be relayed: a v1
@@ -94,14 +109,13 @@ pub fn nodes_of(plan: &RunPlan, reachable: &Reachable) -> Result<Vec<RelayNode>>
                 ));
             }
         }
-        let address = reachable
+        let port = reachable
             .get(&component.id)
             .and_then(|ports| {
                 ports
                     .iter()
                     .find(|port| port.container_port == grpc.container_port)
             })
-            .map(|port| port.address)
             .ok_or_else(|| {
                 anyhow!(
                     "component `{}`: flowctl cannot reach its gRPC port {} to relay {}",
@@ -113,10 +127,16 @@ pub fn nodes_of(plan: &RunPlan, reachable: &Reachable) -> Result<Vec<RelayNode>>
         nodes.push(RelayNode {
             id: component.id.clone(),
             service: grpc.service,
-            address,
+            address: port.address,
+            network: port.network,
             inputs: component.inputs.clone(),
             accepts: component.input_event_types.clone(),
             params: stream_params(component),
+            grpc_port: grpc.container_port,
+            restarts: match grpc.service {
+                GrpcService::V1Source => component.restart.max_restarts(),
+                _ => 0,
+            },
         });
     }
     Ok(nodes)
@@ -169,6 +189,7 @@ impl Relay {
         nodes: Vec<RelayNode>,
         counts: Arc<EdgeCounts>,
         events: Arc<RunEvents>,
+        reachable: Arc<Reachable>,
         console: Console,
     ) -> Result<Relay> {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -181,12 +202,17 @@ impl Relay {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = edges.clone();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let final_counts = counts.clone();
+        let run = Arc::new(RunView {
+            events: events.clone(),
+            reachable,
+            console,
+        });
         let thread = thread::Builder::new()
             .name("relay".into())
             .spawn(move || {
                 let end = runtime.block_on(async {
                     tokio::select! {
-                        end = relay(nodes, edges) => Some(end),
+                        end = relay(nodes, edges, run) => Some(end),
                         _ = shutdown_rx => None,
                     }
                 });
@@ -276,7 +302,8 @@ fn edges_of(nodes: &[RelayNode]) -> Vec<Arc<EdgeCount>> {
 struct Outlet {
     to: String,
     accepts: Vec<String>,
-    sender: mpsc::Sender<Event>,
+    /// Encoded `flowctl.v1.Event`s, passed on as they came.
+    sender: mpsc::Sender<Bytes>,
     count: Arc<EdgeCount>,
 }
 
@@ -287,7 +314,33 @@ enum Break {
     Downstream(String),
 }
 
+/// How long the relay waits for a connection to a component's network address before it
+/// takes the published port instead (an unreachable network answers nothing at all).
+const NETWORK_PATIENCE: Duration = Duration::from_millis(300);
+
+/// A channel to `node`: at its network address if flowctl reaches it, else its published port.
 async fn connect(node: &RelayNode) -> Result<Channel, String> {
+    if let Some(network) = node.network {
+        let direct = Endpoint::from_shared(format!("http://{network}"))
+            .map(|e| e.connect_timeout(NETWORK_PATIENCE));
+        if let Ok(endpoint) = direct {
+            match endpoint.connect().await {
+                Ok(channel) => {
+                    log::debug!("relay: {} reached at {network}", node.id);
+                    return Ok(channel);
+                }
+                Err(e) => log::debug!(
+                    "relay: {} not reachable at {network} ({e}); using {}",
+                    node.id,
+                    node.address
+                ),
+            }
+        }
+    }
+    connect_published(node).await
+}
+
+async fn connect_published(node: &RelayNode) -> Result<Channel, String> {
     let endpoint = Endpoint::from_shared(format!("http://{}", node.address))
         .map_err(|e| format!("relay: {}: bad address {}: {e}", node.id, node.address))?
         .connect_timeout(Duration::from_secs(5));
@@ -343,10 +396,18 @@ fn status_text(status: &Status) -> String {
     format!("gRPC status {:?}: {}", status.code(), status.message())
 }
 
+/// What the relay sees of the run: a source's restarts, and where its new container is.
+struct RunView {
+    events: Arc<RunEvents>,
+    reachable: Arc<Reachable>,
+    console: Console,
+}
+
 /// Runs the whole graph until it ends; the consumers' answers in component order.
 async fn relay(
     nodes: Vec<RelayNode>,
     edges: Vec<Arc<EdgeCount>>,
+    run: Arc<RunView>,
 ) -> Result<Vec<ConsumerAnswer>, String> {
     let mut channels = BTreeMap::new();
     for node in &nodes {
@@ -387,7 +448,7 @@ async fn relay(
         let channel = channels[&node.id].clone();
         let out = outlets.remove(&node.id).unwrap_or_default();
         let input = receivers.remove(&node.id);
-        tasks.spawn(run_node(node, channel, input, out));
+        tasks.spawn(run_node(node, channel, input, out, run.clone()));
     }
     let mut answers = Vec::new();
     let mut downstream_break = None;
@@ -420,8 +481,9 @@ async fn relay(
 async fn run_node(
     node: RelayNode,
     channel: Channel,
-    input: Option<mpsc::Receiver<Event>>,
+    input: Option<mpsc::Receiver<Bytes>>,
     out: Vec<Outlet>,
+    run: Arc<RunView>,
 ) -> Result<Option<ConsumerAnswer>, Break> {
     let inputs = node.inputs.join(", ");
     let outputs: Vec<&str> = out.iter().map(|o| o.to.as_str()).collect();
@@ -441,26 +503,21 @@ async fn run_node(
         ))
     };
     let events = input.map(ReceiverStream::new);
+    // Events are relayed as the bytes they came as (flowctl_proto::relayed): the relay reads
+    // only their type and cursor.
+    if node.service == GrpcService::V1Source {
+        run_source(&node, channel, &out, &broke, &run).await?;
+        return Ok(None);
+    }
+    let path = PathAndQuery::from_static(node.service.path());
+    let mut client = ready_client(channel, &broke).await?;
     match node.service {
-        GrpcService::V1Source => {
-            let request = StreamRequest {
-                params: node.params.clone(),
-                ..Default::default()
-            };
-            let stream = SourceServiceClient::new(channel)
-                .stream_events(request)
-                .await
-                .map_err(|s| broke(&s))?
-                .into_inner();
-            forward(&node.id, stream, &out, &broke).await?;
-            Ok(None)
-        }
         GrpcService::V1Processor => {
             let Some(events) = events else {
                 return Ok(None);
             };
-            let stream = ProcessorServiceClient::new(channel)
-                .process(events)
+            let stream = client
+                .streaming(tonic::Request::new(events), path, RawEventCodec::events())
                 .await
                 .map_err(|s| broke(&s))?
                 .into_inner();
@@ -471,11 +528,13 @@ async fn run_node(
             let Some(events) = events else {
                 return Ok(None);
             };
-            let answer = ConsumerServiceClient::new(channel)
-                .consume(events)
+            let answer: ConsumeResponse = client
+                .client_streaming(tonic::Request::new(events), path, RawEventCodec::answer())
                 .await
                 .map_err(|s| broke(&s))?
-                .into_inner();
+                .into_inner()
+                .decode_as()
+                .map_err(|s| broke(&s))?;
             Ok(Some(ConsumerAnswer {
                 component: node.id.clone(),
                 events_consumed: answer.events_consumed,
@@ -483,31 +542,197 @@ async fn run_node(
                 errors: answer.errors,
             }))
         }
-        GrpcService::RawLedgers | GrpcService::TokenTransferEvents => Ok(None),
+        GrpcService::V1Source | GrpcService::RawLedgers | GrpcService::TokenTransferEvents => {
+            Ok(None)
+        }
     }
+}
+
+async fn ready_client(
+    channel: Channel,
+    broke: &impl Fn(&Status) -> Break,
+) -> Result<tonic::client::Grpc<Channel>, Break> {
+    let mut client = tonic::client::Grpc::new(channel);
+    client.ready().await.map_err(|e| {
+        broke(&Status::unavailable(format!(
+            "the connection is not ready: {e}"
+        )))
+    })?;
+    Ok(client)
+}
+
+/// The last event a source's edges were given: its `stellar_cursor`
+/// `(ledger_sequence, index_in_ledger)`.
+type Cursor = (u64, u32);
+
+/// A source's `StreamEvents`, forwarded to its outlets. When the source's container dies and
+/// is restarted (`restart:`), the new container is dialled once it is ready and asked to
+/// stream again from the ledger of the last event forwarded; the events up to and including
+/// that one are dropped, so every event goes on exactly once.
+async fn run_source(
+    node: &RelayNode,
+    mut channel: Channel,
+    out: &[Outlet],
+    broke: &impl Fn(&Status) -> Break,
+    run: &RunView,
+) -> Result<(), Break> {
+    let path = PathAndQuery::from_static(node.service.path());
+    let mut attempt = run.events.snapshot().attempt_of(&node.id);
+    let mut last: Option<Cursor> = None;
+    loop {
+        let mut params = node.params.clone();
+        if let Some((ledger, _)) = last {
+            params.insert("start_ledger".into(), ledger.to_string());
+        }
+        let request = StreamRequest {
+            params,
+            ..Default::default()
+        };
+        let streamed = async {
+            let stream = ready_client(channel.clone(), broke)
+                .await?
+                .server_streaming(
+                    tonic::Request::new(encoded(&request)),
+                    path.clone(),
+                    RawEventCodec::events(),
+                )
+                .await
+                .map_err(|s| broke(&s))?
+                .into_inner();
+            forward_after(&node.id, stream, out, broke, &mut last).await
+        };
+        let error = match streamed.await {
+            Err(Break::Status(error)) => error,
+            other => return other,
+        };
+        let Some(next) = replacement(node, attempt, run).await else {
+            return Err(Break::Status(error));
+        };
+        attempt = next;
+        let address = run
+            .reachable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&node.id)
+            .and_then(|ports| ports.iter().find(|p| p.container_port == node.grpc_port))
+            .copied();
+        let Some(port) = address else {
+            return Err(Break::Status(format!(
+                "{error} (restarted, but flowctl cannot reach its new container's gRPC port {})",
+                node.grpc_port
+            )));
+        };
+        let redial = RelayNode {
+            address: port.address,
+            network: port.network,
+            ..node.clone()
+        };
+        channel = connect(&redial).await.map_err(Break::Status)?;
+        run.console.info(match last {
+            Some((ledger, index)) => format!(
+                "relay: {} restarted (attempt {attempt}); resuming its stream at ledger {ledger} \
+                 (dropping what it repeats, up to cursor {ledger}:{index})",
+                node.id
+            ),
+            None => format!(
+                "relay: {} restarted (attempt {attempt}); it had sent no event, streaming again",
+                node.id
+            ),
+        });
+    }
+}
+
+/// Waits, after `node`'s stream broke, to learn whether its container died and is being
+/// replaced: the new attempt's number once it is ready, or `None` when the stream broke for
+/// another reason (the container still runs, or exited 0) or no restart is left.
+async fn replacement(node: &RelayNode, attempt: u32, run: &RunView) -> Option<u32> {
+    if node.restarts == 0 {
+        return None;
+    }
+    // The engine reports a container's death a little after its connections break.
+    let deadline = tokio::time::Instant::now() + EXIT_PATIENCE;
+    loop {
+        let state = run.events.snapshot();
+        let current = state.attempt_of(&node.id);
+        if current > attempt {
+            if state.is_ready(&node.id, current) {
+                return Some(current);
+            }
+        } else if let Some(exit) = state.exit_of(&node.id) {
+            if exit.code == Some(0) || attempt >= node.restarts {
+                return None;
+            }
+        } else if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        // The run itself fails (and drops the relay) if the replacement never becomes ready.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`forward`] for a source: skips the events at or before `last` (a resumed stream repeats
+/// the ledger it resumes at) and records the cursor of each event forwarded. An event without
+/// `stellar_cursor` cannot be placed, so a resumed stream must carry them.
+async fn forward_after(
+    from: &str,
+    mut stream: Streaming<RawEvent>,
+    out: &[Outlet],
+    broke: &impl Fn(&Status) -> Break,
+    last: &mut Option<Cursor>,
+) -> Result<(), Break> {
+    let resumed_after = *last;
+    while let Some(event) = stream.message().await.map_err(|s| broke(&s))? {
+        let cursor = event
+            .head
+            .stellar_cursor
+            .as_ref()
+            .map(|c| (c.ledger_sequence, c.index_in_ledger));
+        match (cursor, resumed_after) {
+            (Some(cursor), Some(after)) if cursor <= after => continue,
+            (None, Some(_)) => {
+                return Err(broke(&Status::failed_precondition(
+                    "it was restarted, and its events carry no stellar_cursor to resume its \
+                     stream exactly",
+                )))
+            }
+            _ => {}
+        }
+        send_to_outlets(from, &event, out).await?;
+        if cursor.is_some() {
+            *last = cursor;
+        }
+    }
+    Ok(())
 }
 
 /// Copies `stream` into every outlet that takes each event's type, waiting while an outlet's
 /// queue is full. Ends when the stream ends (dropping the outlets ends their queues).
 async fn forward(
     from: &str,
-    mut stream: Streaming<Event>,
+    mut stream: Streaming<RawEvent>,
     out: &[Outlet],
     broke: &impl Fn(&Status) -> Break,
 ) -> Result<(), Break> {
     while let Some(event) = stream.message().await.map_err(|s| broke(&s))? {
-        for outlet in out {
-            if !outlet.accepts.is_empty() && !outlet.accepts.contains(&event.r#type) {
-                continue;
-            }
-            if outlet.sender.send(event.clone()).await.is_err() {
-                return Err(Break::Downstream(format!(
-                    "relay: edge {from} -> {} broke: {} stopped taking events",
-                    outlet.to, outlet.to
-                )));
-            }
-            outlet.count.events.fetch_add(1, Ordering::Relaxed);
+        send_to_outlets(from, &event, out).await?;
+    }
+    Ok(())
+}
+
+/// Gives `event` to every outlet that takes its type, waiting while an outlet's queue is full.
+async fn send_to_outlets(from: &str, event: &RawEvent, out: &[Outlet]) -> Result<(), Break> {
+    for outlet in out {
+        if !outlet.accepts.is_empty() && !outlet.accepts.contains(&event.head.r#type) {
+            continue;
         }
+        // A clone of `Bytes` shares the buffer: no copy per outlet.
+        if outlet.sender.send(event.bytes.clone()).await.is_err() {
+            return Err(Break::Downstream(format!(
+                "relay: edge {from} -> {} broke: {} stopped taking events",
+                outlet.to, outlet.to
+            )));
+        }
+        outlet.count.events.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -528,8 +753,8 @@ mod tests {
     };
     use flowctl_proto::flowctl::v1::source_service_server::{SourceService, SourceServiceServer};
     use flowctl_proto::flowctl::v1::{
-        ComponentInfo, ConsumeResponse, HealthCheckRequest, HealthCheckResponse, SaveStateRequest,
-        StateRequest, StateResponse,
+        ComponentInfo, ConsumeResponse, Event, HealthCheckRequest, HealthCheckResponse,
+        SaveStateRequest, StateRequest, StateResponse,
     };
     use tokio_stream::{Stream, StreamExt};
     use tonic::transport::server::TcpIncoming;
@@ -707,9 +932,12 @@ mod tests {
             id: id.into(),
             service,
             address,
+            network: None,
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             accepts: Vec::new(),
             params: HashMap::new(),
+            grpc_port: address.port(),
+            restarts: 0,
         }
     }
 
@@ -746,6 +974,7 @@ mod tests {
             nodes,
             counts.clone(),
             events.clone(),
+            Arc::default(),
             Console { color: false },
         )
         .unwrap();

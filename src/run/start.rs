@@ -44,7 +44,7 @@ pub struct LiveRun<'a> {
     /// Where env files are written.
     pub env_dir: &'a EnvDir,
     /// How each started component's ports are reached.
-    pub reachable: &'a Reachable,
+    pub reachable: &'a Arc<Reachable>,
     /// What `--summary` writes.
     pub record: &'a Recorder,
 }
@@ -335,6 +335,7 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
     let finished = wait_ready(run, &check)? == Readiness::Finished;
     if !finished {
         run.record.lock().component(id).ready_at = Some(SystemTime::now());
+        run.events.became_ready(id, attempt);
     }
 
     let ports = ports
@@ -376,6 +377,7 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
         .engine
         .published_ports(container)
         .map_err(|e| format!("cannot read its published ports: {e}"))?;
+    let relayed = component.grpc.as_ref().is_some_and(|g| g.service.is_v1());
     let network_ip: Option<IpAddr> = if run.location.on_pipeline_network() {
         let info = run
             .engine
@@ -388,9 +390,18 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
             .and_then(|ip| ip.parse().ok())
             .ok_or_else(|| format!("it has no address on network {}", run.plan.network))?;
         Some(ip)
+    } else if relayed && matches!(run.location, Location::Host) {
+        // Best effort: without it the relay dials the published port.
+        run.engine
+            .inspect_container(container)
+            .ok()
+            .flatten()
+            .and_then(|info| info.networks.get(&run.plan.network)?.parse().ok())
     } else {
         None
     };
+    // Dialled first by the relay; when flowctl is on the network, `address` is that already.
+    let dial_network_first = !run.location.on_pipeline_network();
     let publish_ip = run.location.publish_ip();
     let mut access = Vec::new();
     for port in &component.ports {
@@ -412,6 +423,9 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
             container_port: port.container_port,
             published,
             address,
+            network: network_ip
+                .filter(|_| dial_network_first)
+                .map(|ip| SocketAddr::new(ip, port.container_port)),
         });
     }
     Ok(access)

@@ -170,6 +170,18 @@ pub fn require_images(images: &[&str]) {
     require_images_in(&docker_bin(), images);
 }
 
+/// The `datalake-gen` binary (examples/stellar/datagen); fails with instructions if it is
+/// not built.
+pub fn datalake_gen() -> PathBuf {
+    let generator = repo().join("target/x86_64-unknown-linux-gnu/release/datalake-gen");
+    assert!(
+        generator.is_file(),
+        "{} is missing: build it with scripts/build-images.sh",
+        generator.display()
+    );
+    generator
+}
+
 /// Fails with instructions when the test image is missing.
 pub fn require_test_image() {
     require_images(&[TEST_IMAGE]);
