@@ -444,6 +444,11 @@ fn secrets_replicas_and_jobs_reach_both_translations_without_secret_contents() {
         "{compose}"
     );
     assert!(!compose.contains("transfers-1"), "{compose}");
+    // Jobs end on their own: the header does not suggest stopping at the first exit.
+    assert!(
+        compose.contains("docker-compose -p NAME up -d, then wait until"),
+        "{compose}"
+    );
     let kubernetes = translated(pipeline, &Naming::default(), Target::Kubernetes);
     assert!(kubernetes.contains("  replicas: 3\n"), "{kubernetes}");
     assert!(

@@ -25,7 +25,7 @@ use super::{
     sinks, strings, OutputFile, TranslateOptions, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE,
 };
 use crate::contract::PUBLISH_HOST_IP;
-use crate::plan::{ComponentPlan, RestartPolicy, RunPlan, SecretPlan, SecretTarget};
+use crate::plan::{ComponentPlan, RestartPolicy, Role, RunPlan, SecretPlan, SecretTarget};
 use crate::spec::format_duration;
 
 /// How often Compose runs a health check. Compose 1.29 has no faster start-up interval, and a
@@ -326,11 +326,21 @@ fn header(plan: &RunPlan, options: &TranslateOptions) -> Vec<String> {
         String::new(),
     ];
     let sinks = sinks(plan);
+    let has_jobs = sinks.iter().any(|c| c.role == Role::Pipeline);
     match sinks.as_slice() {
         [sink] => lines.push(format!(
-            "Run:  docker-compose -p NAME up --exit-code-from {}   (ends when the sink does)",
-            sink.id
+            "Run:  docker-compose -p NAME up --exit-code-from {}   (ends when the {} does)",
+            sink.id,
+            if has_jobs { "job" } else { "sink" }
         )),
+        // A job ends on its own, often first: --abort-on-container-exit would stop the
+        // pipeline then.
+        _ if has_jobs => lines.push(
+            "Run:  docker-compose -p NAME up -d, then wait until `docker-compose -p NAME ps` shows \
+             every sink and job exited with code 0 (jobs end on their own, so \
+             --abort-on-container-exit would stop the pipeline when the first one does)"
+                .into(),
+        ),
         _ => lines.push("Run:  docker-compose -p NAME up --abort-on-container-exit".into()),
     }
     lines.push("Stop: docker-compose -p NAME down -v".into());
