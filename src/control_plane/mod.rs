@@ -482,7 +482,7 @@ impl Drop for ControlPlane {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::collections::HashMap;
     use std::time::SystemTime;
@@ -507,7 +507,9 @@ mod tests {
         .collect()
     }
 
-    fn start(heartbeat_interval: Duration) -> ControlPlane {
+    /// A control plane on a free loopback port expecting `src`, `proc` and `sink` (also for
+    /// the flowctl.v1 tests).
+    pub(in crate::control_plane) fn start(heartbeat_interval: Duration) -> ControlPlane {
         let config = ControlPlaneConfig::new(heartbeat_interval, expected());
         ControlPlane::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).unwrap()
     }

@@ -198,7 +198,6 @@ impl ControlPlaneService for V1ControlPlane {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::net::SocketAddr;
 
     use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
     use flowctl_proto::flowctl::v1::control_plane_service_client::ControlPlaneServiceClient;
@@ -206,26 +205,8 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::control_plane::{
-        ControlPlane, ControlPlaneConfig, ControlPlaneEvent, ExpectedComponent,
-    };
-    use crate::plan::Role;
-
-    fn start(heartbeat_interval: Duration) -> ControlPlane {
-        let expected = [
-            ("src", Role::Source),
-            ("proc", Role::Processor),
-            ("sink", Role::Sink),
-        ]
-        .into_iter()
-        .map(|(id, role)| ExpectedComponent {
-            id: id.to_string(),
-            role,
-        })
-        .collect();
-        let config = ControlPlaneConfig::new(heartbeat_interval, expected);
-        ControlPlane::start(SocketAddr::from(([127, 0, 0, 1], 0)), config).unwrap()
-    }
+    use crate::control_plane::tests::start;
+    use crate::control_plane::{ControlPlane, ControlPlaneEvent};
 
     /// Real tonic clients of both protocols over loopback, on a runtime of the test's own.
     struct Clients {
