@@ -599,13 +599,7 @@ relay_run() {
   ticks=$(getconf CLK_TCK)
   flowctl_run_logged "$log" 0 --no-verify --project "${tag}r" "$pipeline" &
   local runner=$!
-  local tries=0
-  pid=""
-  while [ -z "$pid" ] && [ $tries -lt 100 ]; do
-    pid=$(pgrep -P "$runner" -x flowctl || true)
-    sleep 0.05
-    tries=$((tries + 1))
-  done
+  pid=$(flowctl_pid_of "$runner")
   while kill -0 "$runner" 2>/dev/null; do
     h=$(status_kb "$pid" VmHWM)
     c=$(cpu_ticks_self "$pid" 2>/dev/null || true)
@@ -827,20 +821,25 @@ bench_cost() {
 }
 mb() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
+# The pid of the flowctl that runner subshell $1 started (its child that is not the stamper),
+# waiting up to 5 s for it to exist; empty if it never did.
+flowctl_pid_of() {
+  local runner=$1 tries=0 pid=""
+  while [ -z "$pid" ] && [ $tries -lt 100 ]; do
+    pid=$(pgrep -P "$runner" -x flowctl || true)
+    [ -n "$pid" ] || sleep 0.05
+    tries=$((tries + 1))
+  done
+  echo "$pid"
+}
+
 # Runs a pipeline to its end ($3 = 1: stop it once up) and prints flowctl's VmHWM (kB), read
 # every 100 ms while it runs (the mark only grows, so the last read is the peak).
 peak_rss() {
   local pipeline=$1 project=$2 stop=$3 log="$work/peak-$2.log" pid hwm=0 h
   flowctl_run_logged "$log" "$stop" --project "$project" "$pipeline" &
   local runner=$!
-  # The pid of flowctl is the child of the runner subshell that is not the stamper.
-  local tries=0
-  pid=""
-  while [ -z "$pid" ] && [ $tries -lt 100 ]; do
-    pid=$(pgrep -P "$runner" -x flowctl || true)
-    sleep 0.05
-    tries=$((tries + 1))
-  done
+  pid=$(flowctl_pid_of "$runner")
   while kill -0 "$runner" 2>/dev/null; do
     h=$(status_kb "$pid" VmHWM)
     [ -n "$h" ] && hwm=$h
