@@ -22,9 +22,10 @@ impl FakeCli {
         let dir = std::env::temp_dir().join(format!("flowctl-fake-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
+        // One `printf` writes the whole call with its `--` terminator in a single append, so
+        // calls made at once (parallel pulls) never interleave their lines.
         let script = format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$@\" >> '{}'\necho '--' >> '{}'\n{script_body}\n",
-            dir.join("calls").display(),
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" -- >> '{}'\n{script_body}\n",
             dir.join("calls").display()
         );
         let path = dir.join("docker");
