@@ -387,6 +387,14 @@ pub struct RunPlan {
     pub notes: Vec<String>,
 }
 
+impl ComponentPlan {
+    /// Whether flowctl relays this component's events: its `grpc.service` is a
+    /// `flowctl.v1.*Service` (it never dials its inputs).
+    pub fn is_relayed(&self) -> bool {
+        self.grpc.as_ref().is_some_and(|g| g.service.is_v1())
+    }
+}
+
 impl RunPlan {
     /// Components grouped by depth, in start order; each group can start in parallel once the
     /// previous groups are ready.

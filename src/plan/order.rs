@@ -1,6 +1,6 @@
 //! The start order of a pipeline: `inputs` (and `depends_on`) point upstream, so a component
-//! starts after every component it reads from or depends on. Ties keep file order, so the order is stable and predictable; a
-//! cycle is reported along its members.
+//! starts after every component it reads from or depends on. Ties keep file order, so the order
+//! is stable and predictable; a cycle is reported along its members.
 
 use std::collections::{BTreeSet, HashMap};
 

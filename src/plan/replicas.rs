@@ -31,14 +31,13 @@ pub(super) fn count(
     if count == 1 {
         return 1;
     }
-    if let Some(port) = component.ports.iter().find(|p| p.host_port.is_some()) {
+    if let Some(host_port) = component.ports.iter().find_map(|p| p.host_port) {
         problems.push(format!(
-            "replicas: {count} replicas cannot share the pinned hostPort {} (leave hostPort out \
-             to let the engine pick one per replica)",
-            port.host_port.unwrap_or_default()
+            "replicas: {count} replicas cannot share the pinned hostPort {host_port} (leave \
+             hostPort out to let the engine pick one per replica)"
         ));
     }
-    if let Some(grpc) = component.grpc.as_ref().filter(|g| g.service.is_v1()) {
+    if let Some(grpc) = component.grpc.as_ref().filter(|_| component.is_relayed()) {
         problems.push(format!(
             "replicas: {count}: flowctl relays {} one stream per component, so a relayed \
              flowctl.v1 component runs once",

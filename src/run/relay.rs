@@ -93,14 +93,13 @@ pub fn nodes_of(plan: &RunPlan, reachable: &Reachable) -> Result<Vec<RelayNode>>
     let reachable = reachable
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let is_relayed = |c: &ComponentPlan| c.grpc.as_ref().is_some_and(|g| g.service.is_v1());
     let mut nodes = Vec::new();
-    for component in plan.components.iter().filter(|c| is_relayed(c)) {
+    for component in plan.components.iter().filter(|c| c.is_relayed()) {
         let Some(grpc) = &component.grpc else {
             continue;
         };
         for input in &component.inputs {
-            if plan.component(input).is_some_and(|c| !is_relayed(c)) {
+            if plan.component(input).is_some_and(|c| !c.is_relayed()) {
                 return Err(anyhow!(
                     "component `{}` ({}) has input `{input}`, which is not a flowctl.v1 \
                      component: flowctl relays only between flowctl.v1 components",

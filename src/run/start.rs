@@ -157,13 +157,13 @@ fn container_spec(run: &LiveRun, component: &ComponentPlan, env_file: PathBuf) -
         name: component.container_name.clone(),
         image: component.image.clone(),
         network: run.plan.network.clone(),
-        // Replicas share their file id (the engine's DNS spreads connections over them) and
-        // each answers to its own id too.
-        aliases: if component.file_id() == component.id {
-            vec![component.id.clone()]
-        } else {
-            vec![component.file_id().to_string(), component.id.clone()]
-        },
+        // Replicas also share their file id (the engine's DNS spreads connections over them).
+        aliases: component
+            .replica_of
+            .iter()
+            .chain([&component.id])
+            .cloned()
+            .collect(),
         labels,
         env_file: Some(env_file),
         publish: component
@@ -377,7 +377,6 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
         .engine
         .published_ports(container)
         .map_err(|e| format!("cannot read its published ports: {e}"))?;
-    let relayed = component.grpc.as_ref().is_some_and(|g| g.service.is_v1());
     let network_ip: Option<IpAddr> = if run.location.on_pipeline_network() {
         let info = run
             .engine
@@ -390,7 +389,7 @@ fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAcces
             .and_then(|ip| ip.parse().ok())
             .ok_or_else(|| format!("it has no address on network {}", run.plan.network))?;
         Some(ip)
-    } else if relayed && matches!(run.location, Location::Host) {
+    } else if component.is_relayed() && matches!(run.location, Location::Host) {
         // Best effort: without it the relay dials the published port.
         run.engine
             .inspect_container(container)

@@ -64,15 +64,14 @@ pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
 /// component failing beyond what its restart policy allows.
 pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
     let plan = run.plan;
-    let has_sinks = plan.components.iter().any(|c| c.role.must_finish());
+    let has_sinks_or_jobs = plan.components.iter().any(|c| c.role.must_finish());
     let has_jobs = plan.components.iter().any(|c| c.role == Role::Pipeline);
-    let is_relayed = |c: &ComponentPlan| c.grpc.as_ref().is_some_and(|g| g.service.is_v1());
-    let relayed = plan.components.iter().any(is_relayed);
+    let relayed = plan.components.iter().any(ComponentPlan::is_relayed);
     let finishing: Vec<&ComponentPlan> = plan
         .components
         .iter()
-        .filter(|c| !has_sinks || c.role.must_finish())
-        .filter(|c| !is_relayed(c))
+        .filter(|c| !has_sinks_or_jobs || c.role.must_finish())
+        .filter(|c| !c.is_relayed())
         .collect();
     let mut reported = 0;
     let mut state: EventState = run.events.snapshot();
@@ -108,7 +107,7 @@ pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
             .all(|c| state.exit_of(&c.id).is_some_and(|e| e.code == Some(0)))
             && (!relayed || state.relay_end.is_some());
         if all_done {
-            let what = match (has_sinks, relayed) {
+            let what = match (has_sinks_or_jobs, relayed) {
                 (true, false) if has_jobs => "every sink and job finished",
                 (true, false) => "every sink finished",
                 (false, false) => "every component finished",
