@@ -595,24 +595,25 @@ write_v1_pipeline() {
 # of the process, and of its relay thread alone) and VmHWM (kB), the last values read before it
 # exited.
 relay_run() {
-  local label=$1 log=$2 pipeline=$3 ticks pid stat hwm=0 cpu=0 relay_cpu=0 h c r t
+  local label=$1 log=$2 pipeline=$3 ticks pid hwm=0 cpu=0 relay_cpu=0 relay_stat="" t c
   ticks=$(getconf CLK_TCK)
   flowctl_run_logged "$log" 0 --no-verify --project "${tag}r" "$pipeline" &
   local runner=$!
   pid=$(flowctl_pid_of "$runner")
+  # Shell builtins only in this loop (no cat, awk or $(...)): a sampler forking 100 processes
+  # a second takes CPU from the pipeline it measures.
   while kill -0 "$runner" 2>/dev/null; do
-    h=$(status_kb "$pid" VmHWM)
-    c=$(cpu_ticks_self "$pid" 2>/dev/null || true)
-    r=0
-    for t in /proc/"$pid"/task/*; do
-      [ "$(cat "$t/comm" 2>/dev/null)" = relay ] || continue
-      stat=$(cat "$t/stat" 2>/dev/null) || continue
-      stat=${stat##*) }
-      r=$(echo "$stat" | awk '{ print $12 + $13 }')
-    done
-    if [ -n "$h" ] && [ -n "$c" ]; then
-      hwm=$h cpu=$c
-      [ "$r" = 0 ] || relay_cpu=$r
+    if [ -z "$relay_stat" ]; then
+      for t in /proc/"$pid"/task/*; do
+        read -r c <"$t/comm" 2>/dev/null || continue
+        [ "$c" = relay ] && relay_stat=$t/stat
+      done
+    fi
+    if proc_hwm_kb "$pid" && proc_ticks "/proc/$pid/stat"; then
+      hwm=$sampled_hwm cpu=$sampled_ticks
+      if [ -n "$relay_stat" ] && proc_ticks "$relay_stat"; then
+        relay_cpu=$sampled_ticks
+      fi
     fi
     sleep 0.1
   done
@@ -713,6 +714,25 @@ cpu_ticks_self() {
   echo "$stat" | awk '{ print $12 + $13 }'
 }
 status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null; }
+
+# For samplers that must not fork: utime + stime of a /proc stat file into sampled_ticks, and
+# process $1's VmHWM (kB) into sampled_hwm. Both fail once the process is gone.
+proc_ticks() {
+  local line fields
+  read -r line <"$1" 2>/dev/null || return 1
+  read -r -a fields <<<"${line##*) }"
+  sampled_ticks=$((fields[11] + fields[12]))
+}
+proc_hwm_kb() {
+  local key value rest
+  while read -r key value rest; do
+    if [ "$key" = VmHWM: ]; then
+      sampled_hwm=$value
+      return 0
+    fi
+  done <"/proc/$1/status" 2>/dev/null
+  return 1
+}
 
 # Starts a live run (consumer end ledger 0) of the example in the background; waits until up.
 # Sets live_pid and live_log.

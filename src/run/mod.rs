@@ -5,6 +5,7 @@
 //! [`notices`] (what is reported meanwhile) and [`teardown`] (every exit: signals, the cleanup
 //! guard, the stop order).
 
+mod edge_queue;
 mod env_file;
 mod network;
 mod notices;

@@ -4,8 +4,8 @@
 //! `SourceService/StreamEvents` -> `ProcessorService/Process` (bidirectional) ->
 //! `ConsumerService/Consume`.
 //!
-//! Invariants: every edge is a bounded queue ([`EDGE_CAPACITY`] events) and a sender waits when
-//! it is full, so a slow consumer slows its inputs down to the source (HTTP/2 flow control
+//! Invariants: every component's input is a bounded queue ([`EDGE_EVENTS`] events and
+//! [`EDGE_BYTES`] bytes) and a sender waits when it is full, so a slow consumer slows its inputs down to the source (HTTP/2 flow control
 //! carries the wait over the wire) and flowctl's memory stays bounded; an event reaches a
 //! component only if its type is one the component takes; nothing is dropped. The relay ends
 //! when every source's stream has ended and every consumer has answered `ConsumeResponse`, or
@@ -24,9 +24,8 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
@@ -35,16 +34,23 @@ use flowctl_proto::flowctl::v1::processor_service_client::ProcessorServiceClient
 use flowctl_proto::flowctl::v1::{ConsumeResponse, StreamRequest};
 use flowctl_proto::relayed::{encoded, RawEvent, RawEventCodec};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::codegen::Bytes;
 
+use super::edge_queue::{self, QueueReceiver, QueueSender};
 use super::reach::Reachable;
 use crate::events::RunEvents;
 use crate::logs::Console;
 use crate::plan::{ComponentPlan, GrpcService, RunPlan};
 
-/// Events queued per edge: enough to keep both sides busy, small enough that a stalled
-/// consumer holds a bounded number of events in flowctl.
-pub const EDGE_CAPACITY: usize = 16;
+/// Events queued into a component: enough that each HTTP/2 write carries many small events.
+pub const EDGE_EVENTS: usize = 1024;
+/// Bytes queued into a component: a few ledgers, so a stalled consumer holds a bounded amount
+/// in flowctl whatever the size of its events.
+pub const EDGE_BYTES: usize = 4 << 20;
+/// HTTP/2 windows of the relay's calls: at the 64 KiB default a component streaming ledgers of
+/// a megabyte waits for flowctl's window update every 64 KiB. They also bound what flowctl
+/// buffers per call beside the queues.
+const STREAM_WINDOW_BYTES: u32 = 4 << 20;
+const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
 /// How long the relay keeps trying to connect to a component that is ready but whose gRPC
 /// port is not open yet (upstream's processor opens it only after registering).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);
@@ -302,7 +308,7 @@ struct Outlet {
     to: String,
     accepts: Vec<String>,
     /// Encoded `flowctl.v1.Event`s, passed on as they came.
-    sender: mpsc::Sender<Bytes>,
+    sender: QueueSender,
     count: Arc<EdgeCount>,
 }
 
@@ -317,11 +323,18 @@ enum Break {
 /// takes the published port instead (an unreachable network answers nothing at all).
 const NETWORK_PATIENCE: Duration = Duration::from_millis(300);
 
+/// The relay's endpoint for `address` (`host:port`), with its HTTP/2 windows.
+fn endpoint(address: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .tcp_nodelay(true))
+}
+
 /// A channel to `node`: at its network address if flowctl reaches it, else its published port.
 async fn connect(node: &RelayNode) -> Result<Channel, String> {
     if let Some(network) = node.network {
-        let direct = Endpoint::from_shared(format!("http://{network}"))
-            .map(|e| e.connect_timeout(NETWORK_PATIENCE));
+        let direct = endpoint(&network.to_string()).map(|e| e.connect_timeout(NETWORK_PATIENCE));
         if let Ok(endpoint) = direct {
             match endpoint.connect().await {
                 Ok(channel) => {
@@ -340,7 +353,7 @@ async fn connect(node: &RelayNode) -> Result<Channel, String> {
 }
 
 async fn connect_published(node: &RelayNode) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{}", node.address))
+    let endpoint = endpoint(&node.address.to_string())
         .map_err(|e| format!("relay: {}: bad address {}: {e}", node.id, node.address))?
         .connect_timeout(Duration::from_secs(5));
     let deadline = tokio::time::Instant::now() + CONNECT_PATIENCE;
@@ -417,7 +430,7 @@ async fn relay(
     let mut senders = HashMap::new();
     let mut receivers = HashMap::new();
     for node in nodes.iter().filter(|n| !n.inputs.is_empty()) {
-        let (sender, receiver) = mpsc::channel(EDGE_CAPACITY);
+        let (sender, receiver) = edge_queue::queue(EDGE_EVENTS, EDGE_BYTES);
         senders.insert(node.id.clone(), sender);
         receivers.insert(node.id.clone(), receiver);
     }
@@ -480,7 +493,7 @@ async fn relay(
 async fn run_node(
     node: RelayNode,
     channel: Channel,
-    input: Option<mpsc::Receiver<Bytes>>,
+    input: Option<QueueReceiver>,
     out: Vec<Outlet>,
     run: Arc<RunView>,
 ) -> Result<Option<ConsumerAnswer>, Break> {
@@ -501,7 +514,7 @@ async fn run_node(
             status_text(status)
         ))
     };
-    let events = input.map(ReceiverStream::new);
+    let events = input.map(QueueReceiver::into_stream);
     // Events are relayed as the bytes they came as (flowctl_proto::relayed): the relay reads
     // only their type and cursor.
     if node.service == GrpcService::V1Source {
@@ -743,6 +756,8 @@ mod tests {
 
     use super::*;
     use std::pin::Pin;
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
 
     use flowctl_proto::flowctl::v1::consumer_service_server::{
         ConsumerService, ConsumerServiceServer,

@@ -16,9 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use flowctl_proto::component::Metrics;
-use flowctl_proto::flowctl::v1::consumer_service_server::{ConsumerService, ConsumerServiceServer};
 use flowctl_proto::flowctl::v1::{
-    ComponentInfo, ComponentType, ConsumeResponse, Event, HealthCheckRequest, HealthCheckResponse,
+    ComponentInfo, ComponentType, ConsumeResponse, HealthCheckRequest, HealthCheckResponse,
 };
 use flowctl_proto::token_transfer::TokenTransferEvent;
 use prost::Message;
@@ -31,6 +30,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::component::{self, V1Identity};
 use crate::event_types;
+use crate::services::consumer_service_server::{ConsumerService, ConsumerServiceServer};
+use crate::wire::EventIn;
 
 /// How the consumer describes itself.
 pub const IDENTITY: V1Identity = V1Identity {
@@ -119,7 +120,7 @@ impl JsonLinesConsumer {
     /// Decodes, prints and counts one event; `Err` is the message for `ConsumeResponse.errors`.
     fn consume_one(
         &self,
-        event: &Event,
+        event: &EventIn,
         tally: &mut Tally,
         line: &mut String,
     ) -> Result<Result<(), String>, Status> {
@@ -131,7 +132,7 @@ impl JsonLinesConsumer {
                 event_types::TOKEN_TRANSFER
             )));
         }
-        let transfer = match TokenTransferEvent::decode(event.payload.as_slice()) {
+        let transfer = match TokenTransferEvent::decode(event.payload.clone()) {
             Ok(transfer) => transfer,
             Err(e) => {
                 return Ok(Err(format!(
@@ -171,7 +172,7 @@ impl ConsumerService for JsonLinesConsumer {
 
     async fn consume(
         &self,
-        request: Request<Streaming<Event>>,
+        request: Request<Streaming<EventIn>>,
     ) -> Result<Response<ConsumeResponse>, Status> {
         let client = request
             .remote_addr()

@@ -14,24 +14,24 @@
 //! naming the event.
 //!
 //! Ledgers are decoded and extracted on blocking threads, up to `WORKERS` at once, and answered
-//! in the order they came; at most that many ledgers (plus a bounded queue of output events) are
-//! held, so a slow reader of the output slows the reading of the input (HTTP/2 flow control does
-//! the rest).
+//! in the order they came; at most that many ledgers (plus a bounded queue of answered ledgers)
+//! are held, so a slow reader of the output slows the reading of the input (HTTP/2 flow control
+//! does the rest). A ledger's events are queued as one batch and flattened by the response
+//! stream, so they are all ready when gRPC encodes: each HTTP/2 write carries many events
+//! (queued one by one, the encoder often found a single event ready and wrote it alone).
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use flowctl_proto::component::Metrics;
-use flowctl_proto::flowctl::v1::processor_service_server::{
-    ProcessorService, ProcessorServiceServer,
-};
 use flowctl_proto::flowctl::v1::{
-    ComponentInfo, ComponentType, Event, HealthCheckRequest, HealthCheckResponse, StellarCursor,
+    ComponentInfo, ComponentType, HealthCheckRequest, HealthCheckResponse, StellarCursor,
 };
-use flowctl_proto::stellar::v1::RawLedger;
-use flowctl_proto::token_transfer::TokenTransferEvent;
+use prost::bytes::BytesMut;
 use prost::Message;
 use stellar_components::grpc;
 use stellar_components::shutdown::{Shutdown, UntilShutdown};
@@ -40,10 +40,12 @@ use stellar_xdr::{LedgerCloseMeta, Limits, ReadXdr};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::component::{self, V1Identity};
+use crate::services::processor_service_server::{ProcessorService, ProcessorServiceServer};
+use crate::wire::{put_event, Encoded, EventFields, LedgerEventIn, RawLedgerIn};
 use crate::{content_types, event_types};
 
 /// How the processor describes itself.
@@ -58,8 +60,10 @@ pub const IDENTITY: V1Identity = V1Identity {
     default_port: stellar_components::processor::DEFAULT_LISTEN,
 };
 
-/// Output events queued per call ahead of the caller.
-const OUTPUT_QUEUE: usize = 256;
+/// Answered ledgers (batches of events) queued per call ahead of the caller.
+const OUTPUT_QUEUE: usize = 4;
+/// Bytes reserved per output event (the buffer grows if they are larger).
+const ENCODED_EVENT_GUESS: usize = 512;
 const MAX_DEFAULT_WORKERS: usize = 4;
 
 /// The processor's settings.
@@ -139,7 +143,7 @@ impl TokenTransferProcessor {
 
 #[tonic::async_trait]
 impl ProcessorService for TokenTransferProcessor {
-    type ProcessStream = UntilShutdown<ReceiverStream<Result<Event, Status>>>;
+    type ProcessStream = UntilShutdown<Flattened>;
 
     async fn get_info(&self, _request: Request<()>) -> Result<Response<ComponentInfo>, Status> {
         Ok(Response::new(self.info.as_ref().clone()))
@@ -159,7 +163,7 @@ impl ProcessorService for TokenTransferProcessor {
 
     async fn process(
         &self,
-        request: Request<Streaming<Event>>,
+        request: Request<Streaming<LedgerEventIn>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let client = request
             .remote_addr()
@@ -190,15 +194,50 @@ impl ProcessorService for TokenTransferProcessor {
             client,
         ));
         Ok(Response::new(UntilShutdown::new(
-            ReceiverStream::new(out_rx),
+            Flattened::new(out_rx),
             self.shutdown.clone(),
         )))
     }
 }
 
+/// One answered ledger's events, or the error that ends the call.
+type Batch = Result<Vec<Encoded>, Status>;
+
+/// The response stream: the queued batches, one event at a time.
+pub struct Flattened {
+    batches: mpsc::Receiver<Batch>,
+    current: std::vec::IntoIter<Encoded>,
+}
+
+impl Flattened {
+    fn new(batches: mpsc::Receiver<Batch>) -> Flattened {
+        Flattened {
+            batches,
+            current: Vec::new().into_iter(),
+        }
+    }
+}
+
+impl Stream for Flattened {
+    type Item = Result<Encoded, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(event) = self.current.next() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            match ready!(self.batches.poll_recv(cx)) {
+                Some(Ok(batch)) => self.current = batch.into_iter(),
+                Some(Err(status)) => return Poll::Ready(Some(Err(status))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+}
+
 /// One ledger's extraction, running on a blocking thread; its result is the ledger's sequence
 /// and events.
-type Pending = JoinHandle<Result<(u32, Vec<Event>), Status>>;
+type Pending = JoinHandle<Result<(u32, Vec<Encoded>), Status>>;
 
 /// What turning a ledger event into token transfer events needs.
 #[derive(Clone)]
@@ -213,7 +252,7 @@ struct LedgerWork {
 /// input order. Stops when the input ends (the caller closed its side), when it fails, or when
 /// the answering side is gone.
 async fn read_input(
-    mut input: Streaming<Event>,
+    mut input: Streaming<LedgerEventIn>,
     work: LedgerWork,
     pending: mpsc::Sender<Pending>,
     client: String,
@@ -259,7 +298,7 @@ async fn read_input(
 /// ends the output with that status.
 async fn answer_in_order(
     mut pending: mpsc::Receiver<Pending>,
-    out: mpsc::Sender<Result<Event, Status>>,
+    out: mpsc::Sender<Batch>,
     metrics: Metrics,
     client: String,
 ) {
@@ -279,11 +318,9 @@ async fn answer_in_order(
                 metrics.add("total_processed", 1.0);
                 metrics.add("total_events_emitted", batch.len() as f64);
                 metrics.set("last_processed_ledger", f64::from(sequence));
-                for event in batch {
-                    if out.send(Ok(event)).await.is_err() {
-                        log::info!("{client}: output closed by the caller");
-                        return;
-                    }
+                if !batch.is_empty() && out.send(Ok(batch)).await.is_err() {
+                    log::info!("{client}: output closed by the caller");
+                    return;
                 }
             }
             Err(status) => {
@@ -299,7 +336,7 @@ async fn answer_in_order(
 impl LedgerWork {
     /// The ledger's sequence and events; the latency and errors go into the metrics here, the
     /// counts in [`answer_in_order`], where ledgers are done in order.
-    fn process(&self, event: Event) -> Result<(u32, Vec<Event>), Status> {
+    fn process(&self, event: LedgerEventIn) -> Result<(u32, Vec<Encoded>), Status> {
         let began = Instant::now();
         let result = self.ledger_events(event);
         match &result {
@@ -311,9 +348,9 @@ impl LedgerWork {
         result
     }
 
-    fn ledger_events(&self, event: Event) -> Result<(u32, Vec<Event>), Status> {
+    fn ledger_events(&self, event: LedgerEventIn) -> Result<(u32, Vec<Encoded>), Status> {
         let id = &event.id;
-        let ledger = RawLedger::decode(event.payload.as_slice()).map_err(|e| {
+        let ledger = RawLedgerIn::decode(event.payload.clone()).map_err(|e| {
             Status::invalid_argument(format!(
                 "event {id:?}: payload is not a stellar.v1.RawLedger: {e}"
             ))
@@ -344,37 +381,53 @@ impl LedgerWork {
             .push(extractor);
         let transfers = extracted
             .map_err(|e| Status::internal(format!("event {id:?}: ledger {sequence}: {e:#}")))?;
-        let events = transfers
+        // Every event of the ledger carries the ledger event's metadata, its sequence and its
+        // own `event_type`; they are encoded straight into one buffer, then cut per event.
+        let sequence_text = sequence.to_string();
+        let mut metadata: Vec<(&str, &str)> = event
+            .metadata
             .iter()
-            .enumerate()
-            .map(|(index, transfer)| self.transfer_event(&event, sequence, index, transfer))
+            .filter(|(key, _)| !matches!(key.as_str(), "ledger_sequence" | "event_type"))
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        metadata.push(("ledger_sequence", &sequence_text));
+        metadata.push(("event_type", ""));
+        let kind_at = metadata.len() - 1;
+        let mut buf = BytesMut::with_capacity(transfers.len() * ENCODED_EVENT_GUESS);
+        let mut ends = Vec::with_capacity(transfers.len());
+        for (index, transfer) in transfers.iter().enumerate() {
+            let id = format!("token-transfer-{sequence}-{index}");
+            metadata[kind_at].1 = event_kind(transfer);
+            let fields = EventFields {
+                id: &id,
+                r#type: event_types::TOKEN_TRANSFER,
+                metadata: &metadata,
+                timestamp: transfer
+                    .meta
+                    .as_ref()
+                    .and_then(|meta| meta.closed_at)
+                    .map(|at| (at.seconds, at.nanos)),
+                source_component_id: &self.component_id,
+                content_type: content_types::TOKEN_TRANSFER,
+                stellar_cursor: Some(StellarCursor {
+                    ledger_sequence: u64::from(sequence),
+                    index_in_ledger: u32::try_from(index + 1).unwrap_or(u32::MAX),
+                }),
+            };
+            put_event(&mut buf, &fields, transfer);
+            ends.push(buf.len());
+        }
+        let mut all = buf.freeze();
+        let mut start = 0;
+        let events = ends
+            .into_iter()
+            .map(|end| {
+                let event = all.split_to(end - start);
+                start = end;
+                Encoded(event)
+            })
             .collect();
         Ok((sequence, events))
-    }
-
-    fn transfer_event(
-        &self,
-        ledger_event: &Event,
-        sequence: u32,
-        index: usize,
-        transfer: &TokenTransferEvent,
-    ) -> Event {
-        let mut metadata = ledger_event.metadata.clone();
-        metadata.insert("ledger_sequence".to_string(), sequence.to_string());
-        metadata.insert("event_type".to_string(), event_kind(transfer).to_string());
-        Event {
-            id: format!("token-transfer-{sequence}-{index}"),
-            r#type: event_types::TOKEN_TRANSFER.to_string(),
-            payload: transfer.encode_to_vec(),
-            metadata,
-            timestamp: transfer.meta.as_ref().and_then(|meta| meta.closed_at),
-            source_component_id: self.component_id.to_string(),
-            content_type: content_types::TOKEN_TRANSFER.to_string(),
-            stellar_cursor: Some(StellarCursor {
-                ledger_sequence: u64::from(sequence),
-                index_in_ledger: u32::try_from(index + 1).unwrap_or(u32::MAX),
-            }),
-        }
     }
 }
 
