@@ -605,7 +605,7 @@ relay_run() {
   while kill -0 "$runner" 2>/dev/null; do
     if [ -z "$relay_stat" ]; then
       for t in /proc/"$pid"/task/*; do
-        read -r c <"$t/comm" 2>/dev/null || continue
+        { read -r c <"$t/comm"; } 2>/dev/null || continue
         [ "$c" = relay ] && relay_stat=$t/stat
       done
     fi
@@ -719,18 +719,20 @@ status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/nul
 # process $1's VmHWM (kB) into sampled_hwm. Both fail once the process is gone.
 proc_ticks() {
   local line fields
-  read -r line <"$1" 2>/dev/null || return 1
+  { read -r line <"$1"; } 2>/dev/null || return 1
   read -r -a fields <<<"${line##*) }"
   sampled_ticks=$((fields[11] + fields[12]))
 }
 proc_hwm_kb() {
   local key value rest
-  while read -r key value rest; do
-    if [ "$key" = VmHWM: ]; then
-      sampled_hwm=$value
-      return 0
-    fi
-  done <"/proc/$1/status" 2>/dev/null
+  {
+    while read -r key value rest; do
+      if [ "$key" = VmHWM: ]; then
+        sampled_hwm=$value
+        return 0
+      fi
+    done <"/proc/$1/status"
+  } 2>/dev/null
   return 1
 }
 

@@ -8,7 +8,7 @@
 
 use prost::bytes::{Buf, BufMut, Bytes};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 use crate::flowctl::v1::StellarCursor;
@@ -90,6 +90,16 @@ impl Encoder for RawEncoder {
         dst.put(item);
         Ok(())
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffers()
+    }
+}
+
+/// Larger than tonic's defaults (8 KiB, and a write every 32 KiB of ready messages): a
+/// relayed stream of small events is written in 256 KiB pieces.
+fn buffers() -> BufferSettings {
+    BufferSettings::new(64 << 10, 256 << 10)
 }
 
 /// Takes a message's bytes (no copy) and reads its [`EventHead`] if asked.
@@ -111,6 +121,10 @@ impl Decoder for RawDecoder {
             EventHead::default()
         };
         Ok(Some(RawEvent { bytes, head }))
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        buffers()
     }
 }
 

@@ -272,7 +272,7 @@ pub async fn serve(
     let server = ConsumerServiceServer::new(service)
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES);
-    component::serve(listener, grpc::server().add_service(server), shutdown).await
+    component::serve(listener, component::server().add_service(server), shutdown).await
 }
 
 /// The binary's entry point; `args` excludes the program name.

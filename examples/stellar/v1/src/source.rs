@@ -450,7 +450,7 @@ pub async fn serve(
     let server = SourceServiceServer::new(service)
         .max_decoding_message_size(grpc::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(grpc::MAX_MESSAGE_BYTES);
-    component::serve(listener, grpc::server().add_service(server), shutdown).await
+    component::serve(listener, component::server().add_service(server), shutdown).await
 }
 
 /// `FS`, `S3`, `GCS` or `RPC`, for the registration metadata.

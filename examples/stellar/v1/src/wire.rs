@@ -15,7 +15,7 @@ use flowctl_proto::flowctl::v1::StellarCursor;
 use prost::bytes::{BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 /// A `flowctl.v1.Event` as the consumer reads it: its payload is a slice of the received
@@ -187,6 +187,11 @@ impl Encoder for EncodedWriter {
     fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         dst.put(item.0);
         Ok(())
+    }
+
+    /// Ready events are written in pieces of up to 256 KiB (tonic's default: 32 KiB).
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(64 << 10, 256 << 10)
     }
 }
 
