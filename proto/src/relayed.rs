@@ -16,9 +16,10 @@ use crate::flowctl::v1::StellarCursor;
 /// The fields of `flowctl.v1.Event` the relay reads; decoding skips every other field.
 #[derive(Clone, PartialEq, Message)]
 pub struct EventHead {
-    /// `Event.type` (field 2).
-    #[prost(string, tag = "2")]
-    pub r#type: String,
+    /// `Event.type` (field 2), as bytes: a slice of the message, neither copied nor checked
+    /// as UTF-8 (the relay only compares it).
+    #[prost(bytes = "bytes", tag = "2")]
+    pub r#type: Bytes,
     /// `Event.stellar_cursor` (field 8).
     #[prost(message, optional, tag = "8")]
     pub stellar_cursor: Option<StellarCursor>,
@@ -150,7 +151,7 @@ mod tests {
         };
         let bytes = encoded(&event);
         let head = EventHead::decode(bytes.clone()).unwrap();
-        assert_eq!(head.r#type, "stellar.ledger.v1");
+        assert_eq!(head.r#type, "stellar.ledger.v1".as_bytes());
         assert_eq!(
             head.stellar_cursor,
             Some(StellarCursor {

@@ -1,19 +1,21 @@
-//! The relay's queue into one component: bounded both in events and in bytes. A count alone
+//! The relay's queue into one component: bounded both in messages and in bytes. A count alone
 //! cannot be right for both kinds of edge: ledgers of a megabyte each would need a small count
 //! (or flowctl holds hundreds of megabytes), and token transfer events of a few hundred bytes a
 //! large one (or each HTTP/2 write carries only a handful of them and the relay spends its time
-//! in system calls). A sender waits while either bound is reached.
+//! in system calls). Messages are queued in batches (what arrived at once), so a burst of small
+//! events costs one wake-up, not one per event. A sender waits while either bound is reached.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::codegen::Bytes;
 
-/// One queued message and its share of the byte budget, given back when the message leaves.
+/// One queued batch and its share of the byte budget, given back when the batch is taken.
 struct Queued {
-    bytes: Bytes,
+    batch: Vec<Bytes>,
     _budget: OwnedSemaphorePermit,
 }
 
@@ -21,53 +23,81 @@ struct Queued {
 /// is dropped.
 #[derive(Clone)]
 pub struct QueueSender {
-    events: mpsc::Sender<Queued>,
+    batches: mpsc::Sender<Queued>,
     budget: Arc<Semaphore>,
     max_bytes: usize,
 }
 
 /// The receiving side, read once by the call that feeds the component.
 pub struct QueueReceiver {
-    events: mpsc::Receiver<Queued>,
+    batches: mpsc::Receiver<Queued>,
 }
 
-/// A queue holding at most `max_events` messages and `max_bytes` bytes (a single larger message
+/// A queue holding at most `max_batches` batches and `max_bytes` bytes (a single larger batch
 /// still passes, alone).
-pub fn queue(max_events: usize, max_bytes: usize) -> (QueueSender, QueueReceiver) {
+pub fn queue(max_batches: usize, max_bytes: usize) -> (QueueSender, QueueReceiver) {
     let max_bytes = max_bytes.clamp(1, u32::MAX as usize);
-    let (sender, receiver) = mpsc::channel(max_events.max(1));
+    let (sender, receiver) = mpsc::channel(max_batches.max(1));
     (
         QueueSender {
-            events: sender,
+            batches: sender,
             budget: Arc::new(Semaphore::new(max_bytes)),
             max_bytes,
         },
-        QueueReceiver { events: receiver },
+        QueueReceiver { batches: receiver },
     )
 }
 
 impl QueueSender {
-    /// Queues `bytes`, waiting for room; `Err` gives them back when the receiver is gone.
-    pub async fn send(&self, bytes: Bytes) -> Result<(), Bytes> {
-        let share = bytes.len().clamp(1, self.max_bytes) as u32;
+    /// Queues `batch` (in order), waiting for room; `Err` gives it back when the receiver is
+    /// gone.
+    pub async fn send(&self, batch: Vec<Bytes>) -> Result<(), Vec<Bytes>> {
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
+        let share = bytes.clamp(1, self.max_bytes) as u32;
         let Ok(budget) = self.budget.clone().acquire_many_owned(share).await else {
             // The semaphore is never closed; kept total for the type's sake.
-            return Err(bytes);
+            return Err(batch);
         };
-        self.events
+        self.batches
             .send(Queued {
-                bytes,
+                batch,
                 _budget: budget,
             })
             .await
-            .map_err(|unsent| unsent.0.bytes)
+            .map_err(|unsent| unsent.0.batch)
     }
 }
 
 impl QueueReceiver {
-    /// The messages in order; each one's bytes leave the budget as it is taken.
+    /// The messages in order, one at a time. A batch's bytes leave the budget when the batch is
+    /// taken, so the queue holds at most twice its byte bound.
     pub fn into_stream(self) -> impl Stream<Item = Bytes> + Send + 'static {
-        ReceiverStream::new(self.events).map(|queued| queued.bytes)
+        Messages {
+            batches: self.batches,
+            current: Vec::new().into_iter(),
+        }
+    }
+}
+
+/// [`QueueReceiver::into_stream`].
+struct Messages {
+    batches: mpsc::Receiver<Queued>,
+    current: std::vec::IntoIter<Bytes>,
+}
+
+impl Stream for Messages {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        loop {
+            if let Some(message) = self.current.next() {
+                return Poll::Ready(Some(message));
+            }
+            match ready!(self.batches.poll_recv(cx)) {
+                Some(queued) => self.current = queued.batch.into_iter(),
+                None => return Poll::Ready(None),
+            }
+        }
     }
 }
 
@@ -75,6 +105,7 @@ impl QueueReceiver {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio_stream::StreamExt;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -84,7 +115,7 @@ mod tests {
     }
 
     async fn sends_within(sender: &QueueSender, bytes: Bytes) -> bool {
-        tokio::time::timeout(Duration::from_millis(50), sender.send(bytes))
+        tokio::time::timeout(Duration::from_millis(50), sender.send(vec![bytes]))
             .await
             .is_ok()
     }
@@ -106,7 +137,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_waits_at_the_event_bound() {
+    fn a_sender_waits_at_the_batch_bound() {
         runtime().block_on(async {
             let (sender, receiver) = queue(2, 1 << 20);
             let mut stream = Box::pin(receiver.into_stream());
@@ -134,12 +165,34 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_taken_in_order_and_counts_its_bytes_in_all() {
+        runtime().block_on(async {
+            let (sender, receiver) = queue(10, 100);
+            let mut stream = Box::pin(receiver.into_stream());
+            let batch = vec![Bytes::from(vec![1; 60]), Bytes::from(vec![2; 40])];
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), sender.send(batch))
+                    .await
+                    .is_ok()
+            );
+            // 100 bytes are queued in one batch: one more byte waits.
+            assert!(!sends_within(&sender, Bytes::from_static(b"x")).await);
+            assert_eq!(stream.next().await.unwrap()[0], 1);
+            assert_eq!(stream.next().await.unwrap()[0], 2);
+            assert!(sends_within(&sender, Bytes::from_static(b"x")).await);
+        });
+    }
+
+    #[test]
     fn send_fails_once_the_receiver_is_gone() {
         runtime().block_on(async {
             let (sender, receiver) = queue(10, 100);
             drop(receiver);
-            let unsent = sender.send(Bytes::from_static(b"kept")).await.unwrap_err();
-            assert_eq!(unsent, Bytes::from_static(b"kept"));
+            let unsent = sender
+                .send(vec![Bytes::from_static(b"kept")])
+                .await
+                .unwrap_err();
+            assert_eq!(unsent, [Bytes::from_static(b"kept")]);
         });
     }
 }

@@ -4,7 +4,7 @@
 //! `SourceService/StreamEvents` -> `ProcessorService/Process` (bidirectional) ->
 //! `ConsumerService/Consume`.
 //!
-//! Invariants: every component's input is a bounded queue ([`EDGE_EVENTS`] events and
+//! Invariants: every component's input is a bounded queue ([`EDGE_BATCHES`] batches and
 //! [`EDGE_BYTES`] bytes) and a sender waits when it is full, so a slow consumer slows its inputs down to the source (HTTP/2 flow control
 //! carries the wait over the wire) and flowctl's memory stays bounded; an event reaches a
 //! component only if its type is one the component takes; nothing is dropped. The relay ends
@@ -18,14 +18,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
+use tokio_stream::Stream;
+use tonic::codegen::Bytes;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Status, Streaming};
 
@@ -41,8 +45,8 @@ use crate::events::RunEvents;
 use crate::logs::Console;
 use crate::plan::{ComponentPlan, GrpcService, RunPlan};
 
-/// Events queued into a component: enough that each HTTP/2 write carries many small events.
-pub const EDGE_EVENTS: usize = 1024;
+/// Batches (events received at once) queued into a component.
+pub const EDGE_BATCHES: usize = 64;
 /// Bytes queued into a component: a few ledgers, so a stalled consumer holds a bounded amount
 /// in flowctl whatever the size of its events.
 pub const EDGE_BYTES: usize = 4 << 20;
@@ -315,6 +319,13 @@ struct Outlet {
     count: Arc<EdgeCount>,
 }
 
+impl Outlet {
+    /// Whether events of `event_type` go this way (an empty list takes every type).
+    fn takes(&self, event_type: &[u8]) -> bool {
+        self.accepts.is_empty() || self.accepts.iter().any(|t| t.as_bytes() == event_type)
+    }
+}
+
 /// Why a task of the relay stopped early. A component's own gRPC status explains more than
 /// "the next component stopped taking events", so it is preferred.
 enum Break {
@@ -434,7 +445,7 @@ async fn relay(
     let mut senders = HashMap::new();
     let mut receivers = HashMap::new();
     for node in nodes.iter().filter(|n| !n.inputs.is_empty()) {
-        let (sender, receiver) = edge_queue::queue(EDGE_EVENTS, EDGE_BYTES);
+        let (sender, receiver) = edge_queue::queue(EDGE_BATCHES, EDGE_BYTES);
         senders.insert(node.id.clone(), sender);
         receivers.insert(node.id.clone(), receiver);
     }
@@ -691,64 +702,145 @@ async fn replacement(node: &RelayNode, attempt: u32, run: &RunView) -> Option<u3
 /// `stellar_cursor` cannot be placed, so a resumed stream must carry them.
 async fn forward_after(
     from: &str,
-    mut stream: Streaming<RawEvent>,
+    stream: Streaming<RawEvent>,
     out: &[Outlet],
     broke: &impl Fn(&Status) -> Break,
     last: &mut Option<Cursor>,
 ) -> Result<(), Break> {
     let resumed_after = *last;
-    while let Some(event) = stream.message().await.map_err(|s| broke(&s))? {
-        let cursor = event
-            .head
-            .stellar_cursor
-            .as_ref()
-            .map(|c| (c.ledger_sequence, c.index_in_ledger));
-        match (cursor, resumed_after) {
-            (Some(cursor), Some(after)) if cursor <= after => continue,
-            (None, Some(_)) => {
-                return Err(broke(&Status::failed_precondition(
-                    "it was restarted, and its events carry no stellar_cursor to resume its \
-                     stream exactly",
-                )))
-            }
-            _ => {}
+    let mut bursts = Bursts::new(stream);
+    loop {
+        let mut burst = bursts.next().await.map_err(|s| broke(&s))?;
+        if burst.is_empty() {
+            return Ok(());
         }
-        send_to_outlets(from, &event, out).await?;
-        if cursor.is_some() {
-            *last = cursor;
+        let mut newest = None;
+        let mut failed = None;
+        burst.retain(|event| {
+            let cursor = event
+                .head
+                .stellar_cursor
+                .as_ref()
+                .map(|c| (c.ledger_sequence, c.index_in_ledger));
+            match (cursor, resumed_after) {
+                _ if failed.is_some() => false,
+                (Some(cursor), Some(after)) if cursor <= after => false,
+                (None, Some(_)) => {
+                    failed = Some(broke(&Status::failed_precondition(
+                        "it was restarted, and its events carry no stellar_cursor to resume its \
+                         stream exactly",
+                    )));
+                    false
+                }
+                _ => {
+                    newest = cursor.or(newest);
+                    true
+                }
+            }
+        });
+        send_to_outlets(from, &burst, out).await?;
+        if newest.is_some() {
+            *last = newest;
+        }
+        if let Some(failed) = failed {
+            return Err(failed);
         }
     }
-    Ok(())
 }
 
 /// Copies `stream` into every outlet that takes each event's type, waiting while an outlet's
 /// queue is full. Ends when the stream ends (dropping the outlets ends their queues).
 async fn forward(
     from: &str,
-    mut stream: Streaming<RawEvent>,
+    stream: Streaming<RawEvent>,
     out: &[Outlet],
     broke: &impl Fn(&Status) -> Break,
 ) -> Result<(), Break> {
-    while let Some(event) = stream.message().await.map_err(|s| broke(&s))? {
-        send_to_outlets(from, &event, out).await?;
+    let mut bursts = Bursts::new(stream);
+    loop {
+        let burst = bursts.next().await.map_err(|s| broke(&s))?;
+        if burst.is_empty() {
+            return Ok(());
+        }
+        send_to_outlets(from, &burst, out).await?;
     }
-    Ok(())
 }
 
-/// Gives `event` to every outlet that takes its type, waiting while an outlet's queue is full.
-async fn send_to_outlets(from: &str, event: &RawEvent, out: &[Outlet]) -> Result<(), Break> {
+/// Events and bytes received at most per burst (a burst is queued whole, so it is held whole).
+const BURST_EVENTS: usize = 1024;
+const BURST_BYTES: usize = 1 << 20;
+
+/// A stream's events in bursts: the next event (waited for) and those already received after
+/// it, so a queue takes them with one wake-up instead of one per event.
+struct Bursts {
+    stream: Streaming<RawEvent>,
+    /// A failure that followed the events of the last burst, for the next call.
+    failed: Option<Status>,
+}
+
+impl Bursts {
+    fn new(stream: Streaming<RawEvent>) -> Bursts {
+        Bursts {
+            stream,
+            failed: None,
+        }
+    }
+
+    /// The next burst, in order; empty once the stream has ended.
+    async fn next(&mut self) -> Result<Vec<RawEvent>, Status> {
+        if let Some(status) = self.failed.take() {
+            return Err(status);
+        }
+        let mut burst = Vec::new();
+        let mut bytes = match self.stream.message().await? {
+            Some(event) => {
+                let bytes = event.bytes.len();
+                burst.push(event);
+                bytes
+            }
+            None => return Ok(burst),
+        };
+        while burst.len() < BURST_EVENTS && bytes < BURST_BYTES {
+            let ready =
+                std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut self.stream).poll_next(cx)))
+                    .await;
+            match ready {
+                Poll::Ready(Some(Ok(event))) => {
+                    bytes += event.bytes.len();
+                    burst.push(event);
+                }
+                Poll::Ready(Some(Err(status))) => {
+                    self.failed = Some(status);
+                    break;
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        Ok(burst)
+    }
+}
+
+/// Gives `events` to every outlet that takes their types (one batch per outlet, in order),
+/// waiting while an outlet's queue is full.
+async fn send_to_outlets(from: &str, events: &[RawEvent], out: &[Outlet]) -> Result<(), Break> {
     for outlet in out {
-        if !outlet.accepts.is_empty() && !outlet.accepts.contains(&event.head.r#type) {
+        // A clone of `Bytes` shares the buffer: no copy per outlet.
+        let batch: Vec<Bytes> = events
+            .iter()
+            .filter(|event| outlet.takes(&event.head.r#type))
+            .map(|event| event.bytes.clone())
+            .collect();
+        let count = batch.len() as u64;
+        if count == 0 {
             continue;
         }
-        // A clone of `Bytes` shares the buffer: no copy per outlet.
-        if outlet.sender.send(event.bytes.clone()).await.is_err() {
+        if outlet.sender.send(batch).await.is_err() {
             return Err(Break::Downstream(format!(
                 "relay: edge {from} -> {} broke: {} stopped taking events",
                 outlet.to, outlet.to
             )));
         }
-        outlet.count.events.fetch_add(1, Ordering::Relaxed);
+        outlet.count.events.fetch_add(count, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -1011,8 +1103,10 @@ mod tests {
     fn a_slow_consumer_slows_the_source_and_loses_nothing() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let produced = Arc::new(AtomicU64::new(0));
-        // 2000 events of 32 KiB (64 MiB in all) into a consumer that takes 1 ms per event.
-        const COUNT: u64 = 2000;
+        // 4000 events of 32 KiB (128 MiB in all) into a consumer that takes 1 ms per event.
+        // What may run ahead: each queue's bytes, each call's HTTP/2 window, the tonic and h2
+        // buffers and the kernel's socket buffers (about 35 MiB here).
+        const COUNT: u64 = 4000;
         let test_source = source(COUNT, 32 * 1024, &["a.v1"], &produced);
         let params = test_source.params.clone();
         let source = serve(

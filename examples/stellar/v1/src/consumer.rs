@@ -124,11 +124,12 @@ impl JsonLinesConsumer {
         tally: &mut Tally,
         line: &mut String,
     ) -> Result<Result<(), String>, Status> {
-        if event.r#type != event_types::TOKEN_TRANSFER {
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        if event.r#type != event_types::TOKEN_TRANSFER.as_bytes() {
             return Ok(Err(format!(
                 "event {:?}: type {:?} is not consumed here ({})",
-                event.id,
-                event.r#type,
+                text(&event.id),
+                text(&event.r#type),
                 event_types::TOKEN_TRANSFER
             )));
         }
@@ -137,7 +138,7 @@ impl JsonLinesConsumer {
             Err(e) => {
                 return Ok(Err(format!(
                     "event {:?}: payload is not a token_transfer.TokenTransferEvent: {e}",
-                    event.id
+                    text(&event.id)
                 )))
             }
         };

@@ -18,16 +18,18 @@ use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
-/// A `flowctl.v1.Event` as the consumer reads it: its payload is a slice of the received
-/// buffer (no copy); the fields not read here are skipped.
+/// A `flowctl.v1.Event` as the consumer reads it: its id, type and payload are slices of the
+/// received buffer (no copy, no allocation; id and type are UTF-8 on the wire, but the
+/// consumer only compares the type and names the id in errors); the fields not read here are
+/// skipped.
 #[derive(Clone, PartialEq, Message)]
 pub struct EventIn {
     /// `Event.id` (field 1).
-    #[prost(string, tag = "1")]
-    pub id: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub id: Bytes,
     /// `Event.type` (field 2).
-    #[prost(string, tag = "2")]
-    pub r#type: String,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub r#type: Bytes,
     /// `Event.payload` (field 3).
     #[prost(bytes = "bytes", tag = "3")]
     pub payload: Bytes,
@@ -320,7 +322,8 @@ mod tests {
         assert_eq!(raw.sequence, 998);
         assert_eq!(raw.ledger_close_meta_xdr.as_ref(), [1, 2, 3]);
         let lean = EventIn::decode(bytes).unwrap();
-        assert_eq!(lean.r#type, "stellar.ledger.v1");
+        assert_eq!(lean.r#type, "stellar.ledger.v1".as_bytes());
+        assert_eq!(lean.id, "stellar-ledger-998".as_bytes());
         assert_eq!(lean.payload.as_ref(), event.payload.as_slice());
     }
 }
