@@ -58,7 +58,7 @@ fn main() {
                 .route_name("Consume")
                 .input_type("crate::wire::EventIn")
                 .output_type("flowctl_proto::flowctl::v1::ConsumeResponse")
-                .codec_path(PROST)
+                .codec_path("crate::wire::ProstInCodec")
                 .client_streaming()
                 .build(),
         )

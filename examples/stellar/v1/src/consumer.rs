@@ -133,7 +133,7 @@ impl JsonLinesConsumer {
                 event_types::TOKEN_TRANSFER
             )));
         }
-        let transfer = match TokenTransferEvent::decode(event.payload.clone()) {
+        let transfer = match TokenTransferEvent::decode(event.payload.as_ref()) {
             Ok(transfer) => transfer,
             Err(e) => {
                 return Ok(Err(format!(

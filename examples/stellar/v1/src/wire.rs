@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 
 use flowctl_proto::flowctl::v1::StellarCursor;
-use prost::bytes::{BufMut, Bytes, BytesMut};
+use prost::bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -197,7 +197,10 @@ impl Encoder for EncodedWriter {
     }
 }
 
-/// Decodes a prost message from the received buffer (its `bytes` fields without a copy).
+/// Decodes a prost message from the received bytes taken as one contiguous `Bytes` (no copy;
+/// its `bytes` fields are slices of it). Prost reading through tonic's buffer type advances a
+/// `BytesMut` for every varint and field, which cost `consumer-app` a quarter of its CPU (see
+/// its `EventCodec`).
 #[derive(Debug)]
 pub struct ProstReader<M>(PhantomData<M>);
 
@@ -206,9 +209,53 @@ impl<M: Message + Default> Decoder for ProstReader<M> {
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<M>, Status> {
-        M::decode(src)
+        M::decode(src.copy_to_bytes(src.remaining()))
             .map(Some)
             .map_err(|e| Status::internal(format!("cannot decode the message: {e}")))
+    }
+}
+
+/// The codec of `ConsumerService/Consume`: reads `M`s with [`ProstReader`], writes its answer
+/// `A` as prost does.
+#[derive(Debug)]
+pub struct ProstInCodec<A, M>(PhantomData<(A, M)>);
+
+impl<A, M> Default for ProstInCodec<A, M> {
+    fn default() -> Self {
+        ProstInCodec(PhantomData)
+    }
+}
+
+impl<A, M> Codec for ProstInCodec<A, M>
+where
+    A: Message + Send + 'static,
+    M: Message + Default + Send + 'static,
+{
+    type Encode = A;
+    type Decode = M;
+    type Encoder = ProstWriter<A>;
+    type Decoder = ProstReader<M>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstWriter(PhantomData)
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstReader(PhantomData)
+    }
+}
+
+/// Encodes a prost message as tonic's own codec does.
+#[derive(Debug)]
+pub struct ProstWriter<A>(PhantomData<A>);
+
+impl<A: Message> Encoder for ProstWriter<A> {
+    type Item = A;
+    type Error = Status;
+
+    fn encode(&mut self, item: A, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode the message: {e}")))
     }
 }
 
