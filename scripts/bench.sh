@@ -30,9 +30,9 @@
 #               (examples/ttp-pipeline-v1.yaml) relayed by flowctl: events/s from counts that prove
 #               every event arrived (the consumer's summary; the ConsumeResponse flowctl prints),
 #               the ratio relayed/direct (goal >= 0.8), and flowctl's CPU seconds and VmHWM while
-#               relaying (goal < 50 MB). 28 Nov 2026, 2 cores: relayed 130,924 events/s, direct
-#               153,116, ratio 0.86 (0.79-0.86 over several runs; see README "Performance"),
-#               flowctl 2.2 CPU s and 39.2 MB VmHWM per 962,028 relayed events.
+#               relaying (goal < 50 MB). 28 Nov 2026, 2 cores: relayed 148,415 events/s, direct
+#               173,902, ratio 0.85 (0.89 in another run; see README "Performance"), flowctl
+#               1.9 CPU s and 36.9 MB VmHWM per 962,028 relayed events.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
