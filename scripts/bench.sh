@@ -600,8 +600,7 @@ relay_run() {
   flowctl_run_logged "$log" 0 --no-verify --project "${tag}r" "$pipeline" &
   local runner=$!
   pid=$(flowctl_pid_of "$runner")
-  # Shell builtins only in this loop (no cat, awk or $(...)): a sampler forking 100 processes
-  # a second takes CPU from the pipeline it measures.
+  # Shell builtins only in this loop (see proc_ticks).
   while kill -0 "$runner" 2>/dev/null; do
     if [ -z "$relay_stat" ]; then
       for t in /proc/"$pid"/task/*; do
@@ -609,8 +608,8 @@ relay_run() {
         [ "$c" = relay ] && relay_stat=$t/stat
       done
     fi
-    if proc_hwm_kb "$pid" && proc_ticks "/proc/$pid/stat"; then
-      hwm=$sampled_hwm cpu=$sampled_ticks
+    if proc_status_kb "$pid" VmHWM && proc_ticks "/proc/$pid/stat"; then
+      hwm=$sampled_kb cpu=$sampled_ticks
       if [ -n "$relay_stat" ] && proc_ticks "$relay_stat"; then
         relay_cpu=$sampled_ticks
       fi
@@ -707,34 +706,32 @@ descendants() {
     descendants "$c"
   done
 }
-cpu_ticks_self() {
-  local stat
-  stat=$(cat "/proc/$1/stat")
-  stat=${stat##*) }
-  echo "$stat" | awk '{ print $12 + $13 }'
-}
-status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null; }
-
-# For samplers that must not fork: utime + stime of a /proc stat file into sampled_ticks, and
-# process $1's VmHWM (kB) into sampled_hwm. Both fail once the process is gone.
+# utime + stime of a /proc stat file into sampled_ticks, and the value (kB) of field $2 of
+# process $1's /proc status into sampled_kb, with shell builtins only: a sampler forking 100
+# processes a second takes CPU from the pipeline it measures. Both fail once the process is gone.
 proc_ticks() {
   local line fields
   { read -r line <"$1"; } 2>/dev/null || return 1
   read -r -a fields <<<"${line##*) }"
   sampled_ticks=$((fields[11] + fields[12]))
 }
-proc_hwm_kb() {
+proc_status_kb() {
   local key value rest
   {
     while read -r key value rest; do
-      if [ "$key" = VmHWM: ]; then
-        sampled_hwm=$value
+      if [ "$key" = "$2:" ]; then
+        sampled_kb=$value
         return 0
       fi
     done <"/proc/$1/status"
   } 2>/dev/null
   return 1
 }
+# The same, printed (0 ticks once the process is gone, as before).
+cpu_ticks_self() {
+  if proc_ticks "/proc/$1/stat"; then echo "$sampled_ticks"; else echo 0; fi
+}
+status_kb() { proc_status_kb "$1" "$2" && echo "$sampled_kb"; }
 
 # Starts a live run (consumer end ledger 0) of the example in the background; waits until up.
 # Sets live_pid and live_log.
@@ -858,13 +855,14 @@ flowctl_pid_of() {
 # Runs a pipeline to its end ($3 = 1: stop it once up) and prints flowctl's VmHWM (kB), read
 # every 100 ms while it runs (the mark only grows, so the last read is the peak).
 peak_rss() {
-  local pipeline=$1 project=$2 stop=$3 log="$work/peak-$2.log" pid hwm=0 h
+  local pipeline=$1 project=$2 stop=$3 log="$work/peak-$2.log" pid hwm=0
   flowctl_run_logged "$log" "$stop" --project "$project" "$pipeline" &
   local runner=$!
   pid=$(flowctl_pid_of "$runner")
   while kill -0 "$runner" 2>/dev/null; do
-    h=$(status_kb "$pid" VmHWM)
-    [ -n "$h" ] && hwm=$h
+    if proc_status_kb "$pid" VmHWM; then
+      hwm=$sampled_kb
+    fi
     sleep 0.1
   done
   wait "$runner" || true

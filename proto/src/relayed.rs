@@ -93,13 +93,18 @@ impl Encoder for RawEncoder {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        buffers()
+        stream_buffers()
     }
 }
 
-/// Larger than tonic's defaults (8 KiB, and a write every 32 KiB of ready messages): a
-/// relayed stream of small events is written in 256 KiB pieces.
-fn buffers() -> BufferSettings {
+/// The largest HTTP/2 frame taken on a relayed stream, by flowctl and by our v1 components. A
+/// sender writes each DATA frame with a system call of its own, so the 16 KiB default costs 64
+/// calls per MiB.
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
+
+/// Codec buffers of relayed streams, larger than tonic's defaults (8 KiB, and a write every
+/// 32 KiB of ready messages): a stream of small events is written in 256 KiB pieces.
+pub fn stream_buffers() -> BufferSettings {
     BufferSettings::new(64 << 10, 256 << 10)
 }
 
@@ -125,7 +130,7 @@ impl Decoder for RawDecoder {
     }
 
     fn buffer_settings(&self) -> BufferSettings {
-        buffers()
+        stream_buffers()
     }
 }
 

@@ -36,7 +36,7 @@ use tonic::{Status, Streaming};
 use flowctl_proto::flowctl::v1::consumer_service_client::ConsumerServiceClient;
 use flowctl_proto::flowctl::v1::processor_service_client::ProcessorServiceClient;
 use flowctl_proto::flowctl::v1::{ConsumeResponse, StreamRequest};
-use flowctl_proto::relayed::{encoded, RawEvent, RawEventCodec};
+use flowctl_proto::relayed::{encoded, RawEvent, RawEventCodec, MAX_FRAME_BYTES};
 use tonic::codegen::http::uri::PathAndQuery;
 
 use super::edge_queue::{self, QueueReceiver, QueueSender};
@@ -55,9 +55,6 @@ pub const EDGE_BYTES: usize = 4 << 20;
 /// buffers per call beside the queues.
 const STREAM_WINDOW_BYTES: u32 = 4 << 20;
 const CONNECTION_WINDOW_BYTES: u32 = 8 << 20;
-/// The largest HTTP/2 frame flowctl takes from a component. A sender writes each DATA frame
-/// with a system call of its own, so the 16 KiB default costs 64 calls per megabyte.
-const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// How long the relay keeps trying to connect to a component that is ready but whose gRPC
 /// port is not open yet (upstream's processor opens it only after registering).
 const CONNECT_PATIENCE: Duration = Duration::from_secs(30);

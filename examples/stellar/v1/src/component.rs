@@ -181,14 +181,10 @@ where
     })
 }
 
-/// The largest HTTP/2 frame these components take. A sender writes each DATA frame with a
-/// system call of its own, so the 16 KiB default costs the relay 64 calls per megabyte it sends
-/// here.
-pub const MAX_FRAME_BYTES: u32 = 1 << 20;
-
-/// The first generation's server settings (large windows) with [`MAX_FRAME_BYTES`].
+/// The first generation's server settings (large windows) with the relayed streams' frame
+/// size ([`flowctl_proto::relayed::MAX_FRAME_BYTES`]).
 pub fn server() -> tonic::transport::Server {
-    stellar_components::grpc::server().max_frame_size(MAX_FRAME_BYTES)
+    stellar_components::grpc::server().max_frame_size(flowctl_proto::relayed::MAX_FRAME_BYTES)
 }
 
 /// Serves `router` on `listener` until `shutdown` starts.

@@ -17,6 +17,7 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, Wi
 use prost::Message;
 use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
+use tonic_prost::ProstEncoder;
 
 /// A `flowctl.v1.Event` as the consumer reads it: its id, type and payload are slices of the
 /// received buffer (no copy, no allocation; id and type are UTF-8 on the wire, but the
@@ -191,9 +192,9 @@ impl Encoder for EncodedWriter {
         Ok(())
     }
 
-    /// Ready events are written in pieces of up to 256 KiB (tonic's default: 32 KiB).
+    /// Ready events are written as on the relay's side (in pieces of up to 256 KiB).
     fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(64 << 10, 256 << 10)
+        flowctl_proto::relayed::stream_buffers()
     }
 }
 
@@ -216,7 +217,7 @@ impl<M: Message + Default> Decoder for ProstReader<M> {
 }
 
 /// The codec of `ConsumerService/Consume`: reads `M`s with [`ProstReader`], writes its answer
-/// `A` as prost does.
+/// `A` with tonic-prost's own encoder.
 #[derive(Debug)]
 pub struct ProstInCodec<A, M>(PhantomData<(A, M)>);
 
@@ -233,29 +234,15 @@ where
 {
     type Encode = A;
     type Decode = M;
-    type Encoder = ProstWriter<A>;
+    type Encoder = ProstEncoder<A>;
     type Decoder = ProstReader<M>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstWriter(PhantomData)
+        ProstEncoder::new(BufferSettings::default())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         ProstReader(PhantomData)
-    }
-}
-
-/// Encodes a prost message as tonic's own codec does.
-#[derive(Debug)]
-pub struct ProstWriter<A>(PhantomData<A>);
-
-impl<A: Message> Encoder for ProstWriter<A> {
-    type Item = A;
-    type Error = Status;
-
-    fn encode(&mut self, item: A, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("cannot encode the message: {e}")))
     }
 }
 
