@@ -5,12 +5,11 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Streaming};
 
 /// ANSI colours given to components in start order.
 const PALETTE: &[&str] = &["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"];
@@ -67,11 +66,75 @@ fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
     std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
+/// A started container's attached call and the threads that relay its output.
 #[derive(Debug)]
 struct Follower {
     id: String,
-    child: Child,
+    call: Streaming,
     readers: Vec<JoinHandle<()>>,
+}
+
+/// Where one component's lines go: stdout with its prefix, and its `--logs-dir` file.
+#[derive(Debug)]
+struct Sink {
+    prefix: String,
+    out: Arc<Mutex<()>>,
+    file: Option<Mutex<std::fs::File>>,
+}
+
+impl Sink {
+    fn write(&self, line: &str) {
+        if let Some(file) = &self.file {
+            let _ = writeln!(lock(file), "{line}");
+        }
+        let _guard = lock(&self.out);
+        let mut stdout = std::io::stdout().lock();
+        // A closed stdout (e.g. piped into `head`) must not stop the run.
+        let _ = writeln!(stdout, "{}{line}", self.prefix);
+        let _ = stdout.flush();
+    }
+}
+
+/// Lines held back until their call is known to have started the container (`None` after).
+type Held = Arc<Mutex<Option<Vec<String>>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Relays `stream` line by line to `sink` on a thread of its own (held back in `held` while
+/// that still collects). `None` if no thread could start: the pipe closes, and the CLI sees a
+/// broken pipe when it writes.
+fn spawn_reader(
+    id: &str,
+    stream: Box<dyn Read + Send>,
+    sink: Arc<Sink>,
+    held: Option<Held>,
+) -> Option<JoinHandle<()>> {
+    thread::Builder::new()
+        .name(format!("logs-{id}"))
+        .spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        let text = text.trim_end_matches(['\n', '\r']);
+                        if let Some(held) = &held {
+                            if let Some(lines) = lock(held).as_mut() {
+                                lines.push(text.to_string());
+                                continue;
+                            }
+                        }
+                        sink.write(text);
+                    }
+                }
+            }
+        })
+        .ok()
 }
 
 impl LogMux {
@@ -100,69 +163,88 @@ impl LogMux {
         Ok(())
     }
 
-    /// Starts following `container`'s output as component `id` (colour `index`).
-    pub fn follow(
+    /// Starts `container` as component `id` (colour `index`) with its output relayed from its
+    /// very first line (`start --attach`: attached before it starts), and returns once the
+    /// engine has started it. Until then the call's stderr is held back: if the container does
+    /// not start, it is the engine's error, not the component's output.
+    pub fn start_attached(
         &self,
         engine: &Engine,
         id: &str,
         index: usize,
         container: &str,
     ) -> Result<(), EngineError> {
-        let mut child = engine.follow_logs(container)?;
+        let mut call = engine.start_attached(container)?;
         let prefix = if self.color {
             let color = PALETTE[index % PALETTE.len()];
             format!("\x1b[{color}m{id:<width$} |\x1b[0m ", width = self.width)
         } else {
             format!("{id:<width$} | ", width = self.width)
         };
-        // One file handle per component, shared by its stdout and stderr readers and by every
-        // container it runs (appended to), so a restart's output follows the first's.
-        let file = match &self.dir {
-            Some(dir) => {
-                let path = dir.join(format!("{id}.log"));
-                let opened = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path);
-                match opened {
-                    Ok(file) => Some(Arc::new(Mutex::new(file))),
-                    Err(e) => {
-                        log::warn!("cannot write {}: {e}", path.display());
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
+        let sink = Arc::new(Sink {
+            prefix,
+            out: self.out.clone(),
+            file: self.log_file(id),
+        });
+        let held = Arc::new(Mutex::new(Some(Vec::new())));
         let mut readers = Vec::new();
-        let streams: [Option<Box<dyn Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn Read + Send>),
-        ];
-        for stream in streams.into_iter().flatten() {
-            let prefix = prefix.clone();
-            let out = self.out.clone();
-            let file = file.clone();
-            let reader = thread::Builder::new()
-                .name(format!("logs-{id}"))
-                .spawn(move || copy_lines(stream, &prefix, &out, file.as_deref()));
-            match reader {
-                Ok(handle) => readers.push(handle),
-                Err(e) => log::warn!("cannot follow the logs of {container}: {e}"),
-            }
+        if let Some(stdout) = call.child.stdout.take() {
+            readers.push(spawn_reader(id, Box::new(stdout), sink.clone(), None));
         }
+        if let Some(stderr) = call.child.stderr.take() {
+            readers.push(spawn_reader(
+                id,
+                Box::new(stderr),
+                sink.clone(),
+                Some(held.clone()),
+            ));
+        }
+        let started = engine.wait_started(container, &mut call);
+        if !matches!(started, Ok(true)) {
+            call.kill();
+            for reader in readers.into_iter().flatten() {
+                let _ = reader.join();
+            }
+            let said = lock(&held).take().unwrap_or_default();
+            return Err(started.err().unwrap_or_else(|| EngineError {
+                command: call.command_line().to_string(),
+                code: call.child.try_wait().ok().flatten().and_then(|s| s.code()),
+                stderr: said.join("\n").trim().to_string(),
+                spawn_error: None,
+                timed_out: None,
+            }));
+        }
+        // Started: what stderr held is the container's, and from now on it flows.
+        // The lock is held while flushing, so a line read meanwhile waits and comes after.
+        let mut held = lock(&held);
+        for line in held.take().unwrap_or_default() {
+            sink.write(&line);
+        }
+        drop(held);
+        call.release();
         self.lock_followers().push(Follower {
             id: id.to_string(),
-            child,
-            readers,
+            call,
+            readers: readers.into_iter().flatten().collect(),
         });
         Ok(())
+    }
+
+    /// Component `id`'s `--logs-dir` file, opened for appending: one handle per container it
+    /// runs, shared by its stdout and stderr readers, so a restart's output follows the first's.
+    fn log_file(&self, id: &str) -> Option<Mutex<std::fs::File>> {
+        let path = self.dir.as_ref()?.join(format!("{id}.log"));
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            Ok(file) => Some(Mutex::new(file)),
+            Err(e) => {
+                Console { color: self.color }.warn(format!("cannot write {}: {e}", path.display()));
+                None
+            }
+        }
     }
 
     fn lock_followers(&self) -> std::sync::MutexGuard<'_, Vec<Follower>> {
@@ -179,7 +261,7 @@ impl LogMux {
                 .lock_followers()
                 .iter_mut()
                 .filter(|f| f.id == id)
-                .any(|f| matches!(f.child.try_wait(), Ok(None)));
+                .any(|f| matches!(f.call.child.try_wait(), Ok(None)));
             if !running {
                 return;
             }
@@ -194,46 +276,17 @@ impl LogMux {
         let mut followers = std::mem::take(&mut *self.lock_followers());
         for follower in &mut followers {
             while Instant::now() < deadline {
-                match follower.child.try_wait() {
+                match follower.call.child.try_wait() {
                     Ok(None) => thread::sleep(Duration::from_millis(20)),
                     _ => break,
                 }
             }
-            // Only our own `logs --follow` child, by its handle.
-            let _ = follower.child.kill();
-            let _ = follower.child.wait();
+            // Detaches only: the container is already stopped, or is left to teardown.
+            follower.call.kill();
         }
         for follower in followers {
             for reader in follower.readers {
                 let _ = reader.join();
-            }
-        }
-    }
-}
-
-fn copy_lines(
-    stream: Box<dyn Read + Send>,
-    prefix: &str,
-    out: &Mutex<()>,
-    file: Option<&Mutex<std::fs::File>>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line);
-                if let Some(file) = file {
-                    let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
-                    let _ = writeln!(file, "{}", text.trim_end_matches(['\n', '\r']));
-                }
-                let _guard = out.lock().unwrap_or_else(|p| p.into_inner());
-                let mut stdout = std::io::stdout().lock();
-                // A closed stdout (e.g. piped into `head`) must not stop the run.
-                let _ = writeln!(stdout, "{prefix}{}", text.trim_end_matches(['\n', '\r']));
-                let _ = stdout.flush();
             }
         }
     }

@@ -31,9 +31,14 @@ fn real_cli() -> String {
 /// A CLI that passes every call to the real one except `start`, which records its pid and
 /// hangs as a daemon that stopped answering would.
 fn hanging_start_cli(dir: &Path) -> PathBuf {
+    hanging_cli(dir, "start")
+}
+
+/// A CLI that passes every call to the real one except `verb`, which records its pid and hangs.
+fn hanging_cli(dir: &Path, verb: &str) -> PathBuf {
     let path = dir.join("hanging-docker");
     let script = format!(
-        "#!/bin/sh\nif [ \"$1\" = start ]; then echo $$ >> '{}'; exec sleep 300; fi\nexec '{}' \"$@\"\n",
+        "#!/bin/sh\nif [ \"$1\" = {verb} ]; then echo $$ >> '{}'; exec sleep 300; fi\nexec '{}' \"$@\"\n",
         dir.join("hung.pids").display(),
         real_cli()
     );
@@ -131,6 +136,63 @@ fn a_hung_engine_call_fails_the_run_at_its_deadline_naming_the_command() {
     for pid in hung_pids(&scratch.dir) {
         assert!(!is_running(pid), "the hung CLI call {pid} outlived flowctl");
     }
+}
+
+/// Reading image metadata creates a probe container per image never seen. Killed (-9) while
+/// such a probe exists (here: its `cp` hangs), flowctl leaves it to its reaper: the probe
+/// carries the run's labels from the start, and the reaper removes it with the rest.
+#[test]
+fn a_probe_container_of_a_killed_run_is_labelled_and_reaped() {
+    let scratch = Scratch::new("probereap");
+    let cli = hanging_cli(&scratch.dir, "cp");
+    let pipeline = scratch.pipeline(LONG_RUNNING);
+    let cli_env = cli.display().to_string();
+    // An empty cache: the test image's metadata has never been read.
+    let cache = scratch.dir.join("cache").display().to_string();
+    let mut run = scratch.run(
+        &pipeline,
+        &[],
+        &[("FLOWCTL_DOCKER_BIN", &cli_env), ("XDG_CACHE_HOME", &cache)],
+    );
+    wait_until("the probe's `cp` never ran", || {
+        !hung_pids(&scratch.dir).is_empty()
+    });
+    let probes = format!("name=flowctl-probe-{}-", run.pid);
+    let listed = support::docker(&["ps", "-aq", "--filter", &probes]);
+    assert!(
+        !listed.trim().is_empty(),
+        "no probe container\n{}",
+        run.output()
+    );
+    let left = scratch.leftovers();
+    assert!(
+        left.len() == 1 && left[0].starts_with("container flowctl-probe-"),
+        "the probe does not carry the run's labels: {left:?}\n{}",
+        run.output()
+    );
+    run.signal("KILL");
+    let _ = run.wait();
+    wait_until("the reaper left the probe container", || {
+        scratch.leftovers().is_empty()
+            && support::docker(&["ps", "-aq", "--filter", &probes])
+                .trim()
+                .is_empty()
+    });
+    for pid in hung_pids(&scratch.dir) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+}
+
+#[test]
+fn podman_reaps_a_killed_runs_probe_too() {
+    support::rerun_under_podman(
+        "the probe reaping test",
+        &[
+            "--exact",
+            "a_probe_container_of_a_killed_run_is_labelled_and_reaped",
+        ],
+        1,
+    );
 }
 
 /// Whether podman is installed (see [`support::require_tool`]).

@@ -246,6 +246,7 @@ fn image_metadata_is_read_without_starting_anything() {
         .image_file(
             "flowctl/ttp-processor:dev",
             flowctl::metadata::METADATA_PATH,
+            &Default::default(),
         )
         .unwrap()
         .expect("the image ships /metadata.json");
@@ -256,7 +257,8 @@ fn image_metadata_is_read_without_starting_anything() {
         engine
             .image_file(
                 "flowctl/test-component:dev",
-                flowctl::metadata::METADATA_PATH
+                flowctl::metadata::METADATA_PATH,
+                &Default::default(),
             )
             .unwrap(),
         None

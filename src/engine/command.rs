@@ -13,7 +13,7 @@ use std::ffi::OsStr;
 use std::fmt;
 use std::io::{self, BufRead as _, BufReader, Read};
 use std::os::unix::process::CommandExt as _;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread;
@@ -164,6 +164,9 @@ pub trait CommandExt {
     /// last as long as a container does (`wait`), which a signal must not cut short (teardown
     /// still needs to know how the container ended).
     fn capture_unbounded(&mut self) -> Result<String, EngineError>;
+    /// Starts a call whose output is read while it runs (`start --attach`), stdout and stderr
+    /// piped. It counts as in flight (a signal kills it) until [`Streaming::release`]d.
+    fn spawn_streaming(&mut self) -> Result<Streaming, EngineError>;
 }
 
 impl CommandExt for Command {
@@ -195,20 +198,23 @@ impl CommandExt for Command {
         checked(self, output)
     }
 
+    fn spawn_streaming(&mut self) -> Result<Streaming, EngineError> {
+        let child = spawn_in_flight(self)?;
+        Ok(Streaming {
+            pid: child.id(),
+            child,
+            command: self.command_line(),
+            in_flight: true,
+        })
+    }
+
     fn stream_lines(
         &mut self,
         deadline: Duration,
         on_line: &mut dyn FnMut(&str),
     ) -> Result<String, EngineError> {
-        let mut child = self
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| EngineError::spawn_failed(self.command_line(), &e))?;
+        let mut child = spawn_in_flight(self)?;
         let pid = child.id();
-        in_flight().insert(pid);
         let started = Instant::now();
         let (line_tx, lines) = mpsc::channel();
         if let Some(stdout) = child.stdout.take() {
@@ -280,15 +286,8 @@ impl CommandExt for Command {
     }
 
     fn output_within(&mut self, deadline: Duration) -> Result<Output, EngineError> {
-        let child = self
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| EngineError::spawn_failed(self.command_line(), &e))?;
+        let child = spawn_in_flight(self)?;
         let pid = child.id();
-        in_flight().insert(pid);
         let (done_tx, done_rx) = mpsc::channel();
         let waiter = thread::Builder::new()
             .name("engine-call".into())
@@ -320,6 +319,63 @@ impl CommandExt for Command {
         };
         in_flight().remove(&pid);
         result
+    }
+}
+
+/// Spawns `command` (no stdin, stdout and stderr piped, its own process group) and records it
+/// in flight. The record's lock is held across the spawn, so a signal's [`kill_in_flight`]
+/// either runs before the process exists or sees its pid: it cannot miss it.
+fn spawn_in_flight(command: &mut Command) -> Result<Child, EngineError> {
+    let mut calls = in_flight();
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .map_err(|e| EngineError::spawn_failed(command.command_line(), &e))?;
+    calls.insert(child.id());
+    Ok(child)
+}
+
+/// A CLI call whose output is read while it runs. Until [`Streaming::release`] it is in
+/// flight like any call (a signal kills it); after, it lives until it ends or is killed by its
+/// owner, so that the output of a container stopped by teardown is still read to its end.
+#[derive(Debug)]
+pub struct Streaming {
+    pub child: Child,
+    pid: u32,
+    command: String,
+    in_flight: bool,
+}
+
+impl Streaming {
+    /// The command line, for errors.
+    pub fn command_line(&self) -> &str {
+        &self.command
+    }
+
+    /// No longer killed by [`kill_in_flight`].
+    pub fn release(&mut self) {
+        if std::mem::take(&mut self.in_flight) {
+            in_flight().remove(&self.pid);
+        }
+    }
+
+    /// Kills the call with its process group and reaps it.
+    pub fn kill(&mut self) {
+        // Only while it runs: once reaped, its pid may belong to someone else.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            kill_group(self.pid);
+        }
+        let _ = self.child.wait();
+        self.release();
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

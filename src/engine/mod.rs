@@ -14,12 +14,12 @@ pub mod inspect;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use command::{kill_in_flight, CommandExt, EngineError};
+pub use command::{kill_in_flight, CommandExt, EngineError, Streaming};
 pub use inspect::{ContainerInfo, ContainerState, MountInfo, NetworkInfo};
 
 /// The container CLI used when neither `--docker-bin` nor `FLOWCTL_DOCKER_BIN` says otherwise.
@@ -270,24 +270,33 @@ impl Engine {
     }
 
     /// The text of the file `path` inside `image`, without running anything: a container is
-    /// created (never started, with an entrypoint that does not matter), the file copied out
-    /// as a tar stream, and the container removed whatever happened. `None` when the image
-    /// has no such file. Works the same under Docker and Podman.
-    pub fn image_file(&self, image: &str, path: &str) -> Result<Option<String>, EngineError> {
+    /// created (never started, with an entrypoint that does not matter) carrying `labels` (a
+    /// run's, so that its cleanup, its reaper and `gc` see it like any of its containers), the
+    /// file copied out as a tar stream, and the container removed whatever happened. `None`
+    /// when the image has no such file. Works the same under Docker and Podman.
+    pub fn image_file(
+        &self,
+        image: &str,
+        path: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Option<String>, EngineError> {
         static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let name = format!(
             "flowctl-probe-{}-{}",
             std::process::id(),
             PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        self.call([
-            "create",
-            "--name",
-            &name,
-            "--entrypoint",
-            "/flowctl-never-started",
-            image,
-        ])?;
+        let mut args: Vec<String> = vec!["create".into(), "--name".into(), name.clone()];
+        for (key, value) in labels {
+            args.push("--label".into());
+            args.push(format!("{key}={value}"));
+        }
+        args.extend([
+            "--entrypoint".into(),
+            "/flowctl-never-started".into(),
+            image.into(),
+        ]);
+        self.call(&args)?;
         let copied = self.call(["cp", &format!("{name}:{path}"), "-"]);
         let removed = self.remove_containers(std::slice::from_ref(&name));
         let tar = match copied {
@@ -505,18 +514,44 @@ impl Engine {
             .map_err(|_| EngineError::unexpected_output(command.command_line(), format!("{out:?}")))
     }
 
-    /// Starts `logs --follow` for `container`, stdout and stderr piped, in its own process
-    /// group. Ends when the container stops.
-    pub fn follow_logs(&self, container: &str) -> Result<Child, EngineError> {
-        use std::os::unix::process::CommandExt as _;
-        let mut command = self.command(["logs", "--follow", container]);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| EngineError::spawn_failed(command.command_line(), &e))
+    /// Starts `container` attached to its output (`start --attach`): the CLI attaches before it
+    /// starts the container, so every line the container writes is read, however soon it
+    /// exits. The call prints the container's stdout and stderr and ends when it stops.
+    pub fn start_attached(&self, container: &str) -> Result<Streaming, EngineError> {
+        self.command(["start", "--attach", container])
+            .spawn_streaming()
+    }
+
+    /// Waits until `container`, being started by `call` ([`Engine::start_attached`]), has
+    /// left the `created` state: `Ok(true)` once it runs or ran, `Ok(false)` when the call
+    /// ended without starting it (its stderr says why). Past the call deadline the call is
+    /// killed and that is the error.
+    pub fn wait_started(&self, container: &str, call: &mut Streaming) -> Result<bool, EngineError> {
+        let deadline = Instant::now() + self.deadlines.call;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            // The call's end first: a state read after it is final.
+            let ended = !matches!(call.child.try_wait(), Ok(None));
+            let state = self.inspect_container(container)?.map(|info| info.state);
+            if state.is_some_and(|state| state.status != "created") {
+                return Ok(true);
+            }
+            if ended {
+                return Ok(false);
+            }
+            if Instant::now() >= deadline {
+                call.kill();
+                return Err(EngineError {
+                    command: call.command_line().to_string(),
+                    code: None,
+                    stderr: String::new(),
+                    spawn_error: None,
+                    timed_out: Some(self.deadlines.call),
+                });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(80));
+        }
     }
 
     /// The last `lines` lines `container` wrote (stdout and stderr interleaved by the engine).

@@ -30,6 +30,7 @@ use crate::events::RunEvents;
 use crate::labels;
 use crate::location::{self, Location, LocationSetting};
 use crate::logs::{Console, LogMux};
+use crate::metadata::MetadataCache;
 use crate::owner::RunOwner;
 use crate::plan::{self, Naming, RunPlan};
 use crate::reaper::Reaper;
@@ -165,8 +166,18 @@ fn run_recorded(
         }
         image_ids.extend(pulled?);
     }
+    // From here on the run creates things: the reaper watches from the first (the probe
+    // containers that read image metadata carry the run's labels like everything else).
+    let reaper = spawn_reaper(&engine, &run_id, console);
+    let labels = run_labels(&plan, &run_id, &location);
     // What the images say about themselves (config names, roles, event types).
-    let metadata = crate::metadata::read_all(&engine, &plan)?;
+    let metadata = crate::metadata::read_all(
+        &engine,
+        &plan,
+        &image_ids,
+        &labels,
+        MetadataCache::for_user().as_ref(),
+    )?;
     plan.apply_metadata(&metadata)
         .map_err(|e| anyhow::anyhow!("{}: {e}", options.pipeline.display()))?;
     for component in &plan.components {
@@ -180,8 +191,6 @@ fn run_recorded(
     let logs = LogMux::new(&ids, options.color, options.logs_dir.clone());
     logs.prepare_dir(&ids)
         .context("--logs-dir: cannot write the components' log files")?;
-    let reaper = spawn_reaper(&engine, &run_id, console);
-    let labels = run_labels(&plan, &run_id, &location);
     let env_dir = EnvDir::new(&run_id)?;
     let mut guard = CleanupGuard::new(&engine, &run_id, &plan, console, reaper);
 

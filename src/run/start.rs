@@ -285,23 +285,21 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
         keys.join(", ")
     ));
     run.record.lock().component(id).started_at = Some(SystemTime::now());
-    run.engine
-        .start_container(&component.container_name)
-        .with_context(|| format!("component `{id}`: cannot start its container"))?;
-
-    // The ports first: the watcher and log follower below are two more CLI processes
-    // starting, which would slow this lookup on a small machine.
-    let ports = port_access(run, component);
-    watch_exit(run, component, attempt)?;
     let index = run
         .plan
         .components
         .iter()
         .position(|c| c.id == *id)
         .unwrap_or(0);
+    // Attached before it starts: no line it writes is lost, however soon it exits.
     run.logs
-        .follow(run.engine, id, index, &component.container_name)
-        .with_context(|| format!("component `{id}`: cannot follow its logs"))?;
+        .start_attached(run.engine, id, index, &component.container_name)
+        .with_context(|| format!("component `{id}`: cannot start its container"))?;
+
+    // The ports first: the watcher below is one more CLI process starting, which would slow
+    // this lookup on a small machine.
+    let ports = port_access(run, component);
+    watch_exit(run, component, attempt)?;
     let ports = match ports {
         Ok(ports) => ports,
         // A container that already exited has no published ports or address: report its exit.
