@@ -1,4 +1,4 @@
-//! Issue 6's security defaults. With a fake container CLI that records its argument vectors:
+//! The security defaults. With a fake container CLI that records its argument vectors:
 //! hostile strings in image names, arguments and env values reach the CLI as single arguments
 //! and never reach a shell; env values are never on a command line nor in flowctl's output;
 //! every container gets `no-new-privileges`, ports on 127.0.0.1 and read-only volumes. Against
@@ -33,7 +33,7 @@ for arg in "$@"; do printf '%s\n' "$arg" >> '{calls}'; done
 echo -- >> '{calls}'
 case "$1 $2" in
   "version "*) echo 'Version: 0.0-fake' ;;
-  "image inspect") echo sha256:fake ;;
+  "image inspect") echo 'sha256:{image_id}' ;;
   "container inspect") echo 'Error: No such container' >&2; exit 1 ;;
   "network create") touch '{created}'; echo fakenet ;;
   "network inspect")
@@ -51,7 +51,9 @@ esac
 exit 0
 "#,
             calls = calls.display(),
-            created = created.display()
+            created = created.display(),
+            // An id of this fake's own, so no run's cached metadata answers for its image.
+            image_id = support::unique("fake"),
         );
         let path = dir.join("docker");
         fs::write(&path, script).unwrap();
@@ -120,7 +122,13 @@ spec:
             "--control-plane-port",
             "0",
         ],
-        &[("FLOWCTL_DOCKER_BIN", &fake.bin())],
+        &[
+            ("FLOWCTL_DOCKER_BIN", &fake.bin()),
+            (
+                "XDG_CACHE_HOME",
+                &fake.dir.join("cache").display().to_string(),
+            ),
+        ],
     );
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("refusing to start"), "{stderr}");
