@@ -111,6 +111,161 @@ fn podman_relays_the_v1_example() {
     );
 }
 
+/// One real dataset of `examples/ledgers` and the bounded range read from it.
+struct Dataset {
+    name: String,
+    lake: PathBuf,
+    passphrase: &'static str,
+    start: u32,
+    end: u32,
+}
+
+const TESTNET: &str = "Test SDF Network ; September 2015";
+const PUBNET: &str = "Public Global Stellar Network ; September 2015";
+const STANDALONE: &str = "Standalone Network ; February 2017";
+
+/// Every real dataset: the four lakes (each version of `LedgerCloseMeta` and its extension
+/// arms: protocol 20 to 25, mainnet's `LedgerCloseMetaExtV1` in 53312000), and each ledger of
+/// the base64 mainnet example (protocols 2 to 19, `LedgerCloseMeta` v0) written as a lake of
+/// its own (`datalake-gen --from-base64`; its ledgers are far apart, and a bounded range
+/// waits at a gap).
+fn real_datasets(dir: &Path) -> Vec<Dataset> {
+    let ledgers = repo().join("examples/ledgers");
+    let lake = |name: &str, passphrase, start, end| Dataset {
+        name: name.to_string(),
+        lake: ledgers.join(name),
+        passphrase,
+        start,
+        end,
+    };
+    let mut sets = vec![
+        lake("testnet-997-999", TESTNET, 997, 999),
+        lake("pubnet-53312000", PUBNET, 53312000, 53312000),
+        lake("standalone-p23-sac", STANDALONE, 84, 85),
+        lake("standalone-p25-10048-10077", STANDALONE, 10048, 10077),
+    ];
+    let base64_lake = dir.join("pubnet-ttp-example");
+    let made = std::process::Command::new(support::datalake_gen())
+        .arg("--from-base64")
+        .arg(ledgers.join("pubnet-ttp-example/ledgers-base64.txt"))
+        .arg("--out")
+        .arg(&base64_lake)
+        .args(["--network-passphrase", PUBNET])
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for sequence in [6154623, 16154623, 26154623, 36154623, 46154623] {
+        sets.push(Dataset {
+            name: format!("pubnet-ttp-example {sequence}"),
+            lake: base64_lake.clone(),
+            passphrase: PUBNET,
+            start: sequence,
+            end: sequence,
+        });
+    }
+    sets
+}
+
+/// The first generation's extraction of `set` (`ttp-processor events`, the code of the
+/// first-generation processor, whose output the first-generation pipeline prints).
+fn first_generation_events(set: &Dataset) -> Vec<String> {
+    let out = std::process::Command::new(
+        repo().join("target/x86_64-unknown-linux-gnu/release/ttp-processor"),
+    )
+    .args(["events", "--datalake"])
+    .arg(&set.lake)
+    .args([
+        "--start",
+        &set.start.to_string(),
+        "--end",
+        &set.end.to_string(),
+    ])
+    .args(["--network-passphrase", set.passphrase])
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        set.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// The v1 example on every real dataset: the consumer prints event for event what the first
+/// generation extracts from the same ledgers.
+#[test]
+fn the_v1_pipeline_gives_the_first_generations_events_on_every_real_dataset() {
+    require_images(&IMAGES);
+    let scratch = Scratch::new("v1-parity");
+    let mut table = Vec::new();
+    for set in real_datasets(&scratch.dir) {
+        let spec = example_spec(&set.lake)
+            .replace(
+                &format!("\"{TESTNET}\""),
+                &format!("\"{}\"", set.passphrase),
+            )
+            .replace(
+                "START_LEDGER: \"997\"",
+                &format!("START_LEDGER: \"{}\"", set.start),
+            )
+            .replace(
+                "END_LEDGER: \"998\"",
+                &format!("END_LEDGER: \"{}\"", set.end),
+            );
+        let pipeline = scratch.pipeline(&spec);
+        let mut run = scratch.run(&pipeline, &[], &[]);
+        let status = run.wait();
+        assert!(status.success(), "{}:\n{}", set.name, run.output());
+        let stdout = run.stdout();
+        let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+            .into_iter()
+            .filter(|line| line.starts_with('{'))
+            .collect();
+        let expected = first_generation_events(&set);
+        assert_eq!(events, expected, "{}:\n{}", set.name, run.stderr());
+        assert_eq!(scratch.leftovers(), Vec::<String>::new(), "{}", set.name);
+        table.push(format!(
+            "{} {}-{}: {} event(s)",
+            set.name,
+            set.start,
+            set.end,
+            events.len()
+        ));
+    }
+    // Shown with --nocapture: the parity table.
+    println!("{}", table.join("\n"));
+    // Not every dataset may be empty: that would compare nothing.
+    assert!(
+        table
+            .iter()
+            .filter(|row| !row.ends_with(": 0 event(s)"))
+            .count()
+            >= 4,
+        "{table:?}"
+    );
+}
+
+#[test]
+fn podman_gives_the_same_events_on_every_real_dataset() {
+    support::rerun_under_podman(
+        "the flowctl.v1 parity on every real dataset",
+        &[
+            "the_v1_pipeline_gives_the_first_generations_events_on_every_real_dataset",
+            "--exact",
+        ],
+        1,
+    );
+}
+
 /// The restarted-source test again with `FLOWCTL_DOCKER_BIN=podman` (`podman kill`; the relay
 /// reaches Podman's containers at their network or published addresses as under Docker).
 #[test]

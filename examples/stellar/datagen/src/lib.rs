@@ -192,6 +192,52 @@ pub fn generate(config: &Config) -> Result<Summary> {
     Ok(summary)
 }
 
+/// Writes the real ledgers of `file` (one base64 `LedgerCloseMeta` per line, as
+/// `examples/ledgers/pubnet-ttp-example` holds them) as a lake at `out`, one ledger per object
+/// whatever gaps lie between them; returns their sequences in file order.
+pub fn lake_from_base64(
+    file: &Path,
+    out: &Path,
+    passphrase: &str,
+    layout: Layout,
+) -> Result<Vec<u32>> {
+    use base64::Engine as _;
+    use stellar_xdr::{Limits, ReadXdr};
+    layout.validate()?;
+    if layout.ledgers_per_file != 1 {
+        bail!("--from-base64 writes one ledger per file: --ledgers-per-file must be 1");
+    }
+    let text = fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_manifest(out, passphrase, layout)?;
+    let lake = DataLake::new(out, layout)?;
+    let mut sequences = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = || format!("{} line {}", file.display(), index + 1);
+        let xdr = base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .with_context(|| format!("{}: not base64", at()))?;
+        let meta = LedgerCloseMeta::from_xdr(&xdr, Limits::none())
+            .with_context(|| format!("{}: not an XDR LedgerCloseMeta", at()))?;
+        let sequence = match &meta {
+            LedgerCloseMeta::V0(m) => m.ledger_header.header.ledger_seq,
+            LedgerCloseMeta::V1(m) => m.ledger_header.header.ledger_seq,
+            LedgerCloseMeta::V2(m) => m.ledger_header.header.ledger_seq,
+        };
+        lake.write_batch(&LedgerCloseMetaBatch {
+            start_sequence: sequence,
+            end_sequence: sequence,
+            ledger_close_metas: vec![meta].try_into().context("batch too large")?,
+        })?;
+        sequences.push(sequence);
+    }
+    Ok(sequences)
+}
+
 /// Writes `.config.json` as newer galexie versions do.
 fn write_manifest(root: &Path, passphrase: &str, layout: Layout) -> Result<()> {
     let text = format!(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use stellar_datagen::{generate, Config, Profile, STANDALONE_PASSPHRASE};
+use stellar_datagen::{generate, lake_from_base64, Config, Profile, STANDALONE_PASSPHRASE};
 use stellar_ttp::datalake::Layout;
 
 /// Generate a Stellar data lake (galexie layout, protocol 23) with known token transfer events.
@@ -17,11 +17,15 @@ struct Args {
     #[arg(long)]
     out: PathBuf,
     /// First ledger sequence (a multiple of --ledgers-per-file).
-    #[arg(long)]
-    start: u32,
+    #[arg(long, required_unless_present = "from_base64")]
+    start: Option<u32>,
     /// Number of ledgers (rounded up to whole files, as galexie writes them).
-    #[arg(long)]
-    ledgers: u32,
+    #[arg(long, required_unless_present = "from_base64")]
+    ledgers: Option<u32>,
+    /// Instead of generating: write the real ledgers of this file (one base64
+    /// `LedgerCloseMeta` per line) as the lake, one per file.
+    #[arg(long, conflicts_with_all = ["start", "ledgers", "expected", "profile", "seed"])]
+    from_base64: Option<PathBuf>,
     /// `small` (a few dozen transactions per ledger) or `mainnet-like` (several hundred).
     #[arg(long, default_value = "small")]
     profile: String,
@@ -55,16 +59,29 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let layout = Layout {
+        ledgers_per_file: args.ledgers_per_file,
+        files_per_partition: args.files_per_partition,
+    };
+    if let Some(file) = &args.from_base64 {
+        let sequences = lake_from_base64(file, &args.out, &args.network_passphrase, layout)?;
+        let listed: Vec<String> = sequences.iter().map(u32::to_string).collect();
+        eprintln!(
+            "datalake-gen: wrote {} real ledger(s) into {}: {}",
+            sequences.len(),
+            args.out.display(),
+            listed.join(", ")
+        );
+        return Ok(());
+    }
     let config = Config {
         out: args.out,
-        start: args.start,
-        ledgers: args.ledgers,
+        // Both required by clap without --from-base64.
+        start: args.start.unwrap_or_default(),
+        ledgers: args.ledgers.unwrap_or_default(),
         profile: Profile::parse(&args.profile)?,
         seed: args.seed,
-        layout: Layout {
-            ledgers_per_file: args.ledgers_per_file,
-            files_per_partition: args.files_per_partition,
-        },
+        layout,
         passphrase: args.network_passphrase,
         expected: args.expected,
     };

@@ -37,7 +37,7 @@ use stellar_components::shutdown::Shutdown;
 use stellar_components::source::backend;
 use stellar_components::source::config::{BackendConfig, ObjectService};
 use stellar_components::source::{LedgerSource, SourceConfig};
-use stellar_xdr::{ExtensionPoint, LedgerHeaderHistoryEntry, Limited, Limits, ReadXdr};
+use stellar_xdr::{LedgerCloseMetaExt, LedgerHeaderHistoryEntry, Limited, Limits, ReadXdr};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -427,11 +427,13 @@ pub fn ledger_header(xdr: &[u8]) -> Result<(u32, u64), String> {
     let mut reader = Limited::new(Cursor::new(xdr), Limits::none());
     let version =
         i32::read_xdr(&mut reader).map_err(|e| format!("not an XDR LedgerCloseMeta: {e}"))?;
-    // V0 starts with the header; V1 and V2 with an ExtensionPoint first.
+    // V0 starts with the header; V1 and V2 with a `LedgerCloseMetaExt` first: void (arm 0) or
+    // `LedgerCloseMetaExtV1` (arm 1: an extension point and `sorobanFeeWrite1KB`, as mainnet
+    // ledgers of protocol 21 carry).
     match version {
         0 => {}
         1 | 2 => {
-            ExtensionPoint::read_xdr(&mut reader)
+            LedgerCloseMetaExt::read_xdr(&mut reader)
                 .map_err(|e| format!("LedgerCloseMeta v{version} extension: {e}"))?;
         }
         other => return Err(format!("unknown LedgerCloseMeta version {other}")),
@@ -507,4 +509,111 @@ pub fn main(args: &[String]) -> ExitCode {
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    use base64::Engine as _;
+    use stellar_xdr::LedgerCloseMeta;
+
+    fn ledgers_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ledgers")
+    }
+
+    /// Every data lake object under `dir`, recursively.
+    fn lake_files(dir: &Path, found: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                lake_files(&path, found);
+            } else if path.to_string_lossy().ends_with(".xdr.zst")
+                || path.to_string_lossy().ends_with(".xdr.zstd")
+            {
+                found.push(path);
+            }
+        }
+    }
+
+    /// What the full decoder says of the header, to compare the quick read with.
+    fn decoded_header(xdr: &[u8]) -> (u32, u64, &'static str) {
+        let meta = LedgerCloseMeta::from_xdr(xdr, Limits::none()).unwrap();
+        let (entry, shape) = match &meta {
+            LedgerCloseMeta::V0(v0) => (&v0.ledger_header, "v0"),
+            LedgerCloseMeta::V1(v1) => (
+                &v1.ledger_header,
+                match v1.ext {
+                    LedgerCloseMetaExt::V0 => "v1, ext v0",
+                    LedgerCloseMetaExt::V1(_) => "v1, ext v1",
+                },
+            ),
+            LedgerCloseMeta::V2(v2) => (
+                &v2.ledger_header,
+                match v2.ext {
+                    LedgerCloseMetaExt::V0 => "v2, ext v0",
+                    LedgerCloseMetaExt::V1(_) => "v2, ext v1",
+                },
+            ),
+        };
+        (
+            entry.header.ledger_seq,
+            entry.header.scp_value.close_time.0,
+            shape,
+        )
+    }
+
+    /// The quick header read agrees with the full decoder on every real ledger in
+    /// `examples/ledgers`: each `LedgerCloseMeta` version and extension arm they hold.
+    #[test]
+    fn the_header_of_every_real_ledger_is_read_as_the_full_decoder_reads_it() {
+        let mut files = Vec::new();
+        lake_files(&ledgers_dir(), &mut files);
+        assert!(files.len() >= 5, "no data lake files found: {files:?}");
+        let mut ledgers: Vec<Vec<u8>> = files
+            .iter()
+            .flat_map(|path| stellar_components::source::read_object(path).unwrap())
+            .map(|ledger| ledger.ledger_close_meta_xdr)
+            .collect();
+        let base64 =
+            std::fs::read_to_string(ledgers_dir().join("pubnet-ttp-example/ledgers-base64.txt"))
+                .unwrap();
+        for line in base64.lines().filter(|l| !l.trim().is_empty()) {
+            ledgers.push(
+                base64::engine::general_purpose::STANDARD
+                    .decode(line.trim())
+                    .unwrap(),
+            );
+        }
+        let mut shapes = std::collections::BTreeSet::new();
+        for xdr in &ledgers {
+            let (sequence, close_time, shape) = decoded_header(xdr);
+            assert_eq!(
+                ledger_header(xdr),
+                Ok((sequence, close_time)),
+                "ledger {sequence} ({shape})"
+            );
+            shapes.insert(shape);
+        }
+        // The shapes the real data covers, so a lost dataset cannot silently narrow the test.
+        assert_eq!(
+            shapes.into_iter().collect::<Vec<_>>(),
+            ["v0", "v1, ext v0", "v1, ext v1", "v2, ext v0"]
+        );
+    }
+
+    #[test]
+    fn an_unknown_version_or_extension_arm_is_named() {
+        assert_eq!(
+            ledger_header(&[0, 0, 0, 3]),
+            Err("unknown LedgerCloseMeta version 3".to_string())
+        );
+        let bad_arm = [0, 0, 0, 1, 0, 0, 0, 7];
+        let error = ledger_header(&bad_arm).unwrap_err();
+        assert!(
+            error.starts_with("LedgerCloseMeta v1 extension: "),
+            "{error}"
+        );
+    }
 }

@@ -275,6 +275,38 @@ pub(crate) mod tests {
         assert_eq!(meta, batch.ledger_close_metas[0]);
     }
 
+    /// The hand-read header offsets hold for every real ledger in `examples/ledgers`, whatever
+    /// `LedgerCloseMeta` version and extension arm it has (mainnet's protocol 21 ledger carries
+    /// `LedgerCloseMetaExtV1`).
+    #[test]
+    fn the_header_is_found_in_every_real_ledger() {
+        fn files(dir: &Path, found: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    files(&path, found);
+                } else if path.to_string_lossy().contains(".xdr.zst") {
+                    found.push(path);
+                }
+            }
+        }
+        let mut found = Vec::new();
+        files(&real_lake(""), &mut found);
+        assert!(found.len() >= 5, "{found:?}");
+        for path in found {
+            for ledger in read_object(&path).unwrap() {
+                let xdr = &ledger.ledger_close_meta_xdr;
+                let hash_at = header_hash_offset(xdr, 0).expect("a known LedgerCloseMeta shape");
+                assert_eq!(
+                    header_sequence(xdr, hash_at),
+                    Some(ledger.sequence),
+                    "{}",
+                    path.display()
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_multi_ledger_object_is_cut_at_each_ledger() {
         use stellar_xdr::{LedgerCloseMetaBatch, WriteXdr};
