@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmarks for flowctl (issue 7). Every figure is a ratio of two things measured alternately in
+# Benchmarks for flowctl. Every figure is a ratio of two things measured alternately in
 # the same run (medians of RUNS runs), because shared machines are noisy.
 #
 #   scripts/bench.sh [--quick] [all|lifecycle|scaling|datapath|cost|backends|relay]
@@ -31,7 +31,7 @@
 #               every event arrived (the consumer's summary; the ConsumeResponse flowctl prints),
 #               the ratio relayed/direct (goal >= 0.8), and flowctl's CPU seconds and VmHWM while
 #               relaying (goal < 50 MB). 28 Nov 2026, 2 cores: relayed 148,415 events/s, direct
-#               173,902, ratio 0.85 (0.89 in another run; see README "Performance"), flowctl
+#               173,902, ratio 0.85 (0.89 in another run; see docs/performance.md, "Relay"), flowctl
 #               1.9 CPU s and 36.9 MB VmHWM per 962,028 relayed events.
 set -euo pipefail
 

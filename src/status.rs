@@ -1,5 +1,5 @@
 //! The status table: one row per component with its container, ports, health, registration
-//! and the key heartbeat metrics (CONTRACT.md §3), for `flowctl run` and `flowctl status`.
+//! and the key heartbeat metrics (docs/contract.md §3), for `flowctl run` and `flowctl status`.
 //! Rendering only: where the rows come from is `run/notices.rs` (a run's own view) and
 //! `status_client.rs` (`flowctl status`, through the labels of running containers).
 

@@ -1,4 +1,4 @@
-//! Scenario 9 of issue 6: malformed pipeline files. Every file in tests/pipelines/invalid/
+//! Malformed pipeline files. Every file in tests/pipelines/invalid/
 //! states its expected error in `# expect:` lines and must make `flowctl validate` (the real
 //! binary) exit 1 with that error; files too large for the repository are generated here; and
 //! a deterministic mutator feeds the parser and the plan tens of thousands of broken variants

@@ -1,4 +1,4 @@
-//! Issue 16 against the real engine: flowctl in the CI job shapes it is made for.
+//! Against the real engine: flowctl in the CI job shapes it is made for.
 //!
 //! - A minimal job image built here (`FROM scratch`: the machine's `docker` CLI with the two
 //!   libraries it links, and flowctl; one variant with `/tmp`, one without), run with the host's

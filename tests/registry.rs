@@ -1,4 +1,4 @@
-//! Issue 13: pulling from a real registry. The test starts Debian's `docker-registry` (the CNCF
+//! Pulling from a real registry. The test starts Debian's `docker-registry` (the CNCF
 //! distribution registry) on 127.0.0.1 on a free port, with filesystem storage in a scratch
 //! folder; pushes the example images to it under its own organisation and version; removes
 //! those registry tags locally (never the shared `flowctl/*:dev` ones); then runs a pipeline

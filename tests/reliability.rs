@@ -1,4 +1,4 @@
-//! Issue 6 against the real engine: `kill -9` of `flowctl run` leaves nothing (the reaper),
+//! Against the real engine: `kill -9` of `flowctl run` leaves nothing (the reaper),
 //! `flowctl gc` still cleans up when the reaper was killed too, a failing component and the
 //! terminal's signals leave nothing. Every test here also runs under Podman (see
 //! [`podman_passes_the_same_scenarios`]).
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::{flowctl, Flowctl, Scratch, LONG_RUNNING};
 
-/// How long the reaper may take, as a failure bound (issue 6 asks for about 15 s; the engine
+/// How long the reaper may take, as a failure bound (the guarantee is about 15 s; the engine
 /// stopping containers under load can take longer). Not a measurement.
 const REAP_BOUND: Duration = Duration::from_secs(30);
 

@@ -1,4 +1,4 @@
-//! Issue 13: `replicas: N` and `spec.pipelines` jobs against the real engine. Replicas are N
+//! `replicas: N` and `spec.pipelines` jobs against the real engine. Replicas are N
 //! containers sharing the component's network alias (each with its own health check, label and
 //! status row); the example pipeline with a replicated processor still gives every consumer the
 //! exact upstream events. Jobs start after what they `depends_on`, are restarted as their

@@ -1,4 +1,4 @@
-//! Issue 13: upstream flowctl's current pipeline format. Every file in tests/pipelines/upstream/
+//! Upstream flowctl's current pipeline format. Every file in tests/pipelines/upstream/
 //! (written in upstream's style: component references, `config`, the `process` driver,
 //! `secrets`, `resources`, `${VAR}`) must pass `flowctl validate` (the real binary), and its
 //! plan must say what those fields mean here: images from references and `--registry`, config

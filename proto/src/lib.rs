@@ -1,4 +1,4 @@
-//! Generated gRPC and protobuf types for the contracts in `proto/` (see CONTRACT.md).
+//! Generated gRPC and protobuf types for the contracts in `proto/` (see docs/contract.md).
 //!
 //! Module names follow the protobuf packages, so `token_transfer::TokenTransferEvent` here is
 //! `token_transfer.TokenTransferEvent` on the wire.

@@ -1,5 +1,5 @@
-//! The wire contract of CONTRACT.md §1–§3 and of `flowctl.v1`/`stellar.v1` (flow-proto v0.1.3,
-//! issue 14), checked byte by byte.
+//! The wire contract of docs/contract.md §1–§3 and of `flowctl.v1`/`stellar.v1` (flow-proto
+//! v0.1.3), checked byte by byte.
 //!
 //! Every message here is written out by hand with the field numbers and wire types the contract
 //! states, independently of the `.proto` files, then decoded with the generated types (and, where
@@ -360,7 +360,7 @@ fn service_status_and_list() {
     assert_eq!(status.component_id, "ttp-processor");
 }
 
-// --- flowctl.v1 / stellar.v1 (flow-proto v0.1.3, issue 14) ---
+// --- flowctl.v1 / stellar.v1 (flow-proto v0.1.3) ---
 
 mod v1 {
     use std::collections::HashMap;

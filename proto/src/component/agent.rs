@@ -1,5 +1,5 @@
 //! The component side of the control plane: register once, then heartbeat with the current
-//! metrics every `FLOWCTL_HEARTBEAT_INTERVAL` (CONTRACT.md §3).
+//! metrics every `FLOWCTL_HEARTBEAT_INTERVAL` (docs/contract.md §3).
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};

@@ -1,4 +1,4 @@
-//! The environment every component reads (CONTRACT.md §4).
+//! The environment every component reads (docs/contract.md §4).
 
 use std::time::Duration;
 

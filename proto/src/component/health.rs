@@ -1,4 +1,4 @@
-//! The `/health` endpoint (CONTRACT.md §5) and the probe behind each component's `healthcheck`
+//! The `/health` endpoint (docs/contract.md §5) and the probe behind each component's `healthcheck`
 //! subcommand.
 
 use std::collections::BTreeMap;
@@ -50,7 +50,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Metrics that start out healthy with every key in `keys` at zero, so `/health` shows the
-    /// full set of CONTRACT.md §3 keys from the start.
+    /// full set of docs/contract.md §3 keys from the start.
     pub fn with_keys(keys: &[&str]) -> Metrics {
         let metrics = Metrics::default();
         for key in keys {

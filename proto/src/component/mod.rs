@@ -1,4 +1,4 @@
-//! What a pipeline component needs to take part in a flowctl run (CONTRACT.md §3–§5): its
+//! What a pipeline component needs to take part in a flowctl run (docs/contract.md §3–§5): its
 //! environment, a `/health` endpoint, a `healthcheck` probe usable where there is no curl (a
 //! `FROM scratch` image), and an agent that registers with the control plane and heartbeats
 //! (the legacy `flowctl.ControlPlane`, or `flowctl.v1.ControlPlaneService` for v1 components).

@@ -1,5 +1,5 @@
 //! A small static component for flowctl's integration tests. It serves `/health` like the real
-//! components (CONTRACT.md §5), registers with the control plane when `ENABLE_FLOWCTL=true`,
+//! components (docs/contract.md §5), registers with the control plane when `ENABLE_FLOWCTL=true`,
 //! exits cleanly on SIGTERM (it runs as PID 1 in a `FROM scratch` image, where the kernel gives
 //! PID 1 no default signal handling), and is told by its environment how to misbehave:
 //!

@@ -19,7 +19,7 @@ use crate::logging;
 use crate::shutdown::{signalled, ShutdownTrigger};
 use crate::{EXIT_CONFIG, EXIT_FAILURE};
 
-/// The `/health` port when `HEALTH_PORT` is unset (CONTRACT.md §4).
+/// The `/health` port when `HEALTH_PORT` is unset (docs/contract.md §4).
 pub const DEFAULT_HEALTH_PORT: u16 = 8088;
 
 /// How a component describes itself to the control plane and in `/health`.
@@ -30,7 +30,7 @@ pub struct Identity {
     pub service_type: ServiceType,
     pub input_event_types: &'static [&'static str],
     pub output_event_types: &'static [&'static str],
-    /// The CONTRACT.md §3 metric keys, all reported from the start.
+    /// The docs/contract.md §3 metric keys, all reported from the start.
     pub metric_keys: &'static [&'static str],
 }
 

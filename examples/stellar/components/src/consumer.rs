@@ -30,7 +30,7 @@ use crate::grpc;
 use crate::processor::LedgerRange;
 use crate::shutdown::{self, Shutdown};
 
-/// How the consumer registers and what `/health` reports (CONTRACT.md §3).
+/// How the consumer registers and what `/health` reports (docs/contract.md §3).
 pub const IDENTITY: Identity = Identity {
     name: "consumer-app",
     service_type: ServiceType::Sink,

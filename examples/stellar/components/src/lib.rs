@@ -16,7 +16,7 @@ pub mod processor;
 pub mod shutdown;
 pub mod source;
 
-/// Event type names used in control plane registrations (CONTRACT.md §3).
+/// Event type names used in control plane registrations (docs/contract.md §3).
 pub mod event_types {
     /// What the source emits.
     pub const RAW_LEDGER: &str = "raw_ledger_service.RawLedgerChunk";

@@ -1,4 +1,4 @@
-//! `ttp-processor`: serves `token_transfer_service.EventService` (CONTRACT.md §2, §4). Each
+//! `ttp-processor`: serves `token_transfer_service.EventService` (docs/contract.md §2, §4). Each
 //! `GetTTPEvents` call pulls raw ledgers from the source's `StreamRawLedgers`, decodes them and
 //! extracts their token transfer events with `stellar_ttp`.
 //!
@@ -41,7 +41,7 @@ use crate::grpc;
 use crate::shutdown::{self, Shutdown, UntilShutdown};
 use crate::{event_types, EXIT_FAILURE};
 
-/// How the processor registers and what `/health` reports (CONTRACT.md §3).
+/// How the processor registers and what `/health` reports (docs/contract.md §3).
 pub const IDENTITY: Identity = Identity {
     name: "ttp-processor",
     service_type: ServiceType::Processor,
@@ -140,7 +140,7 @@ pub struct LedgerRange {
 }
 
 impl LedgerRange {
-    /// Checks a request (CONTRACT.md §2): inclusive, `end_ledger = 0` is live, and ours:
+    /// Checks a request (docs/contract.md §2): inclusive, `end_ledger = 0` is live, and ours:
     /// `0 < end < start` is `INVALID_ARGUMENT`.
     pub fn of_request(request: &GetEventsRequest) -> Result<LedgerRange, Status> {
         let (start, end) = (request.start_ledger, request.end_ledger);

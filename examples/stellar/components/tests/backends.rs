@@ -1,7 +1,7 @@
 //! The source's remote backends against real servers on 127.0.0.1, started by these tests:
 //! S3 (`s3s-fs`), GCS (`fake-gcs-server`) and a Stellar RPC `getLedgers` server
 //! (support/rpc_server.rs). For every real lake folder the events through each backend equal
-//! the offline extraction; the faults of issue 15 (unreachable, restart mid-stream, missing and
+//! the offline extraction; the faults a remote store has (unreachable, restart mid-stream, missing and
 //! corrupt objects, access denied, retention) end or resume streams as documented, and no
 //! secret appears in an error. A missing server fails the test with an install hint unless
 //! `FLOWCTL_TEST_SKIP` names it (`s3`, `gcs`).

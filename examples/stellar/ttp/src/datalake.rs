@@ -1,4 +1,4 @@
-//! A galexie-layout data lake in a local folder (CONTRACT.md §6).
+//! A galexie-layout data lake in a local folder (docs/contract.md §6).
 //!
 //! Each object holds the zstd-compressed XDR of one `LedgerCloseMetaBatch`. Object keys encode
 //! `0xFFFFFFFF - start` in hex so that newer ledgers sort first, inside partition folders when a
@@ -15,7 +15,7 @@ use stellar_xdr::{LedgerCloseMeta, LedgerCloseMetaBatch, Limits, ReadXdr, WriteX
 /// File extensions galexie has written, newest first; readers accept both.
 pub const EXTENSIONS: [&str; 2] = ["xdr.zst", "xdr.zstd"];
 
-/// The extension this crate writes (the one in CONTRACT.md's examples).
+/// The extension this crate writes (the one in docs/contract.md's examples).
 pub const WRITE_EXTENSION: &str = "xdr.zstd";
 
 /// Name of the manifest newer exporters write at the root of the lake.

@@ -36,7 +36,7 @@ pub struct V1Identity {
     pub component_type: ComponentType,
     pub input_event_types: &'static [&'static str],
     pub output_event_types: &'static [&'static str],
-    /// Metric keys reported from the start (the first generation's, CONTRACT.md §3).
+    /// Metric keys reported from the start (the first generation's, docs/contract.md §3).
     pub metric_keys: &'static [&'static str],
     /// `PORT` when unset.
     pub default_port: &'static str,

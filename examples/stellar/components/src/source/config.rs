@@ -1,5 +1,5 @@
 //! The source's configuration, read from the environment with upstream's variable names
-//! (CONTRACT.md §4, §8): which backend (a data lake folder, S3, GCS or a Stellar RPC server),
+//! (docs/contract.md §4, §8): which backend (a data lake folder, S3, GCS or a Stellar RPC server),
 //! where, with which credentials, and how a stream reads ahead. Reading the configuration never
 //! touches the network; the lake's `.config.json` is read when the backend is opened
 //! ([`super::backend::open`]), and [`EnvLake::resolve`] decides between it and the environment.

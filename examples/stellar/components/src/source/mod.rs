@@ -1,6 +1,6 @@
 //! `stellar-live-source-datalake`: serves `raw_ledger_service.RawLedgerService` from a
 //! galexie-layout data lake in a local folder, an S3 or GCS bucket, or from a Stellar RPC
-//! server (CONTRACT.md §1, §4, §6, §8).
+//! server (docs/contract.md §1, §4, §6, §8).
 //!
 //! - [`config`]: the environment, with upstream's variable names;
 //! - [`backend`]: opening the configured backend and each stream's [`backend::Feed`];
@@ -40,7 +40,7 @@ use crate::event_types;
 use crate::grpc;
 use crate::shutdown::{self, Shutdown, UntilShutdown};
 
-/// How the source registers and what `/health` reports (CONTRACT.md §3).
+/// How the source registers and what `/health` reports (docs/contract.md §3).
 pub const IDENTITY: Identity = Identity {
     name: "stellar-live-source-datalake",
     service_type: ServiceType::Source,

@@ -1,5 +1,5 @@
 //! Token transfer events from `LedgerCloseMeta`, by the rules of the upstream Go processor
-//! (stellar/go `processors/token_transfer`, CONTRACT.md §2).
+//! (stellar/go `processors/token_transfer`, docs/contract.md §2).
 //!
 //! Classic operations are derived from the operation, its result and its ledger entry changes;
 //! Soroban invocations from their SEP-41 contract events (meta v3 and v4). Fees come from the
