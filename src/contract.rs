@@ -1,12 +1,12 @@
-//! What flowctl gives every component it runs (CONTRACT.md §4): the environment it injects and
+//! What flowctl gives every component it runs (docs/contract.md §4): the environment it injects and
 //! where published ports bind. One definition, used by `flowctl run` and by `flowctl translate`,
 //! so a translated pipeline sees exactly what a run gives it.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::duration;
 use crate::plan::RunPlan;
-use crate::spec::format_duration;
 
 /// Published ports bind here only: nothing is reachable from other hosts by default.
 pub const PUBLISH_HOST_IP: &str = "127.0.0.1";
@@ -47,7 +47,7 @@ pub fn control_plane_args(plan: &RunPlan, heartbeat_interval: Duration) -> Vec<S
         "--listen".to_string(),
         format!("0.0.0.0:{CONTROL_PLANE_PORT}"),
         "--heartbeat-interval".to_string(),
-        format_duration(heartbeat_interval),
+        duration::format(heartbeat_interval),
     ];
     for component in &plan.components {
         args.push("--expect".to_string());
@@ -75,7 +75,7 @@ pub fn injected_env(id: &str, control_plane: Option<&ControlPlaneAccess>) -> Vec
             (FLOWCTL_ENDPOINT.to_string(), access.endpoint.clone()),
             (
                 FLOWCTL_HEARTBEAT_INTERVAL.to_string(),
-                format_duration(access.heartbeat_interval),
+                duration::format(access.heartbeat_interval),
             ),
         ]),
         None => env.push((ENABLE_FLOWCTL.to_string(), "false".to_string())),

@@ -1,5 +1,5 @@
 //! Health probing of a component at the address flowctl reaches it at (a published port, or
-//! its address on the pipeline network): HTTP (CONTRACT.md §5) or `grpc.health.v1.Health`
+//! its address on the pipeline network): HTTP (docs/contract.md §5) or `grpc.health.v1.Health`
 //! ([`HealthProtocol`]), and the back-off between probes.
 
 use std::net::SocketAddr;
@@ -73,15 +73,11 @@ impl HealthProbe {
     }
 }
 
-/// One `grpc.health.v1.Health/Check` of the whole server (service ""), on a runtime of its
-/// own: probes run on flowctl's synchronous threads.
+/// One `grpc.health.v1.Health/Check` of the whole server (service ""), blocking the calling
+/// thread on the process's runtime: probes run on flowctl's synchronous threads.
 fn check_grpc(address: SocketAddr) -> Result<(), String> {
     let what = format!("grpc.health.v1.Health/Check at {address}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("{what}: cannot start a tokio runtime: {e}"))?;
-    let answer = runtime.block_on(async {
+    let answer = crate::runtime::block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(PROBE_TIMEOUT)
@@ -96,7 +92,8 @@ fn check_grpc(address: SocketAddr) -> Result<(), String> {
             .await
             .map(|r| r.into_inner().status())
             .map_err(|s| format!("gRPC status {:?}: {}", s.code(), s.message()))
-    });
+    })
+    .map_err(|e| format!("{what}: {e}"))?;
     match answer {
         Ok(ServingStatus::Serving) => Ok(()),
         Ok(other) => Err(format!("{what}: {}", other.as_str_name())),

@@ -5,11 +5,13 @@
 //! removes what it created ([`cleanup`]); [`gc`] removes what dead runs left behind.
 //!
 //! The modules the binary and the integration tests use are public; the rest is the crate's
-//! own. See the README's "Code map" for what each file owns.
+//! own. See docs/architecture.md, "Code map", for what each file owns.
 
 pub mod cleanup;
 pub mod contract;
 pub mod control_plane;
+pub mod diagnostics;
+pub mod duration;
 pub mod engine;
 mod events;
 pub mod gc;
@@ -23,6 +25,7 @@ pub mod owner;
 pub mod plan;
 pub mod reaper;
 pub mod run;
+mod runtime;
 pub mod spec;
 pub mod standalone;
 mod status;

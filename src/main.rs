@@ -8,11 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-use anyhow::Context;
-
+use flowctl::duration;
 use flowctl::engine::{Deadlines, Engine, EngineKind, DEFAULT_DOCKER_BIN};
 use flowctl::gc::{self, GcOptions};
 use flowctl::location::LocationSetting;
@@ -22,7 +18,6 @@ use flowctl::plan::{self, Naming};
 use flowctl::reaper;
 use flowctl::run::teardown::{install_signal_policy, EXIT_INTERRUPTED};
 use flowctl::run::{self, PullPolicy, RunOptions, RunOutcome};
-use flowctl::spec::parse_duration;
 use flowctl::standalone::{self, Expectation, StandaloneOptions};
 use flowctl::status_client;
 use flowctl::translate::{self, Target, TranslateOptions, DEFAULT_CONTROL_PLANE_IMAGE};
@@ -233,7 +228,7 @@ impl From<NamingArgs> for Naming {
 
 /// A duration such as `10s` or `500ms`, greater than zero.
 fn positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
+    match duration::parse(text)? {
         d if d.is_zero() => Err("must be greater than zero".into()),
         d => Ok(d),
     }
@@ -245,6 +240,7 @@ fn engine_kind(text: &str) -> Result<EngineKind, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    flowctl::diagnostics::install();
     let deadlines = Deadlines {
         call: cli.engine_timeout,
         ..Deadlines::default()
@@ -366,11 +362,8 @@ fn main() -> ExitCode {
 /// `flowctl control-plane`: serves until SIGINT or SIGTERM, printing registrations and health
 /// changes to stdout.
 fn serve_control_plane(options: StandaloneOptions) -> anyhow::Result<ExitCode> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the signal handler")?;
-    standalone::serve(&options, &stop, |line| println!("{line}"))?;
+    let signals = install_signal_policy()?;
+    standalone::serve(&options, signals.interrupted(), |line| println!("{line}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::cleanup::{self, StopOrder};
+use crate::duration;
 use crate::engine::Engine;
-use crate::spec::format_duration;
 
 /// The hidden subcommand that runs [`watch`].
 pub const SUBCOMMAND: &str = "__reap";
@@ -56,7 +56,7 @@ impl Reaper {
             .arg("--docker-bin")
             .arg(engine.program())
             .arg("--engine-timeout")
-            .arg(format_duration(engine.deadlines().call))
+            .arg(duration::format(engine.deadlines().call))
             .stdin(Stdio::piped())
             // Not the parent's stdout/stderr: whoever reads those (a pipe, a terminal) must see
             // them close when flowctl exits, not when the reaper does.

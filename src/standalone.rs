@@ -78,7 +78,7 @@ pub fn serve(
     say(format!(
         "flowctl control plane listening on {} (heartbeat interval {}; expecting {expecting})",
         control_plane.local_addr(),
-        crate::spec::format_duration(options.heartbeat_interval)
+        crate::duration::format(options.heartbeat_interval)
     ));
     while !stop.load(Ordering::SeqCst) {
         if let Some(event) = control_plane.next_event(STOP_CHECK) {

@@ -1,8 +1,8 @@
 //! Stream verification: after start-up, open each declared gRPC stream with a typed tonic
 //! client and confirm that real messages arrive, so "healthy" also means "data flows".
 //!
-//! Like the control plane, this needs tokio; it gets a short-lived runtime of its own and the
-//! caller stays synchronous.
+//! Like the control plane, this needs tokio; it blocks on the process's runtime
+//! (`crate::runtime`) and the caller stays synchronous.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -234,13 +234,10 @@ pub fn verify_streams(
     checks: &[StreamCheck],
     timeout: Duration,
 ) -> Vec<Result<StreamReport, VerifyError>> {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::runtime::shared() {
         Ok(runtime) => runtime,
         Err(e) => {
-            let failure = Failure::Connect(format!("cannot start a tokio runtime: {e}"));
+            let failure = Failure::Connect(format!("{e}"));
             return checks
                 .iter()
                 .map(|check| Err(error(check, failure.clone())))

@@ -138,6 +138,60 @@ fn a_hung_engine_call_fails_the_run_at_its_deadline_naming_the_command() {
     }
 }
 
+/// A CLI whose `rm` hangs once `armed` exists, and passes everything else to the real one.
+fn cli_with_armed_hanging_rm(dir: &Path, armed: &Path) -> PathBuf {
+    let path = dir.join("armed-docker");
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = rm ] && [ -e '{}' ]; then echo $$ >> '{}'; exec sleep 300; fi\nexec '{}' \"$@\"\n",
+        armed.display(),
+        dir.join("hung.pids").display(),
+        real_cli()
+    );
+    fs::write(&path, script).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The first signal stops, the second forces a removal, the third exits at once: also while
+/// the forced removal hangs in an `rm` the engine never answers (the removal must not run on
+/// the thread that hears signals). What is left, the reaper removes once the engine answers.
+#[test]
+fn a_third_signal_exits_at_once_while_the_forced_removal_hangs() {
+    let scratch = Scratch::new("thirdsig");
+    let armed = scratch.dir.join("armed");
+    let cli = cli_with_armed_hanging_rm(&scratch.dir, &armed);
+    let pipeline = scratch.pipeline(LONG_RUNNING);
+    let cli_env = cli.display().to_string();
+    let mut run = scratch.run(&pipeline, &[], &[("FLOWCTL_DOCKER_BIN", &cli_env)]);
+    run.wait_for("is up");
+    fs::write(&armed, "").unwrap();
+    run.signal("INT");
+    wait_until("teardown's `rm` never ran", || {
+        !hung_pids(&scratch.dir).is_empty()
+    });
+    run.signal("INT");
+    wait_until("the forced removal's `rm` never ran", || {
+        hung_pids(&scratch.dir).len() >= 2
+    });
+    let signalled = Instant::now();
+    run.signal("INT");
+    let status = run.wait();
+    assert_eq!(status.code(), Some(130), "{}", run.output());
+    assert!(
+        signalled.elapsed() < PROMPT,
+        "the third signal took {:?}\n{}",
+        signalled.elapsed(),
+        run.output()
+    );
+    fs::remove_file(&armed).unwrap();
+    for pid in hung_pids(&scratch.dir) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    wait_until("the reaper left containers", || {
+        scratch.leftovers().is_empty()
+    });
+}
+
 /// Reading image metadata creates a probe container per image never seen. Killed (-9) while
 /// such a probe exists (here: its `cp` hangs), flowctl leaves it to its reaper: the probe
 /// carries the run's labels from the start, and the reaper removes it with the rest.
@@ -204,7 +258,7 @@ fn podman_present() -> bool {
     )
 }
 
-/// Issue 12, bug 1: a `docker` that is a symlink to `podman`. flowctl must detect Podman once,
+/// A `docker` that is a symlink to `podman`. flowctl must detect Podman once,
 /// before the reaper or the signal policy get their copy of the engine.
 #[test]
 fn a_docker_symlink_to_podman_is_podman_for_cleanup_and_the_reaper() {

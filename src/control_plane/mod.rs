@@ -1,9 +1,9 @@
 //! The embedded control plane that pipeline components register and heartbeat with: the legacy
-//! `flowctl.ControlPlane` (CONTRACT.md §3) and `flowctl.v1.ControlPlaneService` ([`v1`]) on the
+//! `flowctl.ControlPlane` (docs/contract.md §3) and `flowctl.v1.ControlPlaneService` ([`v1`]) on the
 //! same port, over one registry, so each protocol sees the other's registrations.
 //!
-//! flowctl is synchronous; tonic is not. The server therefore runs on its own small tokio
-//! runtime, and the rest of flowctl sees it through [`ControlPlane`]: a registry it can query
+//! flowctl is synchronous; tonic is not. The server therefore runs as tasks on the process's
+//! tokio runtime (`crate::runtime`), and the rest of flowctl sees it through [`ControlPlane`]: a registry it can query
 //! from any thread, and a queue of [`ControlPlaneEvent`]s (registered, unhealthy, recovered).
 
 mod registry;
@@ -317,7 +317,10 @@ pub struct ControlPlane {
     registry: SharedRegistry,
     events: Mutex<mpsc::Receiver<ControlPlaneEvent>>,
     shutdown: Option<oneshot::Sender<()>>,
-    runtime: Option<tokio::runtime::Runtime>,
+    /// The server's task on the process's runtime; it ends once `shutdown` fired.
+    server: Option<tokio::task::JoinHandle<()>>,
+    /// Its other tasks, aborted when it stops.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl fmt::Debug for ControlPlane {
@@ -329,7 +332,7 @@ impl fmt::Debug for ControlPlane {
 }
 
 impl ControlPlane {
-    /// Binds `bind` (port 0 picks a free port) and serves on a background runtime. Binding
+    /// Binds `bind` (port 0 picks a free port) and serves on the process's runtime. Binding
     /// happens before this returns, so a taken port is an error here, not later.
     pub fn start(bind: SocketAddr, config: ControlPlaneConfig) -> Result<ControlPlane> {
         let listener =
@@ -337,12 +340,8 @@ impl ControlPlane {
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("control-plane")
-            .enable_all()
-            .build()
-            .context("control plane: cannot start its tokio runtime")?;
+        let runtime = crate::runtime::shared().context("control plane")?;
+        let mut tasks = Vec::new();
 
         let (events_tx, events_rx) = mpsc::channel();
         if config.status_signal {
@@ -354,11 +353,11 @@ impl ControlPlane {
                     .context("control plane: cannot listen for SIGUSR1")?
             };
             let events = events_tx.clone();
-            runtime.spawn(async move {
+            tasks.push(runtime.spawn(async move {
                 while signal.recv().await.is_some() {
                     let _ = events.send(ControlPlaneEvent::StatusRequested);
                 }
-            });
+            }));
         }
         let ttl = config.ttl;
         let registry = Arc::new(Mutex::new(Registry {
@@ -378,7 +377,7 @@ impl ControlPlane {
             registry: registry.clone(),
         };
         let v1_service = v1::V1ControlPlane::new(registry.clone());
-        runtime.spawn(async move {
+        let server = runtime.spawn(async move {
             let served = tonic::transport::Server::builder()
                 .add_service(ControlPlaneServer::new(service))
                 .add_service(v1_service.into_server())
@@ -394,20 +393,21 @@ impl ControlPlane {
         // Check often enough that an expiry is announced soon after the TTL passes.
         let period = (ttl / 4).clamp(Duration::from_millis(10), Duration::from_millis(500));
         let watched = registry.clone();
-        runtime.spawn(async move {
+        tasks.push(runtime.spawn(async move {
             let mut ticker = tokio::time::interval(period);
             loop {
                 ticker.tick().await;
                 lock(&watched).expire(Instant::now());
             }
-        });
+        }));
 
         Ok(ControlPlane {
             local_addr,
             registry,
             events: Mutex::new(events_rx),
             shutdown: Some(shutdown_tx),
-            runtime: Some(runtime),
+            server: Some(server),
+            tasks,
         })
     }
 
@@ -469,8 +469,17 @@ impl ControlPlane {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(Duration::from_secs(1));
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        // In-flight calls get a moment to finish (never from inside the runtime, which cannot
+        // block on itself).
+        if let (Some(server), Err(_)) = (self.server.take(), tokio::runtime::Handle::try_current())
+        {
+            if let Ok(runtime) = crate::runtime::shared() {
+                let _ = runtime
+                    .block_on(async { tokio::time::timeout(Duration::from_secs(1), server).await });
+            }
         }
     }
 }

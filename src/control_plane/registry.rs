@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tonic::Status;
 
-use flowctl_proto::flowctl::v1::{ComponentInfo, HealthStatus};
+use flowctl_proto::flowctl::v1::{ComponentInfo, ComponentType, HealthStatus};
 use flowctl_proto::flowctl::{
     RegistrationAck, ServiceHeartbeat, ServiceInfo, ServiceStatus, ServiceType,
 };
@@ -17,8 +17,27 @@ use flowctl_proto::flowctl::{
 use super::{ControlPlaneEvent, ExpectedComponent, MatchedBy, ServiceSnapshot};
 use crate::plan::Role;
 
+/// The v1 type of a legacy service type (PIPELINE is upstream Node's word for a consumer).
+pub(super) fn component_type_of(service_type: ServiceType) -> ComponentType {
+    match service_type {
+        ServiceType::Source => ComponentType::Source,
+        ServiceType::Processor => ComponentType::Processor,
+        ServiceType::Sink | ServiceType::Pipeline => ComponentType::Consumer,
+        ServiceType::Unspecified => ComponentType::Unspecified,
+    }
+}
+
+pub(super) fn service_type_of(component_type: ComponentType) -> ServiceType {
+    match component_type {
+        ComponentType::Source => ServiceType::Source,
+        ComponentType::Processor => ServiceType::Processor,
+        ComponentType::Consumer => ServiceType::Sink,
+        ComponentType::Unspecified => ServiceType::Unspecified,
+    }
+}
+
 /// Metadata keys a component may use to say which pipeline component it is, for components
-/// that send no `component_id` (CONTRACT.md §3).
+/// that send no `component_id` (docs/contract.md §3).
 const COMPONENT_ID_METADATA_KEYS: &[&str] = &[
     "FLOWCTL_COMPONENT_ID",
     "flowctl_component_id",
@@ -95,7 +114,7 @@ impl Registration {
             name: self.component.clone().unwrap_or_default(),
             description: String::new(),
             version: String::new(),
-            r#type: super::v1::component_type_of(legacy.service_type()) as i32,
+            r#type: component_type_of(legacy.service_type()) as i32,
             input_event_types: legacy.input_event_types.clone(),
             output_event_types: legacy.output_event_types.clone(),
             endpoint: legacy.health_endpoint.clone(),

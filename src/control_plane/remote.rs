@@ -152,11 +152,7 @@ pub fn snapshot_of(status: ServiceStatus, now: SystemTime) -> ServiceSnapshot {
 
 /// Calls `ListServices` on the control plane at `address`.
 pub fn list_services(address: SocketAddr, timeout: Duration) -> Result<Vec<ServiceStatus>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a tokio runtime")?;
-    runtime.block_on(async {
+    crate::runtime::shared()?.block_on(async {
         let channel = Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(timeout)
             .timeout(timeout)

@@ -16,28 +16,9 @@ use flowctl_proto::flowctl::v1::{
     DiscoveryRequest, DiscoveryResponse, HealthStatus, HeartbeatRequest, ListComponentsRequest,
     ListComponentsResponse, RegisterRequest, RegisterResponse, UnregisterRequest,
 };
-use flowctl_proto::flowctl::{ServiceInfo, ServiceType};
+use flowctl_proto::flowctl::ServiceInfo;
 
-use super::registry::{lock, Registration, SharedRegistry};
-
-/// The v1 type of a legacy service type (PIPELINE is upstream Node's word for a consumer).
-pub(super) fn component_type_of(service_type: ServiceType) -> ComponentType {
-    match service_type {
-        ServiceType::Source => ComponentType::Source,
-        ServiceType::Processor => ComponentType::Processor,
-        ServiceType::Sink | ServiceType::Pipeline => ComponentType::Consumer,
-        ServiceType::Unspecified => ComponentType::Unspecified,
-    }
-}
-
-fn service_type_of(component_type: ComponentType) -> ServiceType {
-    match component_type {
-        ComponentType::Source => ServiceType::Source,
-        ComponentType::Processor => ServiceType::Processor,
-        ComponentType::Consumer => ServiceType::Sink,
-        ComponentType::Unspecified => ServiceType::Unspecified,
-    }
-}
+use super::registry::{lock, service_type_of, Registration, SharedRegistry};
 
 /// The legacy view of a v1 registration, which the registry matches to a pipeline component.
 fn legacy_view(service_id: &str, info: &ComponentInfo) -> ServiceInfo {
@@ -201,6 +182,7 @@ mod tests {
 
     use flowctl_proto::flowctl::control_plane_client::ControlPlaneClient;
     use flowctl_proto::flowctl::v1::control_plane_service_client::ControlPlaneServiceClient;
+    use flowctl_proto::flowctl::ServiceType;
     use tonic::transport::Channel;
     use tonic::Code;
 

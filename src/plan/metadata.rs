@@ -95,6 +95,19 @@ impl RunPlan {
                 }
             }
         }
+        // flowctl dials a flowctl.v1 component's inputs itself (the relay), so they must speak
+        // flowctl.v1 too: a first-generation component's stream cannot be relayed.
+        for consumer in self.components.iter().filter(|c| c.is_relayed()) {
+            for input in &consumer.inputs {
+                if self.component(input).is_some_and(|c| !c.is_relayed()) {
+                    errors.push(format!(
+                        "component `{}`: inputs: `{input}` is not a flowctl.v1 component, and \
+                         flowctl relays only between flowctl.v1 components",
+                        consumer.file_id()
+                    ));
+                }
+            }
+        }
         // Replicas of one component have the same problems: say each once.
         let mut seen = std::collections::BTreeSet::new();
         errors.retain(|e| seen.insert(e.clone()));
@@ -162,6 +175,21 @@ mod tests {
             format!("apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {{name: m}}\nspec:\n{spec}");
         let file = spec::parse(&text, "m.yaml").unwrap();
         RunPlan::build(&file, Path::new("."), &Naming::default()).unwrap()
+    }
+
+    #[test]
+    fn a_flowctl_v1_component_fed_by_a_first_generation_one_is_refused_before_anything_runs() {
+        let mut plan = plan(
+            "  sources:\n    - {id: old, image: src, grpc: {port: 50052, service: raw_ledger_service.RawLedgerService}}\n  processors:\n    - {id: new, image: proc, inputs: [old], grpc: {port: 50051, service: flowctl.v1.ProcessorService}}\n",
+        );
+        let error = plan
+            .apply_metadata(&BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("component `new`: inputs: `old` is not a flowctl.v1 component"),
+            "{error}"
+        );
     }
 
     const PROCESSOR: &str = r#"{"name": "p", "type": "processor",

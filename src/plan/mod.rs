@@ -42,6 +42,14 @@ const MAX_RESTARTS_LIMIT: u32 = 100;
 /// The network's name without `--project`.
 pub const DEFAULT_NETWORK: &str = "flowctl-bridge";
 
+/// Names of containers, networks and labels: what Docker accepts for a container name.
+fn is_valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && name.len() <= 63
+}
+
 /// What flowctl does when a component's container exits non-zero (`restart:`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RestartPolicy {
@@ -301,7 +309,7 @@ pub struct HealthPlan {
 /// How readiness is probed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthProtocol {
-    /// `GET <path>` on the health port (CONTRACT.md §5).
+    /// `GET <path>` on the health port (docs/contract.md §5).
     Http,
     /// `grpc.health.v1.Health/Check` (service "") answering SERVING: `health_check: grpc`, and
     /// the default of a flowctl.v1 consumer without an HTTP health port (upstream's SDK

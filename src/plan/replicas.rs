@@ -7,8 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::resolve::is_valid_name;
-use super::{ComponentPlan, RunPlan};
+use super::{is_valid_name, ComponentPlan, RunPlan};
 
 /// The most replicas one component may ask for: each is a container on this machine.
 pub const MAX_REPLICAS: u32 = 64;

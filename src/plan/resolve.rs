@@ -13,8 +13,9 @@ use super::replicas;
 use super::resources::resources;
 use super::secrets::{secrets, SecretTarget};
 use super::{
-    ComponentPlan, GrpcPlan, GrpcService, HealthPlan, HealthProtocol, Naming, PortPlan, Protocol,
-    RestartPolicy, Role, VolumePlan, DEFAULT_HEALTH_TIMEOUT, DEFAULT_STOP_GRACE,
+    is_valid_name, ComponentPlan, GrpcPlan, GrpcService, HealthPlan, HealthProtocol, Naming,
+    PortPlan, Protocol, RestartPolicy, Role, VolumePlan, DEFAULT_HEALTH_TIMEOUT,
+    DEFAULT_STOP_GRACE,
 };
 use crate::contract::HEALTH_PORT;
 use crate::spec::{self, ComponentSpec, ComponentType, PipelineFile};
@@ -142,14 +143,6 @@ pub(super) fn component(
     };
     component.replicas = replicas::count(spec.replicas, &component, problems);
     component
-}
-
-/// Names of containers, networks and labels: what Docker accepts for a container name.
-pub(super) fn is_valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && name.len() <= 63
 }
 
 /// `apiVersion`, `kind`, `metadata.name`, the pipeline-wide fields and the naming flags.

@@ -1,8 +1,12 @@
-//! `flowctl run`: the lifecycle of one run, as a sequence of named steps. What each step does
-//! lives in its own file: [`preflight`] (checks before anything exists), [`pull`] (the images
-//! the pull policy fetches, before anything exists), [`start`] (network,
-//! control plane, containers, readiness), [`supervise`] (stream verification, waiting, restarts),
-//! [`notices`] (what is reported meanwhile) and [`teardown`] (every exit: signals, the cleanup
+//! `flowctl run`: the lifecycle of one run, on one screen in [`run`]. [`Prepared::new`]
+//! fixes the plan before anything exists (checks, pulls, image metadata); [`Prepared::start`]
+//! creates the network and control plane and returns the [`Run`], which owns everything the run
+//! made, as fields in teardown order; [`Run::bring_up`] creates and starts the containers,
+//! [`Run::supervise`] waits for the end, and [`Run::teardown`] (or, on a panic, its `Drop`) ends
+//! it all in one order. What each step does lives in its own file: [`prepare`], [`preflight`]
+//! (checks), [`pull`], [`network`] (network and control plane), [`start`] (containers and
+//! readiness), [`supervise`] (stream verification, waiting, restarts), [`relay`] (flowctl.v1
+//! components), [`notices`] (what is reported meanwhile) and [`teardown`] (signals, the cleanup
 //! guard, the stop order).
 
 mod edge_queue;
@@ -10,6 +14,7 @@ mod env_file;
 mod network;
 mod notices;
 mod preflight;
+mod prepare;
 mod pull;
 mod reach;
 mod record;
@@ -20,26 +25,25 @@ pub mod teardown;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::engine::{Deadlines, Engine};
 use crate::events::RunEvents;
-use crate::labels;
-use crate::location::{self, Location, LocationSetting};
+use crate::location::{Location, LocationSetting};
 use crate::logs::{Console, LogMux};
-use crate::metadata::MetadataCache;
-use crate::owner::RunOwner;
-use crate::plan::{self, Naming, RunPlan};
-use crate::reaper::Reaper;
+use crate::plan::{Naming, RunPlan};
 use env_file::EnvDir;
-use notices::{Notices, StatusView};
+use network::RunControlPlane;
+use notices::Notices;
+use reach::Reachable;
 use record::{Recorder, SummaryWriter};
 use start::LiveRun;
-use teardown::{ActiveRun, CleanupGuard, Halt, SignalPolicy, EXIT_INTERRUPTED};
+use teardown::{Attached, CleanupGuard, Halt, SignalPolicy, EXIT_INTERRUPTED};
 
+pub use prepare::Prepared;
 pub use pull::PullPolicy;
 pub use teardown::RunOutcome;
 
@@ -90,7 +94,18 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
     let recorder = Recorder::default();
     recorder.lock().file = options.pipeline.display().to_string();
     let _summary = SummaryWriter::new(recorder.clone(), options.summary.clone());
-    let result = run_recorded(options, signals, &recorder);
+    let lifecycle = || -> Result<RunOutcome, Halt> {
+        let prepared = Prepared::new(options, signals, &recorder)?;
+        let mut run = prepared.start()?;
+        let result = run.bring_up().and_then(|()| run.supervise());
+        run.teardown(result)
+    };
+    let result = match lifecycle() {
+        Ok(outcome) => Ok(outcome),
+        Err(Halt::Interrupted) => Ok(RunOutcome::Interrupted),
+        Err(Halt::Exited(exit)) => Err(exit.into()),
+        Err(Halt::Failed(error)) => Err(error),
+    };
     let mut record = recorder.lock();
     let (outcome, code) = match &result {
         Ok(RunOutcome::Completed) => ("completed", 0),
@@ -105,181 +120,107 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
     result
 }
 
-/// The lifecycle: check, create, start, supervise, tear down.
-fn run_recorded(
-    options: &RunOptions,
-    signals: &SignalPolicy,
-    recorder: &Recorder,
-) -> Result<RunOutcome> {
-    let console = Console {
-        color: options.color,
-    };
-    recorder.lock().started_at = Some(SystemTime::now());
-    let mut plan = plan::load(&options.pipeline, &options.naming)?;
-    if let Some(refusal) = plan.driver.run_refusal() {
-        anyhow::bail!("{}: {refusal}", options.pipeline.display());
-    }
-    for notice in plan
-        .driver
-        .run_notice()
-        .into_iter()
-        .chain(plan.notes.iter().map(String::as_str))
-    {
-        console.info(notice);
-    }
-    let engine = Engine::detect(&options.docker_bin, options.deadlines)
-        .context("the container engine is not available")?;
-    let events = Arc::new(RunEvents::default());
-    let run_id = new_run_id();
-    let _signals = signals.attach(ActiveRun {
-        events: events.clone(),
-        engine: engine.clone(),
-        run_id: run_id.clone(),
-        console,
-    });
-    let location = location::detect(&engine, &options.location)?;
-    console.info(location.describe());
-    record_plan(recorder, &plan, &engine, &location, &run_id);
-    let control_plane_image = location
-        .control_plane_in_container()
-        .then_some(options.control_plane_image.as_str());
-    let checked = preflight::check(
-        &engine,
-        &plan,
-        &location,
-        control_plane_image,
-        options.pull,
-        console,
-    )?;
-    let mut image_ids = checked.image_ids;
-    if !checked.to_pull.is_empty() {
-        let users = pull::image_users(&plan, control_plane_image);
-        let images: Vec<_> = checked
-            .to_pull
-            .iter()
-            .map(|image| (image.clone(), users.get(image).cloned().unwrap_or_default()))
-            .collect();
-        let pulled = pull::pull_all(&engine, &images, console, options.progress_in_place);
-        // A signal during the pulls ends them (their calls are killed): that is no failure.
-        if events.snapshot().interrupts > 0 {
-            return Ok(RunOutcome::Interrupted);
+/// A run that exists: what it made, as fields in the order teardown ends them, and what its
+/// steps share. [`Run::teardown`] ends it; dropping it unended (a panic) does the same, in the
+/// same order.
+pub struct Run<'a> {
+    /// The relay's calls end before their components are stopped, so a stop is no broken edge.
+    relay: Option<relay::Relay>,
+    /// Components stop heartbeating while they are stopped: that is no news.
+    notices: Notices,
+    /// The containers (stopped in reverse start order) and the network; dismisses the reaper.
+    guard: CleanupGuard,
+    /// Served until the last container is gone.
+    control: RunControlPlane,
+    /// Relays the containers' output until their streams are drained.
+    logs: LogMux,
+    /// The env files the containers were created with.
+    env_dir: EnvDir,
+    options: &'a RunOptions,
+    recorder: &'a Recorder,
+    console: Console,
+    plan: RunPlan,
+    engine: Engine,
+    run_id: String,
+    labels: BTreeMap<String, String>,
+    location: Location,
+    events: Arc<RunEvents>,
+    reachable: Arc<Reachable>,
+    relay_counts: Arc<relay::EdgeCounts>,
+    /// When the network was created: start-up's timings count from here.
+    started: Instant,
+    ended: bool,
+    /// Signals reach the run until its last field is gone.
+    _signals: Attached<'a>,
+}
+
+impl Run<'_> {
+    /// What starting and supervising share, borrowed from the run.
+    fn live(&self) -> LiveRun<'_> {
+        LiveRun {
+            engine: &self.engine,
+            plan: &self.plan,
+            run_id: &self.run_id,
+            labels: &self.labels,
+            events: &self.events,
+            logs: &self.logs,
+            console: self.console,
+            control: &self.control,
+            heartbeat_interval: self.options.heartbeat_interval,
+            location: &self.location,
+            env_dir: &self.env_dir,
+            reachable: &self.reachable,
+            record: self.recorder,
         }
-        image_ids.extend(pulled?);
     }
-    // From here on the run creates things: the reaper watches from the first (the probe
-    // containers that read image metadata carry the run's labels like everything else).
-    let reaper = spawn_reaper(&engine, &run_id, console);
-    let labels = run_labels(&plan, &run_id, &location);
-    // What the images say about themselves (config names, roles, event types).
-    let metadata = crate::metadata::read_all(
-        &engine,
-        &plan,
-        &image_ids,
-        &labels,
-        MetadataCache::for_user().as_ref(),
-    )?;
-    plan.apply_metadata(&metadata)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", options.pipeline.display()))?;
-    for component in &plan.components {
-        recorder.lock().component(&component.id).image_id =
-            image_ids.get(&component.image).cloned();
+
+    /// Creates every container, starts them level by level until each is ready, verifies the
+    /// declared streams and starts relaying between flowctl.v1 components.
+    pub fn bring_up(&mut self) -> Result<(), Halt> {
+        let live = self.live();
+        start::create_all(&live)?;
+        start::start_all(&live, self.started)?;
+        self.notices.print_status();
+        if self.options.verify {
+            supervise::verify_streams(&live, self.options.verify_timeout)?;
+        }
+        let relay = start_relay(&live, &self.relay_counts)?;
+        self.relay = relay;
+        Ok(())
     }
-    if events.snapshot().interrupts > 0 {
-        return Ok(RunOutcome::Interrupted);
+
+    /// Waits until the sinks complete, a signal arrives or something fails.
+    pub fn supervise(&mut self) -> Result<RunOutcome, Halt> {
+        supervise::supervise(&self.live())
     }
-    let ids: Vec<&str> = plan.components.iter().map(|c| c.id.as_str()).collect();
-    let logs = LogMux::new(&ids, options.color, options.logs_dir.clone());
-    logs.prepare_dir(&ids)
-        .context("--logs-dir: cannot write the components' log files")?;
-    let env_dir = EnvDir::new(&run_id)?;
-    let mut guard = CleanupGuard::new(&engine, &run_id, &plan, console, reaper);
 
-    let started = Instant::now();
-    let listen = network::create_network(&engine, &plan, &labels, &location, console)?;
-    let control = network::control_plane(
-        &engine,
-        &plan,
-        &labels,
-        &location,
-        &listen,
-        &network::ControlPlaneSettings {
-            port: options.control_plane_port,
-            heartbeat_interval: options.heartbeat_interval,
-            image: control_plane_image,
-        },
-        console,
-    )?;
-    let reachable = Arc::new(Mutex::new(BTreeMap::new()));
-    let relay_counts = Arc::new(relay::EdgeCounts::default());
-    let notices = Notices::start(
-        StatusView {
-            plan: plan.clone(),
-            events: events.clone(),
-            control: control.server.clone(),
-            reachable: reachable.clone(),
-            relay: relay_counts.clone(),
-            width: options.table_width,
-        },
-        console,
-        options.status_interval,
-    );
-    let live = LiveRun {
-        engine: &engine,
-        plan: &plan,
-        run_id: &run_id,
-        labels: &labels,
-        events: &events,
-        logs: &logs,
-        console,
-        control: &control,
-        heartbeat_interval: options.heartbeat_interval,
-        location: &location,
-        env_dir: &env_dir,
-        reachable: &reachable,
-        record: recorder,
-    };
+    /// Ends the run ([`Run::end`]) and passes `result` on.
+    pub fn teardown(mut self, result: Result<RunOutcome, Halt>) -> Result<RunOutcome, Halt> {
+        self.end();
+        result
+    }
 
-    let mut relay = None;
-    let result = start::create_all(&live)
-        .and_then(|()| start::start_all(&live, started))
-        .and_then(|()| {
-            notices.print_status();
-            if options.verify {
-                supervise::verify_streams(&live, options.verify_timeout)?;
-            }
-            relay = start_relay(&live, &relay_counts)?;
-            supervise::supervise(&live)
-        });
-    // The relay's calls end before their components are stopped, so a stop is no broken edge.
-    drop(relay);
-
-    // Components stop heartbeating while they are stopped: that is no news.
-    notices.stop();
-    drain_exited_logs(&live);
-    record_end(&live);
-    guard.teardown();
-    logs.finish(Duration::from_secs(2));
-    match result {
-        Ok(outcome) => Ok(outcome),
-        Err(Halt::Interrupted) => Ok(RunOutcome::Interrupted),
-        Err(Halt::Exited(exit)) => Err(exit.into()),
-        Err(Halt::Failed(error)) => Err(error),
+    /// Every exit's one sequence, once: the relay, the notices, the exited components' last
+    /// lines, the summary's end, the containers and network, the log relay; the control plane
+    /// and the env files go with the fields after that.
+    fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        drop(self.relay.take());
+        self.notices.stop();
+        drain_exited_logs(&self.live());
+        record_end(&self.live());
+        self.guard.teardown();
+        self.logs.finish(Duration::from_secs(2));
     }
 }
 
-/// The labels of everything the run creates: the run's, its owner's, and the job container
-/// flowctl runs in, if any.
-fn run_labels(plan: &RunPlan, run_id: &str, location: &Location) -> BTreeMap<String, String> {
-    let mut labels = labels::run_labels(
-        &plan.pipeline,
-        plan.project.as_deref(),
-        run_id,
-        RunOwner::current().labels(),
-    );
-    if let Some(own) = location.own_container() {
-        labels.insert(labels::OWNER_CONTAINER.to_string(), own.to_string());
+impl Drop for Run<'_> {
+    fn drop(&mut self) {
+        self.end();
     }
-    labels
 }
 
 /// Starts relaying between the flowctl.v1 components, if the pipeline has any.
@@ -310,30 +251,6 @@ fn start_relay(
     Ok(Some(relay))
 }
 
-/// What the summary says of the run before anything starts.
-fn record_plan(
-    recorder: &Recorder,
-    plan: &RunPlan,
-    engine: &Engine,
-    location: &Location,
-    run_id: &str,
-) {
-    let mut record = recorder.lock();
-    record.pipeline = plan.pipeline.clone();
-    record.project = plan.project.clone();
-    record.run_id = run_id.to_string();
-    record.engine_cli = engine.program().display().to_string();
-    record.engine_kind = engine.kind().as_str().to_string();
-    record.engine_version = engine.version_line().to_string();
-    record.location = location.to_string();
-    for component in &plan.components {
-        let entry = record.component(&component.id);
-        entry.role = component.role.as_str().to_string();
-        entry.image = component.image.clone();
-        entry.container = component.container_name.clone();
-    }
-}
-
 /// What the summary says of each component once the run is over: exits, restarts, and its
 /// registration and last heartbeat's counters.
 fn record_end(live: &LiveRun) {
@@ -357,25 +274,9 @@ fn record_end(live: &LiveRun) {
     }
 }
 
-/// Starts the reaper that removes the run if flowctl is killed before it can (see reaper.rs).
-fn spawn_reaper(engine: &Engine, run_id: &str, console: Console) -> Option<Reaper> {
-    match Reaper::spawn(engine, run_id) {
-        Ok(reaper) => {
-            console.info(format!("reaper pid {} watches run {run_id}", reaper.pid()));
-            Some(reaper)
-        }
-        Err(e) => {
-            console.warn(format!(
-                "cannot start the reaper ({e}): if flowctl is killed, `flowctl gc` removes what it leaves"
-            ));
-            None
-        }
-    }
-}
-
 /// Relays all that an exited component wrote before its container, and so its log, is
-/// removed: `logs --follow` of a fast writer lags behind, and a sink's last lines are its
-/// results. Only current containers: a restarted component's new container may still run.
+/// removed: the attach stream of a fast writer lags behind its exit, and a sink's last lines
+/// are its results. Only current containers: a restarted component's new container may still run.
 fn drain_exited_logs(live: &LiveRun) {
     let state = live.events.snapshot();
     for component in &live.plan.components {

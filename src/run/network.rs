@@ -103,7 +103,7 @@ pub fn control_plane(
     console.info(format!(
         "control plane listening on {}{published} (heartbeat interval {})",
         control.endpoint,
-        crate::spec::format_duration(heartbeat)
+        crate::duration::format(heartbeat)
     ));
     Ok(control)
 }

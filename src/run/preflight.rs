@@ -1,5 +1,7 @@
 //! Everything that can be checked before anything is created: images present (or to be
 //! pulled, by the pull policy), pinned host ports free, container and network names not taken.
+//! Checking deletes nothing; the sweep of dead CI jobs' leftovers is a step of its own
+//! ([`sweep_dead_job_runs`]).
 //! The engine is asked about every image and name at once, one CLI call each on threads of
 //! their own, and every problem is reported together, before any pull.
 
@@ -40,9 +42,6 @@ pub fn check(
     policy: PullPolicy,
     console: Console,
 ) -> Result<Checked> {
-    if *location != Location::Host {
-        sweep_job_orphans(engine, console);
-    }
     if let Location::Remote { endpoint, .. } = location {
         warn_remote_mounts(plan, endpoint, console);
     }
@@ -207,9 +206,13 @@ fn warn_remote_mounts(plan: &RunPlan, endpoint: &str, console: Console) {
     }
 }
 
-/// Removes what runs made from CI job containers that are gone left on this engine (a killed
-/// job takes its reaper with it); says what it removed.
-fn sweep_job_orphans(engine: &Engine, console: Console) {
+/// When flowctl runs in a container (a CI job): removes what runs made from CI job containers
+/// that are gone left on this engine (a killed job takes its reaper with it); says what it
+/// removed. The one step before start-up that deletes anything; on the host it does nothing.
+pub fn sweep_dead_job_runs(engine: &Engine, location: &Location, console: Console) {
+    if *location == Location::Host {
+        return;
+    }
     let options = gc::GcOptions {
         job_orphans_only: true,
         ..gc::GcOptions::default()

@@ -8,6 +8,7 @@
 //! signal stops gracefully and kills the engine calls in flight (a hung daemon cannot hold
 //! flowctl), the second forces removal, a third exits at once.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -134,10 +135,13 @@ pub struct ActiveRun {
     pub console: Console,
 }
 
-/// The process-wide reaction to SIGINT, SIGTERM and SIGHUP.
+/// The process-wide reaction to SIGINT, SIGTERM and SIGHUP: the one signal handler of
+/// flowctl, for `run` and `control-plane` alike.
 #[derive(Debug, Default)]
 pub struct SignalPolicy {
     state: Mutex<PolicyState>,
+    /// Set by the first signal; what a command without a run (`control-plane`) waits on.
+    interrupted: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -188,7 +192,13 @@ impl SignalPolicy {
         Attached { policy: self }
     }
 
+    /// Set once a signal arrived.
+    pub fn interrupted(&self) -> &AtomicBool {
+        &self.interrupted
+    }
+
     fn on_signal(&self) {
+        self.interrupted.store(true, Ordering::SeqCst);
         let (count, run) = {
             let mut state = self.lock();
             state.signals += 1;
@@ -216,9 +226,19 @@ impl SignalPolicy {
                 run.events.interrupt();
                 console.info("forcing: removing every container of this run now");
                 engine::kill_in_flight();
-                let removal = cleanup::remove_run(&run.engine, &run.run_id, &StopOrder::default());
-                for error in removal.errors {
-                    console.warn(format!("cleanup: {error}"));
+                // Not on this thread: the signal handler only records and kills, so that a
+                // third signal is heard even while this removal hangs on a stuck engine.
+                let forced = std::thread::Builder::new()
+                    .name("forced-removal".into())
+                    .spawn(move || {
+                        let removal =
+                            cleanup::remove_run(&run.engine, &run.run_id, &StopOrder::default());
+                        for error in removal.errors {
+                            run.console.warn(format!("cleanup: {error}"));
+                        }
+                    });
+                if let Err(e) = forced {
+                    console.warn(format!("cannot start the forced removal: {e}"));
                 }
             }
             _ => {

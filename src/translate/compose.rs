@@ -25,8 +25,8 @@ use super::{
     sinks, strings, OutputFile, TranslateOptions, CONTROL_PLANE_PORT, CONTROL_PLANE_SERVICE,
 };
 use crate::contract::PUBLISH_HOST_IP;
+use crate::duration;
 use crate::plan::{ComponentPlan, RestartPolicy, Role, RunPlan, SecretPlan, SecretTarget};
-use crate::spec::format_duration;
 
 /// How often Compose runs a health check. Compose 1.29 has no faster start-up interval, and a
 /// check is one exec of a static binary, so a short interval costs little and keeps start-up
@@ -261,7 +261,10 @@ fn service(plan: &RunPlan, component: &ComponentPlan, options: &TranslateOptions
                 ("timeout", s(HEALTH_CHECK_TIMEOUT)),
                 ("retries", n(HEALTH_RETRIES)),
                 // Failures within the start period do not count: flowctl's health timeout.
-                ("start_period", s(format_duration(component.health_timeout))),
+                (
+                    "start_period",
+                    s(duration::format(component.health_timeout)),
+                ),
             ]),
         );
     }
