@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::duration;
-use crate::plan::RunPlan;
 
 /// Published ports bind here only: nothing is reachable from other hosts by default.
 pub const PUBLISH_HOST_IP: &str = "127.0.0.1";
@@ -40,8 +39,11 @@ pub const CONTROL_PLANE_SERVICE: &str = "flowctl-control-plane";
 pub const CONTROL_PLANE_PORT: u16 = 8080;
 
 /// The arguments of `flowctl control-plane` in a container: listen on every interface of its
-/// container, and expect the pipeline's components by role.
-pub fn control_plane_args(plan: &RunPlan, heartbeat_interval: Duration) -> Vec<String> {
+/// container, and expect the pipeline's components (`(id, role)`) by role.
+pub fn control_plane_args<'a>(
+    expected: impl IntoIterator<Item = (&'a str, &'a str)>,
+    heartbeat_interval: Duration,
+) -> Vec<String> {
     let mut args = vec![
         "control-plane".to_string(),
         "--listen".to_string(),
@@ -49,9 +51,9 @@ pub fn control_plane_args(plan: &RunPlan, heartbeat_interval: Duration) -> Vec<S
         "--heartbeat-interval".to_string(),
         duration::format(heartbeat_interval),
     ];
-    for component in &plan.components {
+    for (id, role) in expected {
         args.push("--expect".to_string());
-        args.push(format!("{}={}", component.id, component.role.as_str()));
+        args.push(format!("{id}={role}"));
     }
     args
 }

@@ -404,6 +404,13 @@ impl ComponentPlan {
 }
 
 impl RunPlan {
+    /// Each component's id and role, as the control plane expects them.
+    pub fn expected_roles(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.components
+            .iter()
+            .map(|c| (c.id.as_str(), c.role.as_str()))
+    }
+
     /// Components grouped by depth, in start order; each group can start in parallel once the
     /// previous groups are ready.
     pub fn levels(&self) -> Vec<Vec<&ComponentPlan>> {

@@ -173,7 +173,7 @@ fn start_control_plane_container(
         }],
         mounts: Vec::new(),
         entrypoint: None,
-        args: contract::control_plane_args(plan, heartbeat_interval),
+        args: contract::control_plane_args(plan.expected_roles(), heartbeat_interval),
         stop_timeout: Duration::from_secs(2),
         limits: Default::default(),
     };

@@ -215,7 +215,7 @@ pub(crate) fn component_env(
 /// The arguments of `flowctl control-plane` in a translated pipeline (see
 /// [`contract::control_plane_args`]).
 pub(crate) fn control_plane_args(plan: &RunPlan, options: &TranslateOptions) -> Vec<String> {
-    contract::control_plane_args(plan, options.heartbeat_interval)
+    contract::control_plane_args(plan.expected_roles(), options.heartbeat_interval)
 }
 
 /// The command a Compose healthcheck runs in the component's own container: its `healthcheck`
