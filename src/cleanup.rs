@@ -21,6 +21,31 @@ pub struct StopGroup {
     pub grace: Duration,
 }
 
+impl StopOrder {
+    /// Every group in one: for a run whose sinks have all completed, nothing reads any more,
+    /// so the order is moot and one `stop` call (with the longest grace) saves a round of the
+    /// engine per level.
+    pub fn all_at_once(&self) -> StopOrder {
+        let containers: Vec<String> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.containers.iter().cloned())
+            .collect();
+        if containers.is_empty() {
+            return StopOrder::default();
+        }
+        let grace = self
+            .groups
+            .iter()
+            .map(|g| g.grace)
+            .max()
+            .unwrap_or_default();
+        StopOrder {
+            groups: vec![StopGroup { containers, grace }],
+        }
+    }
+}
+
 /// What [`remove_run`] removed, and what it could not.
 #[derive(Debug, Default)]
 pub struct Removal {
@@ -92,17 +117,13 @@ pub fn remove_run(engine: &Engine, run_id: &str, order: &StopOrder) -> Removal {
 }
 
 fn remove_containers(engine: &Engine, filter: &[String], removal: &mut Removal) {
-    let ids = match engine.list_containers(filter) {
-        Ok(ids) => ids,
+    let (ids, names): (Vec<String>, Vec<String>) = match engine.list_containers_named(filter) {
+        Ok(found) => found.into_iter().unzip(),
         Err(e) => return removal.errors.push(e),
     };
     if ids.is_empty() {
         return;
     }
-    let names: Vec<String> = match engine.inspect_containers(&ids) {
-        Ok(infos) => infos.into_iter().map(|i| i.name).collect(),
-        Err(_) => ids.clone(),
-    };
     match engine.remove_containers(&ids) {
         Ok(()) => removal.containers.extend(names),
         Err(e) => removal.errors.push(e),

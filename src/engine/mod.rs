@@ -480,6 +480,30 @@ impl Engine {
         Ok(inspect::lines(&self.call(&args)?))
     }
 
+    /// Containers carrying every label in `labels`, as `(id, name)`, in one call.
+    pub fn list_containers_named(
+        &self,
+        labels: &[String],
+    ) -> Result<Vec<(String, String)>, EngineError> {
+        let mut args = vec![
+            "ps".to_string(),
+            "--all".into(),
+            "--no-trunc".into(),
+            "--format".into(),
+            "{{.ID}}\t{{.Names}}".into(),
+        ];
+        for label in labels {
+            args.extend(["--filter".into(), format!("label={label}")]);
+        }
+        Ok(inspect::lines(&self.call(&args)?)
+            .into_iter()
+            .map(|line| match line.split_once('\t') {
+                Some((id, name)) => (id.to_string(), name.to_string()),
+                None => (line.clone(), line),
+            })
+            .collect())
+    }
+
     /// Networks carrying every label in `labels`.
     pub fn list_networks(&self, labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
         let mut args = vec!["network".to_string(), "ls".into(), "--quiet".into()];

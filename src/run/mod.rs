@@ -196,6 +196,9 @@ impl Run<'_> {
 
     /// Ends the run ([`Run::end`]) and passes `result` on.
     pub fn teardown(mut self, result: Result<RunOutcome, Halt>) -> Result<RunOutcome, Halt> {
+        if matches!(result, Ok(RunOutcome::Completed)) {
+            self.guard.completed();
+        }
         self.end();
         result
     }

@@ -281,6 +281,12 @@ impl CleanupGuard {
         }
     }
 
+    /// After a completed run (every sink exited 0): stops what is left at once instead of
+    /// level by level.
+    pub fn completed(&mut self) {
+        self.order = self.order.all_at_once();
+    }
+
     /// Stops the containers in order and removes everything of the run, once.
     pub fn teardown(&mut self) {
         if self.done {
@@ -387,6 +393,23 @@ mod tests {
                 (vec!["p-a", "p-b"], 20)
             ]
         );
+    }
+
+    #[test]
+    fn a_completed_run_stops_what_is_left_in_one_call_with_the_longest_grace() {
+        let plan = plan(
+            "
+  sources:
+    - {id: a, image: img, stop_grace_period: 3s}
+  sinks:
+    - {id: sink, image: img, inputs: [a], stop_grace_period: 1s}
+",
+        );
+        let order = stop_order(&plan).all_at_once();
+        assert_eq!(order.groups.len(), 1);
+        assert_eq!(order.groups[0].containers, ["p-sink", "p-a"]);
+        assert_eq!(order.groups[0].grace, Duration::from_secs(3));
+        assert!(StopOrder::default().all_at_once().groups.is_empty());
     }
 
     /// The panic path, against the real engine: a guard dropped while unwinding removes the
