@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 
 use support::{repo, require_images, Scratch};
 
+/// The S3 server `scripts/build-images.sh` wraps (`s3s-fs`).
+const S3_IMAGE: &str = "flowctl/s3s-fs:dev";
+
 const IMAGES: [&str; 3] = [
     "flowctl/stellar-live-source-v1:dev",
     "flowctl/ttp-processor-v1:dev",
@@ -268,6 +271,107 @@ fn podman_gives_the_same_events_on_every_real_dataset() {
 
 /// The restarted-source test again with `FLOWCTL_DOCKER_BIN=podman` (`podman kill`; the relay
 /// reaches Podman's containers at their network or published addresses as under Docker).
+/// The v1 source reading each real lake from an S3 server (`s3s-fs`, a component of the
+/// pipeline the source lists as an input: started first, not relayed), instead of a mounted
+/// folder: event for event what the first generation extracts.
+#[test]
+fn the_v1_pipeline_reading_s3_gives_the_first_generations_events_on_every_real_dataset() {
+    require_images(&IMAGES);
+    require_images(&[S3_IMAGE]);
+    let scratch = Scratch::new("v1-s3-parity");
+    let mut table = Vec::new();
+    for set in real_datasets(&scratch.dir) {
+        let bucket = set.lake.file_name().unwrap().to_string_lossy().into_owned();
+        let served = set.lake.parent().unwrap();
+        let folder = format!(
+            "      volumes:\n        - host_path: {}\n          container_path: /data/ledgers\n          readonly: true\n",
+            set.lake.display()
+        );
+        let spec = example_spec(&set.lake);
+        assert!(spec.contains(&folder), "the example's source mount changed");
+        let spec = spec
+            .replace(&folder, "      inputs: [s3-server]\n")
+            .replace(
+                "STORAGE_TYPE: FS\n        BUCKET_NAME: /data/ledgers",
+                &format!(
+                    "STORAGE_TYPE: S3\n        BUCKET_NAME: {bucket}\n        \
+                     S3_ENDPOINT_URL: http://s3-server:8014\n        S3_FORCE_PATH_STYLE: \"true\""
+                ),
+            )
+            .replace(
+                "  sources:\n",
+                &format!(
+                    "  sources:\n    - id: s3-server\n      image: {S3_IMAGE}\n      \
+                     args: [\"--host\", \"0.0.0.0\", \"--port\", \"8014\", \"/data\"]\n      \
+                     volumes:\n        - {{host_path: {}, container_path: /data, readonly: true}}\n      \
+                     ports:\n        - {{name: s3, containerPort: 8014}}\n",
+                    served.display()
+                ),
+            )
+            .replace(
+                &format!("\"{TESTNET}\""),
+                &format!("\"{}\"", set.passphrase),
+            )
+            .replace(
+                "START_LEDGER: \"997\"",
+                &format!("START_LEDGER: \"{}\"", set.start),
+            )
+            .replace(
+                "END_LEDGER: \"998\"",
+                &format!("END_LEDGER: \"{}\"", set.end),
+            );
+        assert!(
+            spec.contains("STORAGE_TYPE: S3"),
+            "the example's env changed"
+        );
+        let pipeline = scratch.pipeline(&spec);
+        let mut run = scratch.run(&pipeline, &[], &[]);
+        let status = run.wait();
+        assert!(status.success(), "{}:\n{}", set.name, run.output());
+        let stdout = run.stdout();
+        let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+            .into_iter()
+            .filter(|line| line.starts_with('{'))
+            .collect();
+        assert_eq!(
+            events,
+            first_generation_events(&set),
+            "{}:\n{}",
+            set.name,
+            run.stderr()
+        );
+        assert_eq!(scratch.leftovers(), Vec::<String>::new(), "{}", set.name);
+        table.push(format!(
+            "{} {}-{} from S3: {} event(s)",
+            set.name,
+            set.start,
+            set.end,
+            events.len()
+        ));
+    }
+    println!("{}", table.join("\n"));
+    assert!(
+        table
+            .iter()
+            .filter(|row| !row.ends_with(": 0 event(s)"))
+            .count()
+            >= 4,
+        "{table:?}"
+    );
+}
+
+#[test]
+fn podman_reads_s3_with_the_same_events_on_every_real_dataset() {
+    support::rerun_under_podman(
+        "the flowctl.v1 parity from S3 on every real dataset",
+        &[
+            "the_v1_pipeline_reading_s3_gives_the_first_generations_events_on_every_real_dataset",
+            "--exact",
+        ],
+        1,
+    );
+}
+
 #[test]
 fn podman_resumes_a_killed_v1_source() {
     support::rerun_under_podman(

@@ -95,11 +95,15 @@ impl RunPlan {
                 }
             }
         }
-        // flowctl dials a flowctl.v1 component's inputs itself (the relay), so they must speak
-        // flowctl.v1 too: a first-generation component's stream cannot be relayed.
+        // flowctl dials a flowctl.v1 component's streaming inputs itself (the relay), so they
+        // must speak flowctl.v1 too: a first-generation component's stream cannot be relayed.
+        // An input without `grpc` (a server it uses, e.g. an S3 server) only orders the start.
         for consumer in self.components.iter().filter(|c| c.is_relayed()) {
             for input in &consumer.inputs {
-                if self.component(input).is_some_and(|c| !c.is_relayed()) {
+                if self
+                    .component(input)
+                    .is_some_and(|c| c.grpc.is_some() && !c.is_relayed())
+                {
                     errors.push(format!(
                         "component `{}`: inputs: `{input}` is not a flowctl.v1 component, and \
                          flowctl relays only between flowctl.v1 components",
@@ -178,11 +182,11 @@ mod tests {
     }
 
     #[test]
-    fn a_flowctl_v1_component_fed_by_a_first_generation_one_is_refused_before_anything_runs() {
-        let mut plan = plan(
+    fn a_flowctl_v1_component_fed_by_a_first_generation_stream_is_refused_before_anything_runs() {
+        let mut mixed = plan(
             "  sources:\n    - {id: old, image: src, grpc: {port: 50052, service: raw_ledger_service.RawLedgerService}}\n  processors:\n    - {id: new, image: proc, inputs: [old], grpc: {port: 50051, service: flowctl.v1.ProcessorService}}\n",
         );
-        let error = plan
+        let error = mixed
             .apply_metadata(&BTreeMap::new())
             .unwrap_err()
             .to_string();
@@ -190,6 +194,11 @@ mod tests {
             error.contains("component `new`: inputs: `old` is not a flowctl.v1 component"),
             "{error}"
         );
+        // A server without `grpc` (an S3 server the source reads) only orders the start.
+        let mut served = plan(
+            "  sources:\n    - {id: s3, image: s3}\n    - {id: src, image: src, inputs: [s3], grpc: {port: 50052, service: flowctl.v1.SourceService}}\n",
+        );
+        served.apply_metadata(&BTreeMap::new()).unwrap();
     }
 
     const PROCESSOR: &str = r#"{"name": "p", "type": "processor",

@@ -64,7 +64,13 @@ pub fn nodes_of(plan: &RunPlan, reachable: &Reachable) -> Result<Vec<RelayNode>>
             service: grpc.service,
             address: port.address,
             network: port.network,
-            inputs: component.inputs.clone(),
+            // The relayed ones: an input without `grpc` only ordered the start.
+            inputs: component
+                .inputs
+                .iter()
+                .filter(|input| plan.component(input).is_some_and(|c| c.is_relayed()))
+                .cloned()
+                .collect(),
             accepts: component.input_event_types.clone(),
             params: stream_params(component),
             grpc_port: grpc.container_port,
