@@ -21,8 +21,11 @@ use crate::grpc;
 pub const DEFAULT_LISTEN: &str = ":50052";
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 const DEFAULT_READ_AHEAD: usize = 16;
-/// Objects (or RPC pages) fetched concurrently ahead of a stream from a remote backend.
+/// RPC pages fetched concurrently ahead of a stream when `PREFETCH_OBJECTS` is unset.
 pub const DEFAULT_PREFETCH: usize = 32;
+/// Objects in flight at first from S3 or GCS when `PREFETCH_OBJECTS` is unset (the window then
+/// adapts): on this machine's loopback S3 server 64 reach the server's rate, 32 two thirds.
+pub const ADAPTIVE_START: usize = 64;
 /// How long a failing remote request is retried before the stream (or start-up) fails.
 pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Ledgers asked for per `getLedgers` call.
@@ -64,8 +67,44 @@ pub struct SourceConfig {
     /// `READ_AHEAD_LEDGERS` (ours): ledgers read ahead of the client per stream.
     pub read_ahead: usize,
     /// `PREFETCH_OBJECTS` (ours): objects (or RPC pages) a stream fetches concurrently ahead of
-    /// the one it decompresses, from S3, GCS or RPC.
-    pub prefetch: usize,
+    /// the one it decompresses, from S3, GCS or RPC. Unset: a window that adapts for S3 and
+    /// GCS (see `backend::window`), 32 pages for RPC.
+    pub prefetch: Prefetch,
+}
+
+/// A stream's prefetch setting: `objects` in flight, fixed or the start of an adaptive window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefetch {
+    pub objects: usize,
+    pub adapts: bool,
+}
+
+impl Prefetch {
+    /// `PREFETCH_OBJECTS=n`: `n` in flight, always.
+    pub fn fixed(objects: usize) -> Prefetch {
+        Prefetch {
+            objects: objects.max(1),
+            adapts: false,
+        }
+    }
+
+    /// The default: an adaptive window.
+    pub fn adaptive() -> Prefetch {
+        Prefetch {
+            objects: ADAPTIVE_START,
+            adapts: true,
+        }
+    }
+}
+
+impl std::fmt::Display for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.adapts {
+            write!(f, "{} objects, adapting", self.objects)
+        } else {
+            write!(f, "{} objects", self.objects)
+        }
+    }
 }
 
 /// `BACKEND_TYPE` with what each backend needs.
@@ -333,7 +372,12 @@ impl SourceConfig {
         )?;
         let poll_interval = positive_duration(&get, "LEDGER_POLL_INTERVAL", DEFAULT_POLL_INTERVAL)?;
         let read_ahead = positive_number(&get, "READ_AHEAD_LEDGERS", DEFAULT_READ_AHEAD)?;
-        let prefetch = positive_number(&get, "PREFETCH_OBJECTS", DEFAULT_PREFETCH)?;
+        let prefetch = match get("PREFETCH_OBJECTS") {
+            Some(_) => {
+                Prefetch::fixed(positive_number(&get, "PREFETCH_OBJECTS", DEFAULT_PREFETCH)?)
+            }
+            None => Prefetch::adaptive(),
+        };
         Ok(SourceConfig {
             listen,
             backend,
@@ -672,7 +716,8 @@ pub(crate) mod tests {
         let printed = format!("{config:?}");
         assert!(!printed.contains("wJalrXUtnFEMI") && !printed.contains("AKIDEXAMPLE"));
         assert!(s3.credentials.source().contains("AWS_ACCESS_KEY_ID"));
-        assert_eq!(config.prefetch, DEFAULT_PREFETCH);
+        assert_eq!(config.prefetch, Prefetch::adaptive());
+        assert_eq!(config.prefetch.objects, ADAPTIVE_START);
 
         let config = SourceConfig::from_lookup(lookup(&[
             ("BACKEND_TYPE", "ARCHIVE"),
@@ -690,7 +735,7 @@ pub(crate) mod tests {
         };
         assert_eq!(gcs.emulator_host.as_deref(), Some("http://127.0.0.1:9023"));
         assert_eq!(store.prefix, "");
-        assert_eq!(config.prefetch, 3);
+        assert_eq!(config.prefetch, Prefetch::fixed(3));
 
         let config = SourceConfig::from_lookup(lookup(&[
             ("BACKEND_TYPE", "RPC"),

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::backend::{Backend, Chunk};
+use super::config::Prefetch;
 use super::split::ObjectReader;
 
 /// How often a stream logs its progress.
@@ -35,7 +36,7 @@ pub struct ReadAhead {
     /// Capacity of the queue between the reader and the client.
     pub capacity: usize,
     /// Objects (RPC pages) a remote feed fetches ahead.
-    pub prefetch: usize,
+    pub prefetch: Prefetch,
     pub metrics: Metrics,
 }
 
@@ -269,7 +270,7 @@ mod tests {
         let metrics = Metrics::with_keys(IDENTITY.metric_keys);
         let reader = ReadAhead {
             backend: Backend::Folder(lake.clone()),
-            prefetch: 1,
+            prefetch: Prefetch::fixed(1),
             poll_interval: Duration::from_millis(20),
             capacity: 1,
             metrics: metrics.clone(),
@@ -304,7 +305,7 @@ mod tests {
         let metrics = Metrics::with_keys(IDENTITY.metric_keys);
         let reader = ReadAhead {
             backend: Backend::Folder(lake),
-            prefetch: 1,
+            prefetch: Prefetch::fixed(1),
             poll_interval: Duration::from_millis(20),
             capacity: 2,
             metrics: metrics.clone(),
@@ -342,7 +343,7 @@ mod tests {
         .unwrap();
         let reader = ReadAhead {
             backend: Backend::Folder(lake),
-            prefetch: 1,
+            prefetch: Prefetch::fixed(1),
             poll_interval: Duration::from_millis(5),
             capacity: 1,
             metrics: Metrics::with_keys(IDENTITY.metric_keys),
@@ -364,7 +365,7 @@ mod tests {
         copy_ledger(&real, &lake, 999);
         let reader = ReadAhead {
             backend: Backend::Folder(lake),
-            prefetch: 1,
+            prefetch: Prefetch::fixed(1),
             poll_interval: Duration::from_millis(5),
             capacity: 4,
             metrics: Metrics::with_keys(IDENTITY.metric_keys),

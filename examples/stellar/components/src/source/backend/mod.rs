@@ -10,13 +10,14 @@
 pub mod fs;
 pub mod object_store;
 pub mod rpc;
+pub mod window;
 
 use std::sync::Arc;
 
 use flowctl_proto::raw_ledger_service::RawLedger;
 use stellar_ttp::datalake::{DataLake, Layout};
 
-use super::config::{BackendConfig, LakeSettings, SourceConfig};
+use super::config::{BackendConfig, LakeSettings, Prefetch, SourceConfig, DEFAULT_PREFETCH};
 
 /// What a feed has for the ledger asked for.
 pub enum Chunk<'a> {
@@ -92,14 +93,21 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// A new stream's feed; remote backends fetch up to `prefetch` objects (pages) ahead.
-    pub fn feed(&self, prefetch: usize) -> Box<dyn Feed> {
+    /// A new stream's feed; remote backends fetch objects (pages) ahead as `prefetch` says.
+    pub fn feed(&self, prefetch: Prefetch) -> Box<dyn Feed> {
         match self {
             Backend::Folder(lake) => Box::new(fs::FolderFeed::new(lake.clone())),
             Backend::Objects(lake) => {
                 Box::new(object_store::ObjectFeed::new(lake.clone(), prefetch))
             }
-            Backend::Rpc(rpc) => Box::new(rpc::RpcFeed::new(rpc.clone(), prefetch)),
+            Backend::Rpc(rpc) => {
+                let pages = if prefetch.adapts {
+                    DEFAULT_PREFETCH
+                } else {
+                    prefetch.objects
+                };
+                Box::new(rpc::RpcFeed::new(rpc.clone(), pages))
+            }
         }
     }
 

@@ -2,8 +2,9 @@
 //! read with the Apache Arrow `object_store` crate, which signs requests, follows the credential
 //! chains and reuses connections (one HTTP client per source, shared by every stream).
 //!
-//! Each stream runs a prefetch task on the runtime that keeps up to `PREFETCH_OBJECTS` GETs in
-//! flight ahead of the object being decompressed and hands the objects over strictly in ledger
+//! Each stream runs a prefetch task on the runtime that keeps a window of GETs in flight
+//! (`PREFETCH_OBJECTS`, else one that adapts: [`window`](super::window)) ahead of the object
+//! being decompressed and hands the objects over strictly in ledger
 //! order, so network latency overlaps decompression and sending. A missing object ends the
 //! task (the reader then waits, live mode, and asks again); the objects already in flight tell
 //! a gap from the live edge.
@@ -13,6 +14,7 @@
 //! ledger. Errors name the endpoint, bucket and key and, on access denied, where the credentials
 //! came from; every message built from the library's errors is scrubbed of the secrets.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,14 +27,15 @@ use ::object_store::{
 };
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use stellar_ttp::datalake::{Layout, Manifest, EXTENSIONS, MANIFEST_FILE};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+use super::window::Window;
 use super::{Chunk, Feed, FeedError, Spawned};
 use crate::source::config::{
-    AwsCredentials, EnvLake, LakeSettings, ObjectService, ObjectStoreConfig, S3Config, Secret,
+    AwsCredentials, EnvLake, LakeSettings, ObjectService, ObjectStoreConfig, Prefetch, S3Config,
+    Secret,
 };
 
 /// Pause between tries of a GET that failed after object_store's own retries.
@@ -59,6 +62,9 @@ pub struct ObjectLake {
 
 /// One GET's outcome: the object, or `None` when no key with a known extension exists.
 type Fetched = Result<Option<(String, Bytes)>, FeedError>;
+
+/// A GET in flight for the file starting at a ledger.
+type InFlight = (u32, Spawned<Option<(String, Bytes)>>);
 
 impl ObjectLake {
     /// Connects to the bucket and reads the lake's `.config.json` (retrying as for any read).
@@ -366,13 +372,13 @@ enum Prefetched {
 }
 
 /// A running prefetch task: the file it hands over next, and its output.
-struct Prefetch {
+struct Running {
     next_file: u32,
     rx: mpsc::Receiver<Prefetched>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for Prefetch {
+impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
     }
@@ -381,18 +387,18 @@ impl Drop for Prefetch {
 /// One stream's reads from a bucket.
 pub struct ObjectFeed {
     lake: Arc<ObjectLake>,
-    depth: usize,
-    prefetch: Option<Prefetch>,
+    prefetch: Prefetch,
+    running: Option<Running>,
     name: String,
     bytes: Bytes,
 }
 
 impl ObjectFeed {
-    pub fn new(lake: Arc<ObjectLake>, depth: usize) -> ObjectFeed {
+    pub fn new(lake: Arc<ObjectLake>, prefetch: Prefetch) -> ObjectFeed {
         ObjectFeed {
             lake,
-            depth,
-            prefetch: None,
+            prefetch,
+            running: None,
             name: String::new(),
             bytes: Bytes::new(),
         }
@@ -402,19 +408,19 @@ impl ObjectFeed {
 impl Feed for ObjectFeed {
     fn next(&mut self, ledger: u32) -> Result<Chunk<'_>, FeedError> {
         let file = self.lake.layout.file_start(ledger);
-        if self.prefetch.as_ref().map(|p| p.next_file) != Some(file) {
+        if self.running.as_ref().map(|p| p.next_file) != Some(file) {
             let (tx, rx) = mpsc::channel(1);
-            let task = self
-                .lake
-                .runtime
-                .spawn(prefetch(self.lake.clone(), file, self.depth, tx));
-            self.prefetch = Some(Prefetch {
+            let task =
+                self.lake
+                    .runtime
+                    .spawn(prefetch(self.lake.clone(), file, self.prefetch, tx));
+            self.running = Some(Running {
                 next_file: file,
                 rx,
                 task,
             });
         }
-        let Some(prefetch) = self.prefetch.as_mut() else {
+        let Some(prefetch) = self.running.as_mut() else {
             unreachable!("started above");
         };
         let received = prefetch.rx.blocking_recv();
@@ -429,15 +435,15 @@ impl Feed for ObjectFeed {
                 })
             }
             Some(Prefetched::Missing { name, later }) => {
-                self.prefetch = None;
+                self.running = None;
                 Ok(Chunk::NotYet { name, later })
             }
             Some(Prefetched::Failed(error)) => {
-                self.prefetch = None;
+                self.running = None;
                 Err(error)
             }
             None => {
-                self.prefetch = None;
+                self.running = None;
                 Err(FeedError::new(
                     tonic::Code::Unavailable,
                     format!(
@@ -450,37 +456,56 @@ impl Feed for ObjectFeed {
     }
 
     fn forget(&mut self) {
-        self.prefetch = None;
+        self.running = None;
     }
 }
 
-/// GETs the objects from `first` on, `depth` at a time, and sends them in order; stops at the
-/// first missing one (reporting a later one among those in flight, if any), at an error, or
+/// GETs the objects from `first` on, as many at a time as the window says, and sends them in
+/// order; stops at the first missing one (reporting a later one among those in flight, if any), at an error, or
 /// when the feed goes away.
-async fn prefetch(lake: Arc<ObjectLake>, first: u32, depth: usize, tx: mpsc::Sender<Prefetched>) {
+async fn prefetch(
+    lake: Arc<ObjectLake>,
+    first: u32,
+    setting: Prefetch,
+    tx: mpsc::Sender<Prefetched>,
+) {
     let step = lake.layout.ledgers_per_file;
-    let files = std::iter::successors(Some(first), move |file| file.checked_add(step));
+    let mut files = std::iter::successors(Some(first), move |file| file.checked_add(step));
+    let mut window = Window::new(setting);
     // Spawned, so that GETs progress while the hand-over waits for the reader; aborted when
     // dropped, so that a closed stream stops its GETs.
-    let mut fetches = futures_util::stream::iter(files)
-        .map(|file| {
-            let task = Spawned(lake.runtime.spawn(lake.clone().fetch(file)));
-            async move { (file, task.join().await) }
-        })
-        .buffered(depth);
-    while let Some((file, fetched)) = fetches.next().await {
-        let message = match fetched {
-            Ok(Some((name, bytes))) => Prefetched::Object { name, bytes },
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    loop {
+        while in_flight.len() < window.size() {
+            let Some(file) = files.next() else { break };
+            in_flight.push_back((file, Spawned(lake.runtime.spawn(lake.clone().fetch(file)))));
+        }
+        let Some((file, task)) = in_flight.pop_front() else {
+            return;
+        };
+        let message = match task.join().await {
+            Ok(Some((name, bytes))) => {
+                window.handed_over(bytes.len(), Instant::now());
+                Prefetched::Object { name, bytes }
+            }
             Ok(None) => {
+                // A gap or the live edge: a later object among those in flight tells which
+                // (with one in flight, the next is asked for).
+                if in_flight.is_empty() {
+                    if let Some(next) = files.next() {
+                        let task = Spawned(lake.runtime.spawn(lake.clone().fetch(next)));
+                        in_flight.push_back((next, task));
+                    }
+                }
                 let mut later = None;
-                for _ in 1..depth.max(2) {
-                    match fetches.next().await {
-                        Some((found, Ok(Some(_)))) => {
+                while let Some((found, task)) = in_flight.pop_front() {
+                    match task.join().await {
+                        Ok(Some(_)) => {
                             later = Some(found);
                             break;
                         }
-                        Some((_, Ok(None))) => continue,
-                        _ => break,
+                        Ok(None) => continue,
+                        Err(_) => break,
                     }
                 }
                 let key = lake.key(&lake.layout.object_key(file, EXTENSIONS[0]));
