@@ -411,6 +411,8 @@ bench_lifecycle() {
     fi
     printf 'compose\t%s\t%s\t%s\t%s\n' $(((up - t0) / 1000)) $(((t1 - t0) / 1000)) $(((t1 - die) / 1000)) \
       "$(grep -F 'consumer-app summary:' "$log" | grep -o '"events":[0-9]*' | cut -d: -f2)" >>"$work/lc.tsv"
+
+    printf 'floor\t-\t%s\t-\t-\n' "$(cli_floor "$LAST")" >>"$work/lc.tsv"
   done
   local col name f c
   row "median of $RUNS (ms)" flowctl compose ratio
@@ -420,8 +422,51 @@ bench_lifecycle() {
     c=$(awk -F'\t' -v c="${col%%:*}" '$1 == "compose" { print $c }' "$work/lc.tsv" | median)
     row "$name" "$f" "$c" "$(ratio "$f" "$c")"
   done
+  f=$(awk -F'\t' '$1 == "flowctl" { print $3 }' "$work/lc.tsv" | median)
+  c=$(awk -F'\t' '$1 == "floor" { print $3 }' "$work/lc.tsv" | median)
+  row "" flowctl "CLI floor" ratio
+  row "total wall (start..cleaned up)" "$f" "$c" "$(ratio "$f" "$c")"
   echo "   events delivered per run: flowctl $(awk -F'\t' '$1 == "flowctl" { printf "%s ", $5 }' "$work/lc.tsv")| compose $(awk -F'\t' '$1 == "compose" { printf "%s ", $5 }' "$work/lc.tsv")"
+  echo "   CLI floor: the same three containers with the bare CLI: network create, each 'run -d' once"
+  echo "   what it reads is healthy (GET /health every 20 ms), 'wait' for the sink, 'rm -f', network rm"
   echo "   (flowctl also waits for control plane registration and verifies both gRPC streams; the compose run has no control plane)"
+}
+
+# The bare CLI's floor for the lifecycle's pipeline, in ms: what any tool must at least do
+# with the engine (no control plane, no checks, no verification, nothing in parallel that the
+# order forbids). $1: the sink's last ledger.
+cli_floor() {
+  local end=$1 net="${tag}l-net" t0 t1 name port
+  local src="${tag}l-src" proc="${tag}l-proc" sink="${tag}l-sink"
+  t0=$(now_us)
+  "$DOCKER" network create --label "io.flowctl.bench=$tag" "$net" >/dev/null
+  "$DOCKER" run -d --name "$src" --label "io.flowctl.bench=$tag" --network "$net" \
+    --network-alias stellar-live-source-datalake -p 127.0.0.1::8088 \
+    -e STORAGE_TYPE=FS -e BUCKET_NAME=/data/ledgers -e "NETWORK_PASSPHRASE=$PASSPHRASE" \
+    -v "$LAKE:/data/ledgers:ro" "flowctl/stellar-live-source-datalake:$IMAGE_TAG" >/dev/null
+  cli_floor_healthy "$src" || return 1
+  "$DOCKER" run -d --name "$proc" --label "io.flowctl.bench=$tag" --network "$net" \
+    --network-alias ttp-processor -p 127.0.0.1::8088 \
+    -e "NETWORK_PASSPHRASE=$PASSPHRASE" -e SOURCE_SERVICE_ADDRESS=stellar-live-source-datalake:50052 \
+    -e PORT=:50051 "flowctl/ttp-processor:$IMAGE_TAG" >/dev/null
+  cli_floor_healthy "$proc" || return 1
+  "$DOCKER" run -d --name "$sink" --label "io.flowctl.bench=$tag" --network "$net" \
+    -e TTP_SERVICE_ADDRESS=ttp-processor:50051 -e PRINT_EVENTS=false \
+    "flowctl/consumer-app:$IMAGE_TAG" "$FIRST" "$end" >/dev/null
+  "$DOCKER" wait "$sink" >/dev/null
+  "$DOCKER" rm -f "$sink" "$proc" "$src" >/dev/null
+  "$DOCKER" network rm "$net" >/dev/null
+  t1=$(now_us)
+  echo $(((t1 - t0) / 1000))
+}
+cli_floor_healthy() {
+  local port tries=0
+  port=$("$DOCKER" port "$1" 8088/tcp | head -1)
+  until curl -sf "http://$port/health" >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    [ "$tries" -lt 1500 ] || { echo "bench.sh: $1 never became healthy" >&2; return 1; }
+    sleep 0.02
+  done
 }
 
 # --- 2. scaling ------------------------------------------------------------------------------
