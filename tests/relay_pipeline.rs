@@ -277,7 +277,13 @@ fn podman_gives_the_same_events_on_every_real_dataset() {
 #[test]
 fn the_v1_pipeline_reading_s3_gives_the_first_generations_events_on_every_real_dataset() {
     require_images(&IMAGES);
-    require_images(&[S3_IMAGE]);
+    let mut probe = std::process::Command::new(support::docker_bin());
+    probe.args(["image", "inspect", "--format", "{{.Id}}", S3_IMAGE]);
+    let hint = "the image of the s3s-fs S3 server is missing: scripts/test.sh installs s3s-fs \
+                and builds it";
+    if !support::require_tool("s3", &mut probe, hint) {
+        return;
+    }
     let scratch = Scratch::new("v1-s3-parity");
     let mut table = Vec::new();
     for set in real_datasets(&scratch.dir) {
