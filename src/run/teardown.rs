@@ -1,12 +1,13 @@
-//! Every way a run ends, in one file: the signal policy (SIGINT, SIGTERM, SIGHUP), the typed
-//! outcome that start-up and supervision return ([`Halt`]), the stop order, and the
-//! [`CleanupGuard`] that removes the run through [`cleanup::remove_run`] on a normal end, a
-//! failure, a signal, or while unwinding from a panic.
+//! What every way a run ends uses (the one exit sequence is `Run::end` in `run/mod.rs`): the
+//! signal policy (SIGINT, SIGTERM, SIGHUP), the typed outcome that start-up and supervision
+//! return ([`Halt`]), the stop order, and the [`CleanupGuard`] that removes the run through
+//! [`cleanup::remove_run`] on a normal end, a failure, a signal, or while unwinding from a panic.
 //!
 //! The signal policy is process-wide and installed once, by `main`, before anything runs
-//! (as just's `signal_handler.rs`): a run attaches to it once its engine is known. The first
-//! signal stops gracefully and kills the engine calls in flight (a hung daemon cannot hold
-//! flowctl), the second forces removal, a third exits at once.
+//! (as just's `signal_handler.rs`): a run attaches to it once its engine is known, and
+//! `flowctl control-plane` waits on its flag. The handler only records and kills the engine
+//! calls in flight (a hung daemon cannot hold flowctl): the first signal stops gracefully, the
+//! second starts the forced removal on a thread of its own, a third exits at once.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
