@@ -3,7 +3,8 @@
 //! runs. It works from the run's label, so it is idempotent and needs no memory of what was
 //! started.
 
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::engine::{Engine, EngineError};
 use crate::labels;
@@ -49,6 +50,8 @@ impl StopOrder {
 /// What [`remove_run`] removed, and what it could not.
 #[derive(Debug, Default)]
 pub struct Removal {
+    /// Swarm services (`run --swarm`).
+    pub services: Vec<String>,
     pub containers: Vec<String>,
     pub networks: Vec<String>,
     pub errors: Vec<EngineError>,
@@ -114,6 +117,95 @@ pub fn remove_run(engine: &Engine, run_id: &str, order: &StopOrder) -> Removal {
         }
     }
     removal
+}
+
+/// How long [`remove_swarm_run`] waits for a removed service's tasks to be gone from every
+/// node (the network can go only then).
+const SWARM_TASKS_GONE: Duration = Duration::from_secs(90);
+
+/// The Swarm form of [`remove_run`] (`run --swarm`): removes every service labelled with
+/// `run_id` (Swarm stops their tasks with each service's grace period), then the run's
+/// networks once the manager lets them go, which it does only when no task on any node is
+/// attached any more; then whatever container of the run is left on the manager's engine.
+pub fn remove_swarm_run(engine: &Engine, run_id: &str) -> Removal {
+    let mut removal = Removal::default();
+    let filter = [labels::run_filter(run_id)];
+    let mut tasks = Vec::new();
+    match engine.list_services(&filter) {
+        Ok(services) if !services.is_empty() => {
+            let (ids, names): (Vec<String>, Vec<String>) =
+                services.into_iter().map(|(id, name, _)| (id, name)).unzip();
+            match engine.service_tasks(&ids) {
+                Ok(list) => tasks = list.into_iter().map(|t| t.id).collect(),
+                Err(e) => removal.errors.push(e),
+            }
+            match engine.remove_services(&ids) {
+                Ok(()) => removal.services.extend(names),
+                Err(e) => removal.errors.push(e),
+            }
+        }
+        Ok(_) => {}
+        Err(e) => removal.errors.push(e),
+    }
+    let deadline = Instant::now() + SWARM_TASKS_GONE;
+    // The manager forgets a removed service's task once its node has removed the container.
+    while !tasks.is_empty() {
+        match engine.existing_tasks(&tasks) {
+            Ok(left) => tasks = left,
+            Err(e) => {
+                removal.errors.push(e);
+                break;
+            }
+        }
+        if !tasks.is_empty() && Instant::now() >= deadline {
+            removal.errors.push(EngineError::unexpected_output(
+                "docker inspect --type task".to_string(),
+                format!(
+                    "{} task(s) still on their nodes after {} s",
+                    tasks.len(),
+                    SWARM_TASKS_GONE.as_secs()
+                ),
+            ));
+            break;
+        }
+        if !tasks.is_empty() {
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+    match engine.list_networks(&filter) {
+        Ok(networks) => {
+            for network in networks {
+                loop {
+                    match engine.remove_network(&network.id) {
+                        Ok(()) => {
+                            removal.networks.push(network.name);
+                            break;
+                        }
+                        Err(e) if e.is_not_found() => break,
+                        Err(e) if Instant::now() >= deadline => {
+                            removal.errors.push(e);
+                            break;
+                        }
+                        // Tasks still attached somewhere: they are being shut down.
+                        Err(_) => thread::sleep(Duration::from_millis(250)),
+                    }
+                }
+            }
+        }
+        Err(e) => removal.errors.push(e),
+    }
+    remove_containers(engine, &filter, &mut removal);
+    removal
+}
+
+/// Removes everything of the run at once, no grace: the forced path of a second signal and of
+/// the reaper, for a run on one engine or on a Swarm (`swarm`).
+pub fn remove_forced(engine: &Engine, run_id: &str, swarm: bool) -> Removal {
+    if swarm {
+        remove_swarm_run(engine, run_id)
+    } else {
+        remove_run(engine, run_id, &StopOrder::default())
+    }
 }
 
 fn remove_containers(engine: &Engine, filter: &[String], removal: &mut Removal) {

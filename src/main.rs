@@ -92,6 +92,9 @@ enum Command {
         /// What `flowctl run` detected the engine as (`docker` or `podman`).
         #[arg(long, value_parser = engine_kind)]
         engine_kind: EngineKind,
+        /// The run is on a Swarm: its services go too.
+        #[arg(long)]
+        swarm: bool,
     },
 }
 
@@ -138,6 +141,10 @@ struct RunArgs {
     pipeline: PathBuf,
     #[command(flatten)]
     naming: NamingArgs,
+    /// Run on the Docker Swarm the engine manages (DOCKER_HOST names a manager): one
+    /// service per component on an overlay network, spread over the nodes.
+    #[arg(long)]
+    swarm: bool,
     /// Plain log prefixes and progress lines (also when NO_COLOR is set or not on a terminal).
     #[arg(long)]
     no_color: bool,
@@ -269,6 +276,7 @@ fn main() -> ExitCode {
                 pull: args.pull,
                 progress_in_place: std::io::stderr().is_terminal()
                     && std::env::var("TERM").map_or(true, |term| term != "dumb"),
+                swarm: args.swarm,
             };
             run::run(&options, signals).map(|outcome| match outcome {
                 RunOutcome::Completed => ExitCode::SUCCESS,
@@ -342,9 +350,10 @@ fn main() -> ExitCode {
         Command::Reap {
             run_id,
             engine_kind,
+            swarm,
         } => {
             let engine = Engine::known(cli.docker_bin, engine_kind, deadlines);
-            Ok(match reaper::watch(&engine, &run_id) {
+            Ok(match reaper::watch(&engine, &run_id, swarm) {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::FAILURE,
             })

@@ -17,7 +17,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::cleanup::{self, StopOrder};
+use crate::cleanup;
 use crate::duration;
 use crate::engine::Engine;
 
@@ -44,7 +44,7 @@ impl Reaper {
     /// Starts `flowctl __reap` for `run_id`, in a new session, with its stdin a pipe from this
     /// process. Call before creating anything of the run. The reaper is told what `engine` was
     /// detected as, so it speaks the same dialect without asking again.
-    pub fn spawn(engine: &Engine, run_id: &str) -> io::Result<Reaper> {
+    pub fn spawn(engine: &Engine, run_id: &str, swarm: bool) -> io::Result<Reaper> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
         command
@@ -57,6 +57,7 @@ impl Reaper {
             .arg(engine.program())
             .arg("--engine-timeout")
             .arg(duration::format(engine.deadlines().call))
+            .args(swarm.then_some("--swarm"))
             .stdin(Stdio::piped())
             // Not the parent's stdout/stderr: whoever reads those (a pipe, a terminal) must see
             // them close when flowctl exits, not when the reaper does.
@@ -130,19 +131,22 @@ pub fn wait_for_parent(mut input: impl Read) -> Verdict {
 
 /// The reaper's main: waits on stdin, then removes `run_id` through `engine` unless dismissed.
 /// Returns whether everything of the run is gone.
-pub fn watch(engine: &Engine, run_id: &str) -> bool {
+/// `swarm`: the run is on a Swarm (its services go too).
+pub fn watch(engine: &Engine, run_id: &str, swarm: bool) -> bool {
     match wait_for_parent(io::stdin().lock()) {
         Verdict::Dismissed => true,
-        Verdict::ParentGone => sweep(engine, run_id),
+        Verdict::ParentGone => sweep(engine, run_id, swarm),
     }
 }
 
 /// Removes the run until a sweep finds nothing after [`SETTLE`], or [`GIVE_UP`] passes.
-fn sweep(engine: &Engine, run_id: &str) -> bool {
+fn sweep(engine: &Engine, run_id: &str, swarm: bool) -> bool {
     let started = Instant::now();
     loop {
-        let removal = cleanup::remove_run(engine, run_id, &StopOrder::default());
-        let nothing_found = removal.containers.is_empty() && removal.networks.is_empty();
+        let removal = cleanup::remove_forced(engine, run_id, swarm);
+        let nothing_found = removal.services.is_empty()
+            && removal.containers.is_empty()
+            && removal.networks.is_empty();
         if removal.is_complete() && nothing_found && started.elapsed() >= SETTLE {
             return true;
         }

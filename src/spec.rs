@@ -145,6 +145,9 @@ pub struct ComponentSpec {
     pub secrets: Vec<SecretSpec>,
     #[serde(default)]
     pub resources: Option<ResourcesSpec>,
+    /// Where a Swarm may run the component's tasks (`run --swarm`, `translate --to swarm`).
+    #[serde(default)]
+    pub placement: Option<PlacementSpec>,
     /// Components (or jobs) that must be ready before this one starts; unlike `inputs`, no
     /// data flows (upstream's field for `spec.pipelines` jobs).
     #[serde(default)]
@@ -253,6 +256,26 @@ pub struct ResourcesSpec {
     pub requests: ResourceList,
     #[serde(default)]
     pub limits: ResourceList,
+}
+
+/// `placement:` (Swarm's shape): constraints every task's node must meet, and spread
+/// preferences.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementSpec {
+    /// E.g. `node.labels.zone == east`, `node.role != manager`.
+    #[serde(default)]
+    pub constraints: Vec<String>,
+    #[serde(default)]
+    pub preferences: Vec<PreferenceSpec>,
+}
+
+/// One `placement.preferences` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceSpec {
+    /// Spread tasks evenly over the values of this node attribute (`node.labels.zone`).
+    pub spread: String,
 }
 
 /// `resources.requests` / `resources.limits`.

@@ -10,6 +10,7 @@ pub mod command;
 #[cfg(test)]
 pub(crate) mod fake;
 pub mod inspect;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

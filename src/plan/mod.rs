@@ -10,6 +10,7 @@ mod config;
 mod driver;
 mod metadata;
 mod order;
+mod placement;
 mod reference;
 mod replicas;
 mod resolve;
@@ -19,6 +20,7 @@ mod secrets;
 pub use config::env_name as config_env_name;
 pub use driver::Driver;
 pub use metadata::{ComponentMetadata, ConfigField};
+pub use placement::PlacementPlan;
 pub use reference::Registry;
 pub use replicas::MAX_REPLICAS;
 pub use resources::ResourcePlan;
@@ -371,6 +373,8 @@ pub struct ComponentPlan {
     pub input_event_types: Vec<String>,
     pub output_event_types: Vec<String>,
     pub resources: ResourcePlan,
+    /// `placement:`, for a Swarm.
+    pub placement: PlacementPlan,
     /// Secrets whose files exist.
     pub secrets: Vec<SecretPlan>,
     /// `replicas:` of the file (1 by default); the same on every replica.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::config;
 use super::driver::Driver;
+use super::placement::placement;
 use super::reference::Registry;
 use super::replicas;
 use super::resources::resources;
@@ -70,6 +71,7 @@ pub(super) fn component(
         }
     }
     let resources = resources(spec.resources.as_ref(), problems);
+    let placement = placement(spec.placement.as_ref(), problems);
     let mut ports = ports(spec, problems);
     let health = health(spec, &ports, problems);
     // HEALTH_PORT tells a component where to serve HTTP health; a gRPC probe needs none.
@@ -137,6 +139,7 @@ pub(super) fn component(
         input_event_types: spec.input_event_types.clone(),
         output_event_types: spec.output_event_types.clone(),
         resources,
+        placement,
         secrets,
         replicas: 1,
         replica_of: None,

@@ -21,6 +21,7 @@ mod record;
 mod relay;
 mod start;
 mod supervise;
+mod swarm;
 pub mod teardown;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,8 @@ pub struct RunOptions {
     pub pull: PullPolicy,
     /// Progress lines are redrawn in place (stderr is a terminal).
     pub progress_in_place: bool,
+    /// `--swarm`: run on the Swarm the engine manages, one service per component.
+    pub swarm: bool,
 }
 
 /// Runs a pipeline until it completes, is interrupted or fails; everything it created is
@@ -95,6 +98,9 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
     recorder.lock().file = options.pipeline.display().to_string();
     let _summary = SummaryWriter::new(recorder.clone(), options.summary.clone());
     let lifecycle = || -> Result<RunOutcome, Halt> {
+        if options.swarm {
+            return swarm::run(options, signals, &recorder);
+        }
         let prepared = Prepared::new(options, signals, &recorder)?;
         let mut run = prepared.start()?;
         let result = run.bring_up().and_then(|()| run.supervise());

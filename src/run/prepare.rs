@@ -58,6 +58,14 @@ impl<'a> Prepared<'a> {
         if let Some(refusal) = plan.driver.run_refusal() {
             return Err(anyhow!("{file}: {refusal}").into());
         }
+        if let Some(component) = plan.components.iter().find(|c| !c.placement.is_empty()) {
+            return Err(anyhow!(
+                "{file}: component `{}`: placement: chooses Swarm nodes, and one engine has \
+                 none: run it with `flowctl run --swarm` on a Swarm manager (or remove the field)",
+                component.replica_of.as_deref().unwrap_or(&component.id)
+            )
+            .into());
+        }
         for notice in plan
             .driver
             .run_notice()
@@ -75,6 +83,7 @@ impl<'a> Prepared<'a> {
             engine: engine.clone(),
             run_id: run_id.clone(),
             console,
+            swarm: false,
         });
         let location = location::detect(&engine, &options.location)?;
         console.info(location.describe());
@@ -273,7 +282,7 @@ fn record_plan(
 
 /// Starts the reaper that removes the run if flowctl is killed before it can (see reaper.rs).
 fn spawn_reaper(engine: &Engine, run_id: &str, console: Console) -> Option<Reaper> {
-    match Reaper::spawn(engine, run_id) {
+    match Reaper::spawn(engine, run_id, false) {
         Ok(reaper) => {
             console.info(format!("reaper pid {} watches run {run_id}", reaper.pid()));
             Some(reaper)

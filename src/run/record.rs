@@ -29,6 +29,8 @@ pub struct ComponentRecord {
     pub service_id: Option<String>,
     /// Counters from its last heartbeat (`total_processed`, `total_events_emitted`, ...).
     pub metrics: BTreeMap<String, f64>,
+    /// The Swarm nodes its tasks ran on (`run --swarm`; empty on one engine).
+    pub nodes: Vec<String>,
 }
 
 /// One stream verification.
@@ -84,7 +86,7 @@ impl RunRecord {
             .components
             .iter()
             .map(|(id, c)| {
-                json!({
+                let mut entry = json!({
                     "id": id,
                     "role": c.role,
                     "image": c.image,
@@ -98,7 +100,11 @@ impl RunRecord {
                     "registered": c.service_id.is_some(),
                     "service_id": c.service_id,
                     "metrics": c.metrics.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<_, _>>(),
-                })
+                });
+                if !c.nodes.is_empty() {
+                    entry["nodes"] = json!(c.nodes);
+                }
+                entry
             })
             .collect();
         let verification: Vec<Value> = self

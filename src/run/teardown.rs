@@ -49,6 +49,12 @@ pub enum Halt {
     Failed(anyhow::Error),
 }
 
+impl From<crate::engine::EngineError> for Halt {
+    fn from(error: crate::engine::EngineError) -> Halt {
+        Halt::Failed(error.into())
+    }
+}
+
 impl From<anyhow::Error> for Halt {
     fn from(error: anyhow::Error) -> Halt {
         Halt::Failed(error)
@@ -134,6 +140,8 @@ pub struct ActiveRun {
     pub engine: Engine,
     pub run_id: String,
     pub console: Console,
+    /// The run is on a Swarm (`run --swarm`): services, not containers.
+    pub swarm: bool,
 }
 
 /// The process-wide reaction to SIGINT, SIGTERM and SIGHUP: the one signal handler of
@@ -232,8 +240,7 @@ impl SignalPolicy {
                 let forced = std::thread::Builder::new()
                     .name("forced-removal".into())
                     .spawn(move || {
-                        let removal =
-                            cleanup::remove_run(&run.engine, &run.run_id, &StopOrder::default());
+                        let removal = cleanup::remove_forced(&run.engine, &run.run_id, run.swarm);
                         for error in removal.errors {
                             run.console.warn(format!("cleanup: {error}"));
                         }
@@ -470,6 +477,7 @@ mod tests {
             ),
             run_id: "r".into(),
             console: Console { color: false },
+            swarm: false,
         };
         let attached = policy.attach(run);
         assert_eq!(events.snapshot().interrupts, 1);

@@ -64,7 +64,7 @@ impl Drop for TempDir {
 }
 
 /// The variable that lets tests whose tool is missing be skipped: comma-separated names
-/// (`podman`, `k8s`, `s3`, `gcs`, `registry`; README, "Running the tests"). CI never sets it.
+/// (`podman`, `k8s`, `s3`, `gcs`, `registry`, `swarm`; README, "Running the tests"). CI never sets it.
 pub const SKIP_ENV: &str = "FLOWCTL_TEST_SKIP";
 
 /// Whether `FLOWCTL_TEST_SKIP` names `name`.
