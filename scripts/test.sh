@@ -12,8 +12,6 @@
 # - docker-registry (tests/registry.rs: the CNCF distribution registry the pull test pushes to
 #   and pulls from): `apt-get install`ed when missing and running as root; without root it
 #   stops here with the hint, unless FLOWCTL_TEST_SKIP names `registry`.
-# - the Swarm lab (tests/swarm.rs, scripts/swarm-lab.sh): needs root; started before the tests
-#   and taken down after them, unless FLOWCTL_TEST_SKIP names `swarm`.
 # - the images: every binary built once (release, static), then wrapped into FROM scratch
 #   images for each engine under test (each engine has its own image store).
 # Then `cargo test --no-fail-fast`: every test binary runs even after a failure, and the script
@@ -101,19 +99,5 @@ cargo build --release --workspace --bins
 for engine in "${engines[@]}"; do
   FLOWCTL_DOCKER_BIN=$engine FLOWCTL_SKIP_CARGO_BUILD=1 scripts/build-images.sh
 done
-
-# The Swarm lab of tests/swarm.rs (three dockerd in network namespaces, one Swarm). The tests
-# start it themselves, idempotently; started here first so the time is not counted against a
-# test, and taken down when this script ends, however it ends, so nothing of it is left.
-if skip_requested swarm; then
-  echo "test.sh: FLOWCTL_TEST_SKIP names swarm: the Swarm tests will be skipped"
-elif [ "$(id -u)" -ne 0 ]; then
-  echo "test.sh: the Swarm lab needs root (network namespaces): run the tests as root, or set" \
-    "FLOWCTL_TEST_SKIP=swarm to skip its tests" >&2
-  exit 1
-else
-  trap 'scripts/swarm-lab.sh down >/dev/null 2>&1 || true' EXIT
-  scripts/swarm-lab.sh up
-fi
 
 cargo test --release --workspace --no-fail-fast "$@"
