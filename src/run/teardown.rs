@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::cleanup::{self, StopGroup, StopOrder};
+use crate::cleanup::{self, Removal, StopGroup, StopOrder};
 use crate::engine::{self, Engine};
 use crate::events::{Exit, RunEvents};
 use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
@@ -304,25 +304,47 @@ impl CleanupGuard {
         let started = Instant::now();
         self.console.info("stopping and removing containers...");
         let removal = cleanup::remove_run(&self.engine, &self.run_id, &self.order);
+        let removed = format!("{} container(s)", removal.containers.len());
+        let hint = "`flowctl gc` removes them";
+        report_removal(
+            self.console,
+            &self.run_id,
+            &removal,
+            &removed,
+            started,
+            hint,
+        );
         if removal.is_complete() {
             if let Some(reaper) = self.reaper.take() {
                 reaper.dismiss();
             }
-            self.console.info(format!(
-                "removed {} container(s) and {} network(s) in {} ms",
-                removal.containers.len(),
-                removal.networks.len(),
-                elapsed_ms(started)
-            ));
-        } else {
-            for error in &removal.errors {
-                self.console.warn(format!("cleanup: {error}"));
-            }
-            self.console.warn(format!(
-                "some resources of run {} may be left; `flowctl gc` removes them",
-                self.run_id
-            ));
         }
+    }
+}
+
+/// Says what a run's teardown removed (`removed`, e.g. "3 container(s)", and the networks),
+/// or each error and that something may be left, with `hint` on how to remove it.
+pub fn report_removal(
+    console: Console,
+    run_id: &str,
+    removal: &Removal,
+    removed: &str,
+    started: Instant,
+    hint: &str,
+) {
+    if removal.is_complete() {
+        console.info(format!(
+            "removed {removed} and {} network(s) in {} ms",
+            removal.networks.len(),
+            elapsed_ms(started)
+        ));
+    } else {
+        for error in &removal.errors {
+            console.warn(format!("cleanup: {error}"));
+        }
+        console.warn(format!(
+            "some resources of run {run_id} may be left; {hint}"
+        ));
     }
 }
 

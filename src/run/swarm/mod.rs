@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context};
 
 use super::env_file::{EnvDir, EnvFile};
 use super::record::Recorder;
-use super::teardown::{ActiveRun, Attached, Halt, SignalPolicy};
+use super::teardown::{report_removal, ActiveRun, Attached, Halt, SignalPolicy};
 use super::{RunOptions, RunOutcome};
 use crate::cleanup;
 use crate::contract::{self, ControlPlaneAccess};
@@ -621,24 +621,24 @@ impl<'a> SwarmRun<'a> {
         self.console
             .info("removing the run's services and network...");
         let removal = cleanup::remove_swarm_run(&self.engine, &self.run_id);
+        let removed = format!("{} service(s)", removal.services.len());
+        // `flowctl gc` does not know Swarm services yet.
+        let hint = format!(
+            "remove them with `docker service rm $(docker service ls -q --filter label={})`",
+            labels::run_filter(&self.run_id)
+        );
+        report_removal(
+            self.console,
+            &self.run_id,
+            &removal,
+            &removed,
+            started,
+            &hint,
+        );
         if removal.is_complete() {
             if let Some(reaper) = self.reaper.take() {
                 reaper.dismiss();
             }
-            self.console.info(format!(
-                "removed {} service(s) and {} network(s) in {} ms",
-                removal.services.len(),
-                removal.networks.len(),
-                elapsed_ms(started)
-            ));
-        } else {
-            for error in &removal.errors {
-                self.console.warn(format!("cleanup: {error}"));
-            }
-            self.console.warn(format!(
-                "some resources of run {} may be left; `flowctl gc` removes them",
-                self.run_id
-            ));
         }
     }
 }
