@@ -39,6 +39,8 @@ pub struct Task {
     pub exit_code: Option<i64>,
     /// Host-mode published ports: container port -> port on the task's node.
     pub ports: BTreeMap<u16, u16>,
+    /// The task's address on each network it is attached to, by network name.
+    pub addresses: BTreeMap<String, String>,
 }
 
 impl Task {
@@ -192,11 +194,12 @@ impl Engine {
         let mut command = self.command(&args);
         let output = command.output_within(self.deadlines.call)?;
         let stderr = String::from_utf8_lossy(&output.stderr);
-        // Exit 1 with "No such task" for the ones gone; anything else is an error.
+        // Exit 1 with "No such task" (or "task X not found") for the ones gone; anything else
+        // is an error.
         if !output.status.success()
             && stderr
                 .lines()
-                .any(|l| !l.trim().is_empty() && !l.to_ascii_lowercase().contains("no such"))
+                .any(|l| !l.trim().is_empty() && !super::command::is_not_found_text(l))
         {
             return Err(EngineError {
                 command: command.command_line(),
@@ -261,6 +264,18 @@ pub fn tasks_of(parsed: &Value) -> Vec<Task> {
                     Some((target, published))
                 })
                 .collect();
+            // "10.0.1.5/24" on each attachment; the first address of each network.
+            let addresses = task["NetworksAttachments"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| {
+                    let network = a["Network"]["Spec"]["Name"].as_str()?;
+                    let address = a["Addresses"].as_array()?.first()?.as_str()?;
+                    let ip = address.split('/').next()?;
+                    Some((network.to_string(), ip.to_string()))
+                })
+                .collect();
             Task {
                 id: text(&task["ID"]),
                 service_id: text(&task["ServiceID"]),
@@ -271,6 +286,7 @@ pub fn tasks_of(parsed: &Value) -> Vec<Task> {
                 error: text(&status["Err"]),
                 exit_code: status["ContainerStatus"]["ExitCode"].as_i64(),
                 ports,
+                addresses,
             }
         })
         .collect()
@@ -288,7 +304,9 @@ mod tests {
                 "Status":{"State":"failed","Err":"task: non-zero exit (3)",
                   "ContainerStatus":{"ContainerID":"c","PID":0,"ExitCode":3},
                   "PortStatus":{"Ports":[{"Protocol":"tcp","TargetPort":8088,
-                    "PublishedPort":30001,"PublishMode":"host"}]}}},
+                    "PublishedPort":30001,"PublishMode":"host"}]}},
+                "NetworksAttachments":[{"Network":{"ID":"w","Spec":{"Name":"run-net"}},
+                  "Addresses":["10.0.1.5/24"]}]},
                {"ID":"t2","ServiceID":"s1","Slot":1,"DesiredState":"running",
                 "Status":{"State":"pending","PortStatus":{}}}]"#,
         )
@@ -300,6 +318,10 @@ mod tests {
         assert_eq!(tasks[0].exit_code, Some(3));
         assert_eq!(tasks[0].ports, BTreeMap::from([(8088, 30001)]));
         assert!(tasks[0].ended());
+        assert_eq!(
+            tasks[0].addresses,
+            BTreeMap::from([("run-net".to_string(), "10.0.1.5".to_string())])
+        );
         assert_eq!(tasks[1].node_id, "");
         assert!(!tasks[1].ended());
         assert!(tasks[1].ports.is_empty());

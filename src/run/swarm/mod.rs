@@ -83,6 +83,9 @@ struct SwarmRun<'a> {
     control: Option<RemoteControlPlane>,
     /// Per service (by index) and slot, the node its task last ran on.
     placed: BTreeMap<(usize, u64), String>,
+    /// `NAME:ADDRESS` of the control plane on the run's network, written into the
+    /// `/etc/hosts` of each component's service (see [`SwarmRun::note_hosts`]).
+    hosts: Vec<String>,
     reaper: Option<Reaper>,
     ended: bool,
     _signals: Attached<'a>,
@@ -204,6 +207,7 @@ impl<'a> SwarmRun<'a> {
             created: Vec::new(),
             control: None,
             placed: BTreeMap::new(),
+            hosts: Vec::new(),
             reaper,
             ended: false,
             _signals: signals,
@@ -305,11 +309,10 @@ impl<'a> SwarmRun<'a> {
                 )
                 .into());
             }
-            let running = tasks
-                .iter()
-                .find(|t| t.task.state == "running")
-                .and_then(|t| t.address_of(contract::CONTROL_PLANE_PORT));
-            if let Some(address) = running {
+            let running = tasks.iter().find(|t| t.task.state == "running");
+            if let Some(address) = running.and_then(|t| t.address_of(contract::CONTROL_PLANE_PORT))
+            {
+                self.note_hosts(contract::CONTROL_PLANE_SERVICE, tasks);
                 break address;
             }
             if Instant::now() >= deadline {
@@ -341,7 +344,13 @@ impl<'a> SwarmRun<'a> {
         };
         let env = contract::component_env(&service.component.env, &service.id, Some(&access));
         let env_file = EnvFile::write(&self.env_dir, &self.run_id, &service.id, &env)?;
-        let args = service::create_args(service, &self.plan.network, &self.labels, &env_file.path);
+        let args = service::create_args(
+            service,
+            &self.plan.network,
+            &self.labels,
+            &env_file.path,
+            &self.hosts,
+        );
         let id = self
             .engine
             .create_service(&args)
@@ -482,6 +491,24 @@ impl<'a> SwarmRun<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Notes the addresses of `name`'s running tasks on the run's network, for the services
+    /// started after it: they find it by name through these `/etc/hosts` entries, not through
+    /// Swarm's DNS. A node's DNS learns of tasks on other nodes by gossip (NetworkDB), and for
+    /// the control plane, the first task on a new network, that was seen to lag by a minute
+    /// and more on a freshly joined node, longer than a component waits to register. Used for
+    /// the control plane only: it never restarts or moves, so its entry cannot go stale, while
+    /// a component's task may be replaced (new address) and is found by DNS.
+    fn note_hosts(&mut self, name: &str, tasks: &[PlacedTask]) {
+        for task in tasks::current(tasks) {
+            if task.task.state != "running" {
+                continue;
+            }
+            if let Some(address) = task.task.addresses.get(&self.plan.network) {
+                self.hosts.push(format!("{name}:{address}"));
+            }
+        }
     }
 
     /// The nodes of the service's tasks once all of them run and answer their health check,

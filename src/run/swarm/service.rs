@@ -49,12 +49,14 @@ pub fn services_of(plan: &RunPlan) -> Vec<ServicePlan<'_>> {
 }
 
 /// The arguments after `service create` for `service`, on `network`, with `labels` (the run's),
-/// its environment in `env_file`.
+/// its environment in `env_file`, and `hosts` (`NAME:ADDRESS`, the tasks already running) in
+/// its `/etc/hosts`.
 pub fn create_args(
     service: &ServicePlan,
     network: &str,
     labels: &BTreeMap<String, String>,
     env_file: &Path,
+    hosts: &[String],
 ) -> Vec<String> {
     let component = service.component;
     let mut args: Vec<String> = vec!["--name".into(), service.name.clone()];
@@ -70,6 +72,9 @@ pub fn create_args(
     args.push("--network".into());
     args.push(format!("name={network},alias={}", service.id));
     args.extend(["--endpoint-mode".into(), "dnsrr".into()]);
+    for host in hosts {
+        args.extend(["--host".into(), host.clone()]);
+    }
     args.extend(["--replicas".into(), component.replicas.to_string()]);
     match component.restart {
         RestartPolicy::Never => args.extend(["--restart-condition".into(), "none".into()]),
@@ -164,7 +169,7 @@ mod tests {
         let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["src", "proc", "sink"]);
         let labels = BTreeMap::from([("io.flowctl.run".to_string(), "r1".to_string())]);
-        let args = create_args(&services[0], "net", &labels, Path::new("/tmp/e.env"));
+        let args = create_args(&services[0], "net", &labels, Path::new("/tmp/e.env"), &[]);
         let joined = args.join(" ");
         for expected in [
             "--name src",
@@ -186,11 +191,18 @@ mod tests {
             assert!(joined.contains(expected), "{expected} in {joined}");
         }
         assert!(args.contains(&"--mount".to_string()));
-        let proc_args = create_args(&services[1], "net", &labels, Path::new("/e")).join(" ");
+        let hosts = ["src:10.0.1.5".to_string(), "src:10.0.1.6".to_string()];
+        let proc_args =
+            create_args(&services[1], "net", &labels, Path::new("/e"), &hosts).join(" ");
+        assert!(
+            proc_args.contains("--host src:10.0.1.5 --host src:10.0.1.6"),
+            "{proc_args}"
+        );
+        assert!(!joined.contains("--host"), "{joined}");
         assert!(proc_args.contains("--replicas 3"), "{proc_args}");
         assert!(proc_args.contains("--network name=net,alias=proc"));
         assert!(proc_args.contains("--restart-condition on-failure --restart-max-attempts 2"));
-        let sink_args = create_args(&services[2], "net", &labels, Path::new("/e"));
+        let sink_args = create_args(&services[2], "net", &labels, Path::new("/e"), &[]);
         assert_eq!(&sink_args[sink_args.len() - 3..], ["img/sink:1", "1", "2"]);
     }
 }

@@ -128,6 +128,7 @@ mod tests {
                 error: format!("{state} here"),
                 exit_code: None,
                 ports: BTreeMap::from([(8088, 30001)]),
+                addresses: BTreeMap::new(),
             },
             node: NodeInfo {
                 hostname: node.into(),
