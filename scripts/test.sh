@@ -15,7 +15,8 @@
 # - the images: every binary built once (release, static), then wrapped into FROM scratch
 #   images for each engine under test (each engine has its own image store).
 # Then `cargo test --no-fail-fast`: every test binary runs even after a failure, and the script
-# still exits non-zero when anything failed.
+# still exits non-zero when anything failed. The Swarm lab the Swarm tests start is taken down
+# at the end (one that was up before the script started is kept).
 #
 # Usage: scripts/test.sh [extra cargo test args]
 #        FLOWCTL_TEST_SKIP=podman,k8s scripts/test.sh   (knowingly skip the tests of a missing tool)
@@ -25,6 +26,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 skip_list=${FLOWCTL_TEST_SKIP:-}
+lab_dir=${FLOWCTL_SWARM_LAB_DIR:-/var/tmp/flowctl-swarm-lab}
+lab_was_up=0
+[ -f "$lab_dir/nodes" ] && lab_was_up=1
 skip_requested() { [[ ",${skip_list// /}," == *",$1,"* ]]; }
 
 # The engines to build images for: Docker always (Compose runs on it), the one the tests use
@@ -100,4 +104,12 @@ for engine in "${engines[@]}"; do
   FLOWCTL_DOCKER_BIN=$engine FLOWCTL_SKIP_CARGO_BUILD=1 scripts/build-images.sh
 done
 
-cargo test --release --workspace --no-fail-fast "$@"
+status=0
+cargo test --release --workspace --no-fail-fast "$@" || status=$?
+
+# tests/swarm.rs starts the Swarm lab (scripts/swarm-lab.sh) and leaves it up between its tests;
+# a lab this run started goes with it, one that was up before is kept.
+if [ "$lab_was_up" -eq 0 ] && [ -f "$lab_dir/nodes" ] && [ -x scripts/swarm-lab.sh ]; then
+  scripts/swarm-lab.sh down || status=1
+fi
+exit "$status"

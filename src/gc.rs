@@ -1,10 +1,12 @@
-//! `flowctl gc`: finds every flowctl-managed container and network by label, groups them by
-//! run, and removes the runs whose owner is no longer alive (every run with `--all`), through
-//! the same [`cleanup::remove_run`] every other exit path uses.
+//! `flowctl gc`: finds every flowctl-managed container and network by label (and, on a Swarm
+//! manager, every service), groups them by run, and removes the runs whose owner is no longer
+//! alive (every run with `--all`), through the same [`cleanup::remove_run`] (or, for a run
+//! with services, [`cleanup::remove_swarm_run`]) every other exit path uses.
 
 use std::collections::BTreeMap;
 
 use crate::cleanup::{self, StopOrder};
+use crate::engine::swarm::SwarmRole;
 use crate::engine::{Engine, EngineError};
 use crate::labels;
 use crate::owner::{Liveness, RunOwner};
@@ -46,6 +48,8 @@ pub struct RunResources {
     pub liveness: Liveness,
     pub containers: Vec<String>,
     pub networks: Vec<String>,
+    /// Swarm services (`flowctl run --swarm`), when the engine is a Swarm manager.
+    pub services: Vec<String>,
 }
 
 /// What `gc` did.
@@ -81,6 +85,7 @@ pub fn gc(engine: &Engine, options: GcOptions) -> Result<GcReport, EngineError> 
                     liveness,
                     containers: Vec::new(),
                     networks: Vec::new(),
+                    services: Vec::new(),
                 }
             })
             .run_id
@@ -99,6 +104,16 @@ pub fn gc(engine: &Engine, options: GcOptions) -> Result<GcReport, EngineError> 
             r.networks.push(network.name);
         }
     }
+    // Services exist only on a Swarm manager; elsewhere `service ls` is an error (Podman has
+    // no Swarm at all: its `info` cannot say, which counts as "no services").
+    if matches!(engine.swarm_role(), Ok(SwarmRole::Manager)) {
+        for (_, name, labels) in engine.list_services(&managed)? {
+            let run = entry(&mut runs, &labels);
+            if let Some(r) = runs.get_mut(&run) {
+                r.services.push(name);
+            }
+        }
+    }
 
     let mut report = GcReport::default();
     for (run_id, run) in runs {
@@ -108,7 +123,10 @@ pub fn gc(engine: &Engine, options: GcOptions) -> Result<GcReport, EngineError> 
             continue;
         }
         if !options.dry_run {
-            if run_id.is_empty() {
+            if !run.services.is_empty() && !run_id.is_empty() {
+                let removal = cleanup::remove_swarm_run(engine, &run_id);
+                report.errors.extend(removal.errors);
+            } else if run_id.is_empty() {
                 // Managed but without a run label: remove by name, never by a broader filter.
                 if let Err(e) = engine.remove_containers(&run.containers) {
                     report.errors.push(e);

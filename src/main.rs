@@ -384,8 +384,13 @@ fn gc(engine: &Engine, options: GcOptions) -> anyhow::Result<ExitCode> {
         "removed"
     };
     for run in &report.removed {
+        let services = if run.services.is_empty() {
+            String::new()
+        } else {
+            format!(", services [{}]", run.services.join(", "))
+        };
         println!(
-            "{verb} run {} (pipeline {}): containers [{}], networks [{}]",
+            "{verb} run {} (pipeline {}): containers [{}], networks [{}]{services}",
             run.run_id,
             run.pipeline,
             run.containers.join(", "),

@@ -298,3 +298,69 @@ fn sigint_mid_run_leaves_nothing_on_any_node_and_spares_a_bystander_service() {
     assert!(names.lines().any(|n| n == bystander), "{names}");
     on(manager, &["service", "rm", &bystander]);
 }
+
+#[test]
+fn gc_removes_the_services_of_a_run_whose_flowctl_and_reaper_were_killed() {
+    let Some((manager, _)) = lab() else {
+        return;
+    };
+    let dir = TempDir::new("flowctl-swarm-gc-");
+    // Live mode: the run stays up until it is killed.
+    let pipeline = example(&dir, [Some("n2"), None, None], "[\"997\", \"0\"]");
+    let project = unique("swg");
+    let mut run = swarm_run(&pipeline, &project, &[]);
+    let line = run.wait_for("reaper pid ");
+    let reaper: u32 = line
+        .split("reaper pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    run.wait_for("all 3 component(s) up");
+    let kill = |pid: u32| {
+        let status = Command::new("kill")
+            .args(["-s", "KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -9 {pid}");
+    };
+    kill(reaper);
+    run.signal("KILL");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&run.wait()),
+        Some(9)
+    );
+    // The killed reaper is gone before it could remove anything.
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{reaper}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(')').next().map(|s| s.trim_start().to_string()))
+            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+    };
+    while running() {
+        assert!(
+            std::time::Instant::now() < gone,
+            "reaper {reaper} still runs"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let left = left_now(&project);
+    assert_eq!(
+        left.iter().filter(|l| l.starts_with("service ")).count(),
+        4,
+        "the killed run's 3 services and control plane: {left:?}"
+    );
+
+    let (status, stdout, stderr) = flowctl(&["gc"], &[("DOCKER_HOST", manager.as_str())]);
+    assert!(status.success(), "{stdout}\n{stderr}");
+    let removed = stdout
+        .lines()
+        .find(|l| l.starts_with("removed run ") && l.contains(&project))
+        .unwrap_or_else(|| panic!("no removed run of {project}: {stdout}"));
+    assert!(
+        removed.contains("services [") && removed.contains("consumer-app"),
+        "{removed}"
+    );
+    assert_eq!(left_of(&project), Vec::<String>::new());
+}

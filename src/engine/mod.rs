@@ -169,7 +169,8 @@ impl Engine {
         engine.version = out
             .lines()
             .find(|line| line.trim_start().starts_with("Version"))
-            .map(|line| line.trim().to_string())
+            // "Version:           28.2.2" as "Version: 28.2.2".
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
             .unwrap_or_default();
         Ok(engine)
     }
@@ -727,7 +728,7 @@ esac"#,
         );
         let engine = Engine::detect(fake.dir.join("docker"), Deadlines::default()).unwrap();
         assert_eq!(engine.kind(), EngineKind::Podman);
-        assert_eq!(engine.version_line(), "Version:      4.3.1");
+        assert_eq!(engine.version_line(), "Version: 4.3.1");
         // Every clone (signal policy, cleanup guard) has the same dialect.
         let clone = engine.clone();
         assert_eq!(

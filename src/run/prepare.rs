@@ -117,7 +117,7 @@ impl<'a> Prepared<'a> {
 
         // The reaper watches from the first thing the run creates: the probe containers that
         // read image metadata carry the run's labels like everything else.
-        let reaper = spawn_reaper(&engine, &run_id, console);
+        let reaper = spawn_reaper(&engine, &run_id, false, console);
         let labels = run_labels(&plan, &run_id, &location);
         let metadata = crate::metadata::read_all(
             &engine,
@@ -280,9 +280,15 @@ fn record_plan(
     }
 }
 
-/// Starts the reaper that removes the run if flowctl is killed before it can (see reaper.rs).
-fn spawn_reaper(engine: &Engine, run_id: &str, console: Console) -> Option<Reaper> {
-    match Reaper::spawn(engine, run_id, false) {
+/// Starts the reaper that removes the run (on a Swarm manager with `swarm`, its services too)
+/// if flowctl is killed before it can (see reaper.rs).
+pub(super) fn spawn_reaper(
+    engine: &Engine,
+    run_id: &str,
+    swarm: bool,
+    console: Console,
+) -> Option<Reaper> {
+    match Reaper::spawn(engine, run_id, swarm) {
         Ok(reaper) => {
             console.info(format!("reaper pid {} watches run {run_id}", reaper.pid()));
             Some(reaper)

@@ -178,15 +178,7 @@ impl<'a> SwarmRun<'a> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create --logs-dir {}", dir.display()))?;
         }
-        let reaper = match Reaper::spawn(&engine, &run_id, true) {
-            Ok(reaper) => Some(reaper),
-            Err(e) => {
-                console.warn(format!(
-                    "cannot start the reaper ({e}): if flowctl is killed, run `flowctl gc`"
-                ));
-                None
-            }
-        };
+        let reaper = super::prepare::spawn_reaper(&engine, &run_id, true, console);
         console.info(format!(
             "run {run_id} on the Swarm managed by {} ({})",
             engine.program().display(),
@@ -649,18 +641,14 @@ impl<'a> SwarmRun<'a> {
             .info("removing the run's services and network...");
         let removal = cleanup::remove_swarm_run(&self.engine, &self.run_id);
         let removed = format!("{} service(s)", removal.services.len());
-        // `flowctl gc` does not know Swarm services yet.
-        let hint = format!(
-            "remove them with `docker service rm $(docker service ls -q --filter label={})`",
-            labels::run_filter(&self.run_id)
-        );
+        let hint = "`flowctl gc` against the manager removes them";
         report_removal(
             self.console,
             &self.run_id,
             &removal,
             &removed,
             started,
-            &hint,
+            hint,
         );
         if removal.is_complete() {
             if let Some(reaper) = self.reaper.take() {
