@@ -157,16 +157,21 @@ impl Engine {
         for label in labels {
             args.extend(["--filter".into(), format!("label={label}")]);
         }
-        let ids = inspect::lines(&self.call(&args)?);
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut args: Vec<&str> = vec!["service", "inspect"];
-        args.extend(ids.iter().map(String::as_str));
-        let parsed = match self.call_json(&args) {
-            Ok(parsed) => parsed,
-            Err(e) if e.is_not_found() => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        // A service removed between `ls` and `inspect` (another run ending) fails the whole
+        // `inspect`: list again, so the others are not missed.
+        let mut attempts = 0;
+        let parsed = loop {
+            let ids = inspect::lines(&self.call(&args)?);
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut inspect_args: Vec<&str> = vec!["service", "inspect"];
+            inspect_args.extend(ids.iter().map(String::as_str));
+            match self.call_json(&inspect_args) {
+                Ok(parsed) => break parsed,
+                Err(e) if e.is_not_found() && attempts < 10 => attempts += 1,
+                Err(e) => return Err(e),
+            }
         };
         Ok(parsed
             .as_array()
@@ -295,6 +300,25 @@ pub fn tasks_of(parsed: &Value) -> Vec<Task> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::fake::FakeCli;
+
+    #[test]
+    fn a_service_removed_between_ls_and_inspect_does_not_hide_the_others() {
+        // `ls` names a and b; b is gone by the first `inspect`, so the second `ls` names a only.
+        let fake = FakeCli::new(
+            "swarm-ls-race",
+            r#"dir=$(dirname "$0")
+case "$1 $2" in
+  "service ls") if [ -f "$dir/gone" ]; then echo a; else printf 'a\nb\n'; fi ;;
+  "service inspect")
+    if [ "$4" = b ]; then touch "$dir/gone"; echo "Error: no such service: b" >&2; exit 1; fi
+    echo '[{"ID":"a","Spec":{"Name":"run-a","Labels":{"io.flowctl.run":"r"}}}]' ;;
+esac"#,
+        );
+        let services = fake.engine().list_services(&[]).unwrap();
+        assert_eq!(services.len(), 1, "{services:?}");
+        assert_eq!(services[0].1, "run-a");
+    }
 
     #[test]
     fn a_task_is_read_from_inspect() {
