@@ -11,7 +11,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{docker_bin, Scratch, LONG_RUNNING};
+use support::{docker_bin, is_running, Scratch, LONG_RUNNING};
 
 /// Failure bound for "within seconds" (a loaded 2-core machine stops containers slowly); not a
 /// measurement.
@@ -53,19 +53,6 @@ fn hung_pids(dir: &Path) -> Vec<u32> {
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect()
-}
-
-fn is_running(pid: u32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let after = stat.rfind(')')?;
-            stat[after + 1..]
-                .split_whitespace()
-                .next()
-                .map(String::from)
-        })
-        .is_some_and(|state| state != "Z" && state != "X")
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -9,36 +9,19 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{flowctl, Flowctl, Scratch, LONG_RUNNING};
+use support::{flowctl, is_running, kill9, stat_field, Flowctl, Scratch, LONG_RUNNING};
 
 /// How long the reaper may take, as a failure bound (the guarantee is about 15 s; the engine
 /// stopping containers under load can take longer). Not a measurement.
 const REAP_BOUND: Duration = Duration::from_secs(30);
 
-/// The pid flowctl reported for its reaper.
+/// The pid flowctl reported for its reaper, once it did.
 fn reaper_pid(run: &mut Flowctl) -> u32 {
-    let line = run.wait_for("reaper pid ");
-    line.split("reaper pid ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"))
-}
-
-/// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`, `None` when the process is gone.
-fn stat_field(pid: u32, n: usize) -> Option<String> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    after_name.split_whitespace().nth(n - 3).map(String::from)
-}
-
-/// Whether `pid` is still a running process (a zombie waiting to be reaped is not).
-fn is_running(pid: u32) -> bool {
-    stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
+    run.wait_for("reaper pid ");
+    run.reaper_pid().expect("a pid after `reaper pid `")
 }
 
 /// Polls `done` until it holds or `bound` passes; returns how long it took, or panics with
@@ -50,14 +33,6 @@ fn poll(bound: Duration, what: impl Fn() -> String, mut done: impl FnMut() -> bo
         thread::sleep(Duration::from_millis(100));
     }
     started.elapsed()
-}
-
-fn kill9(pid: u32) {
-    let status = Command::new("kill")
-        .args(["-s", "KILL", &pid.to_string()])
-        .status()
-        .expect("cannot run kill");
-    assert!(status.success(), "kill -9 {pid} failed");
 }
 
 #[test]

@@ -309,22 +309,10 @@ fn gc_removes_the_services_of_a_run_whose_flowctl_and_reaper_were_killed() {
     let pipeline = example(&dir, [Some("n2"), None, None], "[\"997\", \"0\"]");
     let project = unique("swg");
     let mut run = swarm_run(&pipeline, &project, &[]);
-    let line = run.wait_for("reaper pid ");
-    let reaper: u32 = line
-        .split("reaper pid ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no pid in {line:?}"));
+    run.wait_for("reaper pid ");
+    let reaper = run.reaper_pid().expect("a pid after `reaper pid `");
     run.wait_for("all 3 component(s) up");
-    let kill = |pid: u32| {
-        let status = Command::new("kill")
-            .args(["-s", "KILL", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -9 {pid}");
-    };
-    kill(reaper);
+    kill9(reaper);
     run.signal("KILL");
     assert_eq!(
         std::os::unix::process::ExitStatusExt::signal(&run.wait()),
@@ -332,13 +320,7 @@ fn gc_removes_the_services_of_a_run_whose_flowctl_and_reaper_were_killed() {
     );
     // The killed reaper is gone before it could remove anything.
     let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let running = || {
-        std::fs::read_to_string(format!("/proc/{reaper}/stat"))
-            .ok()
-            .and_then(|stat| stat.rsplit(')').next().map(|s| s.trim_start().to_string()))
-            .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
-    };
-    while running() {
+    while is_running(reaper) {
         assert!(
             std::time::Instant::now() < gone,
             "reaper {reaper} still runs"

@@ -306,33 +306,34 @@ impl CleanupGuard {
         let removal = cleanup::remove_run(&self.engine, &self.run_id, &self.order);
         let removed = format!("{} container(s)", removal.containers.len());
         let hint = "`flowctl gc` removes them";
-        report_removal(
+        conclude_removal(
             self.console,
             &self.run_id,
             &removal,
             &removed,
             started,
             hint,
+            &mut self.reaper,
         );
-        if removal.is_complete() {
-            if let Some(reaper) = self.reaper.take() {
-                reaper.dismiss();
-            }
-        }
     }
 }
 
-/// Says what a run's teardown removed (`removed`, e.g. "3 container(s)", and the networks),
-/// or each error and that something may be left, with `hint` on how to remove it.
-pub fn report_removal(
+/// Ends a run's teardown: says what it removed (`removed`, e.g. "3 container(s)", and the
+/// networks) and dismisses the reaper, whose work is done; or says each error and that
+/// something may be left, with `hint` on how to remove it, and leaves the reaper watching.
+pub fn conclude_removal(
     console: Console,
     run_id: &str,
     removal: &Removal,
     removed: &str,
     started: Instant,
     hint: &str,
+    reaper: &mut Option<Reaper>,
 ) {
     if removal.is_complete() {
+        if let Some(reaper) = reaper.take() {
+            reaper.dismiss();
+        }
         console.info(format!(
             "removed {removed} and {} network(s) in {} ms",
             removal.networks.len(),

@@ -36,6 +36,30 @@ pub fn flowctl_command() -> Command {
 
 /// `prefix` followed by this process's id and a per-process counter: unique among the tests of
 /// this binary and among concurrent runs of the suite.
+/// Field `n` (1-based, as in proc(5)) of `/proc/<pid>/stat`, `None` when the process is gone.
+#[allow(dead_code)]
+pub fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(n - 3).map(String::from)
+}
+
+/// Whether `pid` is still a running process (a zombie waiting to be reaped is not).
+#[allow(dead_code)]
+pub fn is_running(pid: u32) -> bool {
+    stat_field(pid, 3).is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// `kill -9 pid`; panics when it fails.
+#[allow(dead_code)]
+pub fn kill9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-s", "KILL", &pid.to_string()])
+        .status()
+        .expect("cannot run kill");
+    assert!(status.success(), "kill -9 {pid} failed");
+}
+
 pub fn unique(prefix: &str) -> String {
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     format!(

@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context};
 
 use super::env_file::{EnvDir, EnvFile};
 use super::record::Recorder;
-use super::teardown::{report_removal, ActiveRun, Attached, Halt, SignalPolicy};
+use super::teardown::{conclude_removal, ActiveRun, Attached, Halt, SignalPolicy};
 use super::{RunOptions, RunOutcome};
 use crate::cleanup;
 use crate::contract::{self, ControlPlaneAccess};
@@ -84,7 +84,7 @@ struct SwarmRun<'a> {
     /// Per service (by index) and slot, the node its task last ran on.
     placed: BTreeMap<(usize, u64), String>,
     /// `NAME:ADDRESS` of the control plane on the run's network, written into the
-    /// `/etc/hosts` of each component's service (see [`SwarmRun::note_hosts`]).
+    /// `/etc/hosts` of each component's service (see [`SwarmRun::note_control_plane_host`]).
     hosts: Vec<String>,
     reaper: Option<Reaper>,
     ended: bool,
@@ -302,10 +302,11 @@ impl<'a> SwarmRun<'a> {
                 .into());
             }
             let running = tasks.iter().find(|t| t.task.state == "running");
-            if let Some(address) = running.and_then(|t| t.address_of(contract::CONTROL_PLANE_PORT))
-            {
-                self.note_hosts(contract::CONTROL_PLANE_SERVICE, tasks);
-                break address;
+            if let Some(task) = running {
+                if let Some(address) = task.address_of(contract::CONTROL_PLANE_PORT) {
+                    self.note_control_plane_host(task);
+                    break address;
+                }
             }
             if Instant::now() >= deadline {
                 return Err(anyhow!(
@@ -485,21 +486,17 @@ impl<'a> SwarmRun<'a> {
         Ok(())
     }
 
-    /// Notes the addresses of `name`'s running tasks on the run's network, for the services
-    /// started after it: they find it by name through these `/etc/hosts` entries, not through
+    /// Notes the control plane's address on the run's network (its running `task`) for the
+    /// components' services: they find it by name through this `/etc/hosts` entry, not through
     /// Swarm's DNS. A node's DNS learns of tasks on other nodes by gossip (NetworkDB), and for
     /// the control plane, the first task on a new network, that was seen to lag by a minute
-    /// and more on a freshly joined node, longer than a component waits to register. Used for
-    /// the control plane only: it never restarts or moves, so its entry cannot go stale, while
-    /// a component's task may be replaced (new address) and is found by DNS.
-    fn note_hosts(&mut self, name: &str, tasks: &[PlacedTask]) {
-        for task in tasks::current(tasks) {
-            if task.task.state != "running" {
-                continue;
-            }
-            if let Some(address) = task.task.addresses.get(&self.plan.network) {
-                self.hosts.push(format!("{name}:{address}"));
-            }
+    /// and more on a freshly joined node, longer than a component waits to register. The
+    /// control plane never restarts or moves, so its entry cannot go stale; components, whose
+    /// tasks may be replaced (new address), find each other by DNS.
+    fn note_control_plane_host(&mut self, task: &PlacedTask) {
+        if let Some(address) = task.task.addresses.get(&self.plan.network) {
+            self.hosts
+                .push(format!("{}:{address}", contract::CONTROL_PLANE_SERVICE));
         }
     }
 
@@ -642,19 +639,15 @@ impl<'a> SwarmRun<'a> {
         let removal = cleanup::remove_swarm_run(&self.engine, &self.run_id);
         let removed = format!("{} service(s)", removal.services.len());
         let hint = "`flowctl gc` against the manager removes them";
-        report_removal(
+        conclude_removal(
             self.console,
             &self.run_id,
             &removal,
             &removed,
             started,
             hint,
+            &mut self.reaper,
         );
-        if removal.is_complete() {
-            if let Some(reaper) = self.reaper.take() {
-                reaper.dismiss();
-            }
-        }
     }
 }
 
