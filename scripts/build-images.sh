@@ -26,6 +26,8 @@ IMAGES=(
   "flowctl/flowctl:$tag flowctl"
   # The example pipeline as flowctl.v1 components (examples/ttp-pipeline-v1.yaml).
   "flowctl/stellar-live-source-v1:$tag stellar-live-source-v1 examples/stellar/v1/metadata/stellar-live-source-v1.json"
+  # The same source under upstream's name and variables (obsrvr-stellar-components).
+  "flowctl/raw-ledger-source:$tag raw-ledger-source examples/stellar/v1/metadata/raw-ledger-source.json"
   "flowctl/ttp-processor-v1:$tag ttp-processor-v1 examples/stellar/v1/metadata/ttp-processor-v1.json"
   "flowctl/consumer-app-v1:$tag consumer-app-v1 examples/stellar/v1/metadata/consumer-app-v1.json"
 )

@@ -114,6 +114,91 @@ fn podman_relays_the_v1_example() {
     );
 }
 
+/// The example with its source swapped for `raw-ledger-source`, configured as upstream's
+/// pipeline files configure it (`BACKEND_TYPE`, `ARCHIVE_*`, `GRPC_PORT`,
+/// `FLOWCTL_COMPONENT_ID`), reading mainnet ledger 53312000 (protocol 21, `LedgerCloseMeta` v1
+/// with `LedgerCloseMetaExtV1`, which the v1 source once misread): the first generation's 296
+/// events, and the image's upstream-style `/metadata.json` (`output_types`) is taken as it is.
+#[test]
+fn raw_ledger_source_with_upstreams_variables_gives_the_first_generations_events() {
+    let images = ["flowctl/raw-ledger-source:dev", IMAGES[1], IMAGES[2]];
+    require_images(&images);
+    let scratch = Scratch::new("raw-ledger-source");
+    let lake = repo().join("examples/ledgers/pubnet-53312000");
+    let example = example_spec(&lake);
+    let source_env = "        STORAGE_TYPE: FS
+        BUCKET_NAME: /data/ledgers
+        LEDGERS_PER_FILE: \"1\"
+        FILES_PER_PARTITION: \"64000\"
+        NETWORK_PASSPHRASE: \"Test SDF Network ; September 2015\"
+        START_LEDGER: \"997\"
+        END_LEDGER: \"998\"
+        PORT: \":50052\"
+";
+    assert!(
+        example.contains(source_env),
+        "the example's source env changed"
+    );
+    let upstream_env = format!(
+        "        FLOWCTL_COMPONENT_ID: raw-ledger-source
+        BACKEND_TYPE: ARCHIVE
+        ARCHIVE_STORAGE_TYPE: FS
+        ARCHIVE_BUCKET_NAME: /data
+        ARCHIVE_PATH: ledgers
+        LEDGERS_PER_FILE: \"1\"
+        FILES_PER_PARTITION: \"64000\"
+        NETWORK_PASSPHRASE: \"{PUBNET}\"
+        START_LEDGER: \"53312000\"
+        END_LEDGER: \"53312000\"
+        GRPC_PORT: \"50052\"
+"
+    );
+    let spec = example
+        .replace(source_env, &upstream_env)
+        .replace("stellar-live-source-v1", "raw-ledger-source")
+        .replace(&format!("\"{TESTNET}\""), &format!("\"{PUBNET}\""));
+    let pipeline = scratch.pipeline(&spec);
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    let status = run.wait();
+    assert!(status.success(), "{}", run.output());
+    let (stdout, stderr) = (run.stdout(), run.stderr());
+    let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+        .into_iter()
+        .filter(|line| line.starts_with('{'))
+        .collect();
+    let set = Dataset {
+        name: "pubnet-53312000".to_string(),
+        lake,
+        passphrase: PUBNET,
+        start: 53312000,
+        end: 53312000,
+    };
+    let expected = first_generation_events(&set);
+    assert_eq!(expected.len(), 296);
+    assert_eq!(events, expected, "{stderr}");
+    assert!(
+        stderr.contains("raw-ledger-source registered with the control plane as raw-ledger-source"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("relay raw-ledger-source -> ttp-processor-v1: 1 event(s)"),
+        "{stderr}"
+    );
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn podman_runs_raw_ledger_source_with_upstreams_variables() {
+    support::rerun_under_podman(
+        "raw-ledger-source with upstream's variables",
+        &[
+            "raw_ledger_source_with_upstreams_variables_gives_the_first_generations_events",
+            "--exact",
+        ],
+        1,
+    );
+}
+
 /// One real dataset of `examples/ledgers` and the bounded range read from it.
 struct Dataset {
     name: String,

@@ -20,9 +20,11 @@ pub struct ComponentMetadata {
     /// `source`, `processor` or `sink`.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
-    #[serde(default)]
+    /// The event types it emits; upstream's current images name them `output_types`.
+    #[serde(default, alias = "output_types")]
     pub produces: Vec<String>,
-    #[serde(default)]
+    /// The event types it reads; upstream's current images name them `input_types`.
+    #[serde(default, alias = "input_types")]
     pub consumes: Vec<String>,
     /// Config key → environment variable.
     #[serde(default)]
@@ -245,5 +247,23 @@ mod tests {
             assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
         }
         assert!(ComponentMetadata::parse("{").is_err());
+    }
+
+    #[test]
+    fn upstreams_names_of_the_event_types_are_read() {
+        let upstream = ComponentMetadata::parse(
+            r#"{"type": "processor", "input_types": ["stellar.ledger.v1"],
+                "output_types": ["stellar.ledger.batch.v1"]}"#,
+        )
+        .unwrap();
+        assert_eq!(upstream.consumes, ["stellar.ledger.v1"]);
+        assert_eq!(upstream.produces, ["stellar.ledger.batch.v1"]);
+        // The shipped metadata of our component under upstream's name uses them.
+        let ours = ComponentMetadata::parse(include_str!(
+            "../../examples/stellar/v1/metadata/raw-ledger-source.json"
+        ))
+        .unwrap();
+        assert_eq!(ours.produces, ["stellar.ledger.v1"]);
+        assert!(ours.consumes.is_empty());
     }
 }

@@ -38,7 +38,10 @@ pub struct V1Identity {
     pub output_event_types: &'static [&'static str],
     /// Metric keys reported from the start (the first generation's, docs/contract.md §3).
     pub metric_keys: &'static [&'static str],
-    /// `PORT` when unset.
+    /// The variables naming the gRPC listen address, the first one set wins (upstream's
+    /// `raw-ledger-source` reads `GRPC_PORT`, its SDK components `PORT`).
+    pub port_variables: &'static [&'static str],
+    /// The listen address when none of `port_variables` is set.
     pub default_port: &'static str,
 }
 
@@ -62,13 +65,28 @@ pub fn component_id(identity: &V1Identity, lookup: impl Fn(&str) -> Option<Strin
         .unwrap_or_else(|| identity.name.to_string())
 }
 
-/// `PORT` as given (`:50051`, `50051` or `host:port`), else the default: both the listen address
-/// and, as upstream registers it, the `endpoint` of the component's `ComponentInfo`.
-pub fn port(identity: &V1Identity, lookup: impl Fn(&str) -> Option<String>) -> String {
-    lookup("PORT")
-        .map(|value| value.trim().to_string())
-        .filter(|value| !value.is_empty())
-        .unwrap_or_else(|| identity.default_port.to_string())
+/// The first of the identity's port variables that is set, with its value as given (`:50051`,
+/// `50051` or `host:port`), else the first variable with the default: the value is both the
+/// listen address and, as upstream registers it, the `endpoint` of the `ComponentInfo`.
+pub fn port(
+    identity: &V1Identity,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> (&'static str, String) {
+    identity
+        .port_variables
+        .iter()
+        .find_map(|&variable| {
+            lookup(variable)
+                .map(|value| value.trim().to_string())
+                .filter(|value| !value.is_empty())
+                .map(|value| (variable, value))
+        })
+        .unwrap_or_else(|| {
+            (
+                identity.port_variables.first().copied().unwrap_or("PORT"),
+                identity.default_port.to_string(),
+            )
+        })
 }
 
 /// The `ComponentInfo` of `identity` running as `id`, listening on `endpoint`.
@@ -137,7 +155,7 @@ pub fn start(
 
 /// A v1 component's process from start to exit: the `healthcheck` subcommand, or reads its
 /// settings (`from_env`; a bad one exits 2 naming the variable), starts as [`start`] with
-/// `metadata(&config)` in its `ComponentInfo`, listens on `PORT` and runs `serve` until
+/// `metadata(&config)` in its `ComponentInfo`, listens on its port variable and runs `serve` until
 /// SIGTERM/SIGINT (the first generation's [`first_generation::run`]).
 pub fn main<C, F>(
     identity: &'static V1Identity,
@@ -159,8 +177,8 @@ where
     }
     first_generation::run(identity.name, from_env, |env, config| async move {
         let lookup = |key: &str| std::env::var(key).ok();
-        let endpoint = port(identity, lookup);
-        let listen = grpc::listen_addr("PORT", &endpoint).map_err(anyhow::Error::msg)?;
+        let (variable, endpoint) = port(identity, lookup);
+        let listen = grpc::listen_addr(variable, &endpoint).map_err(anyhow::Error::msg)?;
         let info = component_info(
             identity,
             component_id(identity, lookup),
@@ -170,7 +188,7 @@ where
         let running = start(identity, &env, info)?;
         let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("PORT: cannot listen on {listen}"))?;
+            .with_context(|| format!("{variable}: cannot listen on {listen}"))?;
         let (trigger, shutdown) = shutdown::channel();
         Ok(first_generation::serve_until_signalled(
             identity.name,
@@ -179,6 +197,14 @@ where
         )
         .await)
     })
+}
+
+/// The address `listener` is bound to (the real port when the variable asked for port 0), else
+/// the endpoint as given: what the component logs as `serving ... on ADDRESS`.
+pub fn bound_address(listener: &TcpListener, running: &Running) -> String {
+    listener
+        .local_addr()
+        .map_or_else(|_| running.info.endpoint.clone(), |addr| addr.to_string())
 }
 
 /// The first generation's server settings (large windows) with the relayed streams' frame
@@ -229,6 +255,7 @@ mod tests {
         input_event_types: &["a"],
         output_event_types: &["b"],
         metric_keys: &["success_count"],
+        port_variables: &["GRPC_PORT", "PORT"],
         default_port: ":50051",
     };
 
@@ -247,7 +274,8 @@ mod tests {
 
     #[test]
     fn info_carries_the_port_as_given_and_the_event_types() {
-        let endpoint = port(&IDENTITY, |_| None);
+        let (variable, endpoint) = port(&IDENTITY, |_| None);
+        assert_eq!(variable, "GRPC_PORT");
         let info = component_info(&IDENTITY, "p".into(), endpoint, HashMap::new());
         assert_eq!(info.endpoint, ":50051");
         assert_eq!(info.r#type(), ComponentType::Processor);
@@ -255,7 +283,14 @@ mod tests {
         assert_eq!(info.output_event_types, ["b"]);
         assert_eq!(
             port(&IDENTITY, |_| Some("127.0.0.1:9".into())),
-            "127.0.0.1:9"
+            ("GRPC_PORT", "127.0.0.1:9".to_string())
         );
+        // The first variable set wins; an empty one counts as unset.
+        let only_port = |key: &str| match key {
+            "GRPC_PORT" => Some(" ".to_string()),
+            "PORT" => Some(":7".to_string()),
+            _ => None,
+        };
+        assert_eq!(port(&IDENTITY, only_port), ("PORT", ":7".to_string()));
     }
 }

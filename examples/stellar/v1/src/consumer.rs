@@ -42,6 +42,7 @@ pub const IDENTITY: V1Identity = V1Identity {
     input_event_types: &[event_types::TOKEN_TRANSFER],
     output_event_types: &[],
     metric_keys: stellar_components::consumer::IDENTITY.metric_keys,
+    port_variables: &["PORT"],
     default_port: ":50053",
 };
 
@@ -286,7 +287,7 @@ pub fn main(args: &[String]) -> ExitCode {
         |listener, config, running, shutdown| {
             log::info!(
                 "serving flowctl.v1.ConsumerService on {}",
-                running.info.endpoint
+                component::bound_address(&listener, &running)
             );
             let out: Output = Arc::new(Mutex::new(BufWriter::with_capacity(
                 1 << 16,

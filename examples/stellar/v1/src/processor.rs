@@ -57,6 +57,7 @@ pub const IDENTITY: V1Identity = V1Identity {
     input_event_types: &[event_types::STELLAR_LEDGER],
     output_event_types: &[event_types::TOKEN_TRANSFER],
     metric_keys: stellar_components::processor::IDENTITY.metric_keys,
+    port_variables: &["PORT"],
     default_port: stellar_components::processor::DEFAULT_LISTEN,
 };
 
@@ -458,7 +459,7 @@ pub fn main(args: &[String]) -> ExitCode {
         |listener, config, running, shutdown| {
             log::info!(
                 "serving flowctl.v1.ProcessorService on {}: network {:?}, {} workers",
-                running.info.endpoint,
+                component::bound_address(&listener, &running),
                 config.network_passphrase,
                 config.workers
             );

@@ -53,7 +53,20 @@ pub const IDENTITY: V1Identity = V1Identity {
     input_event_types: &[],
     output_event_types: &[event_types::STELLAR_LEDGER],
     metric_keys: stellar_components::source::IDENTITY.metric_keys,
+    port_variables: &["PORT"],
     default_port: stellar_components::source::DEFAULT_LISTEN,
+};
+
+/// The same source under upstream's name and contract (obsrvr-stellar-components'
+/// `raw-ledger-source`, which upstream's pipeline files start as `./bin/raw-ledger-source`):
+/// the gRPC port in `GRPC_PORT` (else `PORT`); the backend variables (`BACKEND_TYPE`,
+/// `ARCHIVE_STORAGE_TYPE`, `ARCHIVE_BUCKET_NAME`, `ARCHIVE_PATH`, ...) are read by both names.
+pub const UPSTREAM_IDENTITY: V1Identity = V1Identity {
+    name: "raw-ledger-source",
+    description: "Streams the ledgers of a galexie data lake (folder, S3, GCS) or a Stellar RPC \
+                  server as stellar.ledger.v1 events",
+    port_variables: &["GRPC_PORT", "PORT"],
+    ..IDENTITY
 };
 
 /// The source's settings.
@@ -467,10 +480,11 @@ fn storage_type(backend: &BackendConfig) -> &'static str {
     }
 }
 
-/// The binary's entry point; `args` excludes the program name.
-pub fn main(args: &[String]) -> ExitCode {
+/// The entry point of the binary that runs as `identity` ([`IDENTITY`] or
+/// [`UPSTREAM_IDENTITY`]); `args` excludes the program name.
+pub fn main(identity: &'static V1Identity, args: &[String]) -> ExitCode {
     component::main(
-        &IDENTITY,
+        identity,
         args,
         SourceV1Config::from_env,
         |config| {
@@ -491,7 +505,7 @@ pub fn main(args: &[String]) -> ExitCode {
             ])
         },
         |listener, config, running, shutdown| async move {
-            let listen = config.lake.listen;
+            let listen = component::bound_address(&listener, &running);
             let service =
                 LedgerEventSource::open(config, running.info, running.metrics, shutdown.clone())
                     .await;

@@ -7,88 +7,10 @@
 mod support;
 
 use std::fs;
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use support::processes::{component_env, free_port, loopback, Process};
 use support::{connect, params, real_lake, relay, RecordingControlPlane, TESTNET};
-
-/// A running binary; stopped when dropped.
-struct Process {
-    name: &'static str,
-    child: Child,
-}
-
-impl Process {
-    fn start(name: &'static str, binary: &str, env: &[(&str, String)]) -> Process {
-        let child = Command::new(binary)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {binary}: {e}"));
-        Process { name, child }
-    }
-
-    /// Sends SIGTERM, waits for the exit (bounded) and returns stdout and stderr.
-    fn stop(mut self) -> (String, String) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "{} ignores SIGTERM", self.name);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let mut stdout = String::new();
-        let mut stderr = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (stdout, stderr)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port of 127.0.0.1 free right now (the binary binds it a moment later).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn component_env(id: &str, grpc: SocketAddr, control_plane: SocketAddr) -> Vec<(&str, String)> {
-    vec![
-        ("COMPONENT_ID", id.to_string()),
-        ("PORT", grpc.to_string()),
-        ("HEALTH_PORT", free_port().to_string()),
-        ("ENABLE_FLOWCTL", "true".to_string()),
-        ("FLOWCTL_ENDPOINT", control_plane.to_string()),
-        ("FLOWCTL_HEARTBEAT_INTERVAL", "100ms".to_string()),
-    ]
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binaries_relayed_print_the_upstream_events_and_register() {

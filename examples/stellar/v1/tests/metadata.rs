@@ -65,3 +65,45 @@ fn metadata_matches_each_component() {
         assert_eq!(schema["component_id"]["default"], name, "{name}");
     }
 }
+
+/// `raw-ledger-source`'s file is written as upstream's images write theirs: `input_types` and
+/// `output_types`, and the variables under upstream's names.
+#[test]
+fn raw_ledger_source_metadata_uses_upstreams_names() {
+    let identity = &source::UPSTREAM_IDENTITY;
+    let metadata = metadata(identity);
+    assert_eq!(metadata["name"], identity.name);
+    assert_eq!(metadata["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(metadata["type"], "source");
+    assert_eq!(
+        strings(&metadata["output_types"]),
+        identity.output_event_types
+    );
+    assert_eq!(
+        strings(&metadata["input_types"]),
+        identity.input_event_types
+    );
+    assert!(metadata.get("produces").is_none());
+    let schema = metadata["config_schema"].as_object().unwrap();
+    assert_eq!(schema["grpc_port"]["env"], identity.port_variables[0]);
+    assert_eq!(schema["grpc_port"]["default"], identity.default_port);
+    assert_eq!(schema["component_id"]["default"], identity.name);
+    for variable in [
+        "BACKEND_TYPE",
+        "ARCHIVE_STORAGE_TYPE",
+        "ARCHIVE_BUCKET_NAME",
+        "ARCHIVE_PATH",
+        "AWS_REGION",
+        "LEDGERS_PER_FILE",
+        "FILES_PER_PARTITION",
+        "NETWORK_PASSPHRASE",
+        "START_LEDGER",
+        "END_LEDGER",
+        "HEALTH_PORT",
+    ] {
+        assert!(
+            schema.values().any(|field| field["env"] == variable),
+            "{variable} is not in the schema"
+        );
+    }
+}

@@ -5,5 +5,5 @@ fn main() -> std::process::ExitCode {
         .skip(1)
         .map(|arg| arg.to_string_lossy().into_owned())
         .collect();
-    stellar_v1_components::source::main(&args)
+    stellar_v1_components::source::main(&stellar_v1_components::source::IDENTITY, &args)
 }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod processes;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
