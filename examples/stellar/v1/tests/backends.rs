@@ -12,17 +12,14 @@
 
 mod support;
 
-#[path = "../../components/tests/support/rpc_server.rs"]
-#[allow(dead_code)]
-mod rpc_server;
-#[path = "../../components/tests/support/servers.rs"]
-#[allow(dead_code)]
-mod servers;
+/// The components' test support: its real servers and the offline extraction.
+#[path = "../../components/tests/support/mod.rs"]
+mod components_support;
 
 use std::path::{Path, PathBuf};
 
-use rpc_server::RpcServer;
-use servers::{copy_tree, skip, GcsEmulator, S3Server, TempDir};
+use components_support::rpc_server::RpcServer;
+use components_support::servers::{copy_tree, skip, GcsEmulator, S3Server, TempDir};
 use stellar_ttp::datalake::Layout;
 use support::processes::{component_env, loopback, Process};
 use support::{connect, params, real_lake, relay, RecordingControlPlane};
@@ -62,21 +59,16 @@ impl Dataset {
 /// one-ledger range).
 fn real_datasets(scratch: &Path) -> Vec<Dataset> {
     let ledgers = real_lake("");
-    let mut sets: Vec<Dataset> = [
-        ("testnet-997-999", 997, 999),
-        ("pubnet-53312000", 53312000, 53312000),
-        ("standalone-p23-sac", 84, 85),
-        ("standalone-p25-10048-10077", 10048, 10077),
-    ]
-    .into_iter()
-    .map(|(lake, start, end)| Dataset {
-        name: lake.to_string(),
-        lake: lake.to_string(),
-        base: ledgers.clone(),
-        start,
-        end,
-    })
-    .collect();
+    let mut sets: Vec<Dataset> = components_support::REAL_FOLDERS
+        .into_iter()
+        .map(|(lake, start, end)| Dataset {
+            name: lake.to_string(),
+            lake: lake.to_string(),
+            base: ledgers.clone(),
+            start,
+            end,
+        })
+        .collect();
     let lake = "pubnet-ttp-example";
     let sequences = stellar_datagen::lake_from_base64(
         &ledgers.join(lake).join("ledgers-base64.txt"),
@@ -103,16 +95,7 @@ fn real_datasets(scratch: &Path) -> Vec<Dataset> {
 
 /// The first generation's events of `set`, one JSON line each.
 fn first_generation_events(set: &Dataset) -> String {
-    let mut out = String::new();
-    stellar_ttp::offline::extract_datalake_range(&set.dir(), set.start, set.end, None, |events| {
-        for event in events {
-            stellar_ttp::json::write_event_json(event, &mut out);
-            out.push('\n');
-        }
-        Ok(())
-    })
-    .unwrap();
-    out
+    components_support::offline_events(&set.dir(), set.start, set.end)
 }
 
 /// Which binary, with which variables.
