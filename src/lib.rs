@@ -23,6 +23,7 @@ pub mod logs;
 pub mod metadata;
 pub mod owner;
 pub mod plan;
+pub mod processes;
 pub mod reaper;
 pub mod run;
 mod runtime;

@@ -3,6 +3,7 @@
 //! stderr. With `--logs-dir`, each component's whole output (every container it ran, restarts
 //! included) is also kept in `DIR/<id>.log`, unprefixed, for CI to keep.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,8 @@ use crate::engine::{Engine, EngineError, Streaming};
 
 /// ANSI colours given to components in start order.
 const PALETTE: &[&str] = &["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"];
+/// Lines kept in memory per component for error messages (a process has no engine log).
+const RECENT_LINES: usize = 40;
 
 /// Whether to colour output: `--no-color`, `NO_COLOR` and a non-terminal all turn it off.
 pub fn use_color(no_color_flag: bool, stream_is_terminal: bool) -> bool {
@@ -60,18 +63,34 @@ pub struct LogMux {
     followers: Mutex<Vec<Follower>>,
     /// `--logs-dir`.
     dir: Option<PathBuf>,
+    /// Each component's last lines.
+    recent: Mutex<BTreeMap<String, Recent>>,
 }
+
+/// A component's last [`RECENT_LINES`] lines.
+type Recent = Arc<Mutex<VecDeque<String>>>;
 
 fn with_path(error: std::io::Error, path: &Path) -> std::io::Error {
     std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
 }
 
-/// A started container's attached call and the threads that relay its output.
+/// A started container's attached call (none for a process, whose pipes are read directly)
+/// and the threads that relay its output.
 #[derive(Debug)]
 struct Follower {
     id: String,
-    call: Streaming,
+    call: Option<Streaming>,
     readers: Vec<JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Whether its output may still flow.
+    fn is_running(&mut self) -> bool {
+        match &mut self.call {
+            Some(call) => matches!(call.child.try_wait(), Ok(None)),
+            None => self.readers.iter().any(|r| !r.is_finished()),
+        }
+    }
 }
 
 /// Where one component's lines go: stdout with its prefix, and its `--logs-dir` file.
@@ -80,10 +99,18 @@ struct Sink {
     prefix: String,
     out: Arc<Mutex<()>>,
     file: Option<Mutex<std::fs::File>>,
+    recent: Recent,
 }
 
 impl Sink {
     fn write(&self, line: &str) {
+        {
+            let mut recent = lock(&self.recent);
+            if recent.len() == RECENT_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(line.to_string());
+        }
         if let Some(file) = &self.file {
             let _ = writeln!(lock(file), "{line}");
         }
@@ -146,7 +173,54 @@ impl LogMux {
             out: Arc::new(Mutex::new(())),
             followers: Mutex::new(Vec::new()),
             dir,
+            recent: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Where component `id`'s lines go (colour `index`).
+    fn sink(&self, id: &str, index: usize) -> Arc<Sink> {
+        let prefix = if self.color {
+            let color = PALETTE[index % PALETTE.len()];
+            format!("\x1b[{color}m{id:<width$} |\x1b[0m ", width = self.width)
+        } else {
+            format!("{id:<width$} | ", width = self.width)
+        };
+        let recent = lock(&self.recent).entry(id.to_string()).or_default().clone();
+        Arc::new(Sink {
+            prefix,
+            out: self.out.clone(),
+            file: self.log_file(id),
+            recent,
+        })
+    }
+
+    /// Component `id`'s last lines, one per line (what error messages show of a process).
+    pub fn recent(&self, id: &str) -> String {
+        lock(&self.recent)
+            .get(id)
+            .map(|recent| lock(recent).iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// Relays a started process's stdout and stderr as component `id` (colour `index`), from
+    /// its first line until its pipes close.
+    pub fn follow_process(
+        &self,
+        id: &str,
+        index: usize,
+        stdout: impl Read + Send + 'static,
+        stderr: impl Read + Send + 'static,
+    ) {
+        let sink = self.sink(id, index);
+        let readers = [
+            spawn_reader(id, Box::new(stdout), sink.clone(), None),
+            spawn_reader(id, Box::new(stderr), sink, None),
+        ];
+        self.lock_followers().push(Follower {
+            id: id.to_string(),
+            call: None,
+            readers: readers.into_iter().flatten().collect(),
+        });
     }
 
     /// Creates `--logs-dir` (if needed) and empties each component's log file, so the files
@@ -175,17 +249,7 @@ impl LogMux {
         container: &str,
     ) -> Result<(), EngineError> {
         let mut call = engine.start_attached(container)?;
-        let prefix = if self.color {
-            let color = PALETTE[index % PALETTE.len()];
-            format!("\x1b[{color}m{id:<width$} |\x1b[0m ", width = self.width)
-        } else {
-            format!("{id:<width$} | ", width = self.width)
-        };
-        let sink = Arc::new(Sink {
-            prefix,
-            out: self.out.clone(),
-            file: self.log_file(id),
-        });
+        let sink = self.sink(id, index);
         let held = Arc::new(Mutex::new(Some(Vec::new())));
         let mut readers = Vec::new();
         if let Some(stdout) = call.child.stdout.take() {
@@ -224,7 +288,7 @@ impl LogMux {
         call.release();
         self.lock_followers().push(Follower {
             id: id.to_string(),
-            call,
+            call: Some(call),
             readers: readers.into_iter().flatten().collect(),
         });
         Ok(())
@@ -261,7 +325,7 @@ impl LogMux {
                 .lock_followers()
                 .iter_mut()
                 .filter(|f| f.id == id)
-                .any(|f| matches!(f.call.child.try_wait(), Ok(None)));
+                .any(Follower::is_running);
             if !running {
                 return;
             }
@@ -275,18 +339,20 @@ impl LogMux {
         let deadline = Instant::now() + grace;
         let mut followers = std::mem::take(&mut *self.lock_followers());
         for follower in &mut followers {
-            while Instant::now() < deadline {
-                match follower.call.child.try_wait() {
-                    Ok(None) => thread::sleep(Duration::from_millis(20)),
-                    _ => break,
-                }
+            while follower.is_running() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(20));
             }
             // Detaches only: the container is already stopped, or is left to teardown.
-            follower.call.kill();
+            if let Some(call) = &mut follower.call {
+                call.kill();
+            }
         }
         for follower in followers {
             for reader in follower.readers {
-                let _ = reader.join();
+                // A process's pipe held open by something it left behind is not waited for.
+                if follower.call.is_some() || reader.is_finished() {
+                    let _ = reader.join();
+                }
             }
         }
     }

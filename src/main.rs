@@ -90,11 +90,14 @@ enum Command {
         #[arg(long)]
         run_id: String,
         /// What `flowctl run` detected the engine as (`docker` or `podman`).
-        #[arg(long, value_parser = engine_kind)]
-        engine_kind: EngineKind,
+        #[arg(long, value_parser = engine_kind, required_unless_present = "processes")]
+        engine_kind: Option<EngineKind>,
         /// The run is on a Swarm: its services go too.
         #[arg(long)]
         swarm: bool,
+        /// The run's components are processes (`driver: process`): stop those of its record.
+        #[arg(long, conflicts_with_all = ["engine_kind", "swarm"])]
+        processes: bool,
     },
 }
 
@@ -148,9 +151,11 @@ struct RunArgs {
     /// Plain log prefixes and progress lines (also when NO_COLOR is set or not on a terminal).
     #[arg(long)]
     no_color: bool,
-    /// Control plane port on the pipeline network's gateway; 0 picks a free port.
-    #[arg(long, default_value_t = 8080)]
-    control_plane_port: u16,
+    /// Control plane port on the pipeline network's gateway (default 8080; for a
+    /// `driver: process` file, on 127.0.0.1, default the port its FLOWCTL_ENDPOINT pins, else
+    /// any free one); 0 picks a free port.
+    #[arg(long)]
+    control_plane_port: Option<u16>,
     /// Heartbeat interval given to components (FLOWCTL_HEARTBEAT_INTERVAL), e.g. 10s or 500ms.
     /// A component silent for 3 intervals is reported unhealthy.
     #[arg(long, default_value = "10s", value_parser = positive_duration)]
@@ -351,9 +356,14 @@ fn main() -> ExitCode {
             run_id,
             engine_kind,
             swarm,
+            processes: _,
         } => {
-            let engine = Engine::known(cli.docker_bin, engine_kind, deadlines);
-            Ok(match reaper::watch(&engine, &run_id, swarm) {
+            let engine = engine_kind.map(|kind| Engine::known(cli.docker_bin, kind, deadlines));
+            let target = match &engine {
+                Some(engine) => reaper::Target::Engine { engine, swarm },
+                None => reaper::Target::Processes,
+            };
+            Ok(match reaper::watch(&run_id, target) {
                 true => ExitCode::SUCCESS,
                 false => ExitCode::FAILURE,
             })

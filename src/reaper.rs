@@ -9,7 +9,9 @@
 //! gone. A `flowctl run` that cleaned up itself writes one byte first, and the reaper leaves
 //! without touching the engine. Otherwise the reaper removes everything labelled with the run
 //! through [`cleanup::remove_run`], the same function every other exit path uses, and exits.
-//! No container, no daemon: nothing of flowctl remains afterwards.
+//! For a `driver: process` run it stops the processes of the run's record instead
+//! ([`crate::processes`]) and deletes the record. No container, no daemon: nothing of flowctl
+//! remains afterwards.
 
 use std::io::{self, Read, Write};
 use std::os::unix::process::CommandExt as _;
@@ -57,7 +59,24 @@ impl Reaper {
             .arg(engine.program())
             .arg("--engine-timeout")
             .arg(duration::format(engine.deadlines().call))
-            .args(swarm.then_some("--swarm"))
+            .args(swarm.then_some("--swarm"));
+        Reaper::start(command)
+    }
+
+    /// Starts `flowctl __reap --processes` for the `driver: process` run `run_id`, whose record
+    /// names what it stops. Call before the first process starts.
+    pub fn spawn_for_processes(run_id: &str) -> io::Result<Reaper> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .arg(SUBCOMMAND)
+            .arg("--run-id")
+            .arg(run_id)
+            .arg("--processes");
+        Reaper::start(command)
+    }
+
+    fn start(mut command: Command) -> io::Result<Reaper> {
+        command
             .stdin(Stdio::piped())
             // Not the parent's stdout/stderr: whoever reads those (a pipe, a terminal) must see
             // them close when flowctl exits, not when the reaper does.
@@ -129,14 +148,39 @@ pub fn wait_for_parent(mut input: impl Read) -> Verdict {
     }
 }
 
-/// The reaper's main: waits on stdin, then removes `run_id` through `engine` unless dismissed.
-/// Returns whether everything of the run is gone.
-/// `swarm`: the run is on a Swarm (its services go too).
-pub fn watch(engine: &Engine, run_id: &str, swarm: bool) -> bool {
-    match wait_for_parent(io::stdin().lock()) {
-        Verdict::Dismissed => true,
-        Verdict::ParentGone => sweep(engine, run_id, swarm),
+/// What a reaper removes.
+#[derive(Debug)]
+pub enum Target<'a> {
+    /// Everything labelled with the run on `engine` (with `swarm`, its services too).
+    Engine { engine: &'a Engine, swarm: bool },
+    /// The processes of the run's record.
+    Processes,
+}
+
+/// The reaper's main: waits on stdin, then removes `run_id` unless dismissed. Returns whether
+/// everything of the run is gone.
+pub fn watch(run_id: &str, target: Target) -> bool {
+    match (wait_for_parent(io::stdin().lock()), target) {
+        (Verdict::Dismissed, _) => true,
+        (Verdict::ParentGone, Target::Engine { engine, swarm }) => sweep(engine, run_id, swarm),
+        (Verdict::ParentGone, Target::Processes) => stop_recorded(run_id),
     }
+}
+
+/// Stops the processes of `run_id`'s record, each with its grace period, and deletes the
+/// record once nothing of it runs. No record: the run removed everything itself.
+fn stop_recorded(run_id: &str) -> bool {
+    let Ok(path) = crate::processes::RunRecord::path(run_id) else {
+        return false;
+    };
+    let Ok(record) = crate::processes::RunRecord::load(&path) else {
+        return !path.exists();
+    };
+    let stopped = record.stop_all(None).is_ok();
+    if stopped {
+        let _ = std::fs::remove_file(&path);
+    }
+    stopped
 }
 
 /// Removes the run until a sweep finds nothing after [`SETTLE`], or [`GIVE_UP`] passes.

@@ -98,6 +98,10 @@ pub struct ComponentSpec {
     /// Replaces the image's default arguments.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Where a process component runs (`spec.driver: process`, no image); its relative
+    /// `command` is resolved there. Default: the directory flowctl runs in.
+    #[serde(default)]
+    pub working_dir: Option<String>,
     #[serde(default)]
     pub env: BTreeMap<String, EnvValue>,
     /// Components whose output this one reads; they start (and are healthy) first.

@@ -11,6 +11,7 @@ mod driver;
 mod metadata;
 mod order;
 mod placement;
+mod process;
 mod reference;
 mod replicas;
 mod resolve;
@@ -21,6 +22,7 @@ pub use config::env_name as config_env_name;
 pub use driver::Driver;
 pub use metadata::{ComponentMetadata, ConfigField};
 pub use placement::PlacementPlan;
+pub use process::{parse_port, ProcessPlan, PORT_VARIABLES};
 pub use reference::Registry;
 pub use replicas::MAX_REPLICAS;
 pub use resources::ResourcePlan;
@@ -382,6 +384,8 @@ pub struct ComponentPlan {
     /// Of a replica (`replicas` above 1): the file's id, the network alias every replica
     /// answers to; the replica's own id is `<file id>-<n>`.
     pub replica_of: Option<String>,
+    /// `Some`: runs as a process of this machine (`spec.driver: process`, no image).
+    pub process: Option<ProcessPlan>,
 }
 
 /// A validated pipeline, ready to run.
@@ -408,6 +412,11 @@ impl ComponentPlan {
 }
 
 impl RunPlan {
+    /// Whether any component runs as a process (`spec.driver: process`).
+    pub fn has_processes(&self) -> bool {
+        self.components.iter().any(|c| c.process.is_some())
+    }
+
     /// Each component's id and role, as the control plane expects them.
     pub fn expected_roles(&self) -> impl Iterator<Item = (&str, &str)> {
         self.components
@@ -488,6 +497,8 @@ impl RunPlan {
             naming,
             registry: &registry,
             pipeline_config: &file.spec.config,
+            process_driver: driver == Driver::Process,
+            cwd: &std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
         };
 
         let mut components = Vec::new();

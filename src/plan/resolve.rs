@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::config;
 use super::driver::Driver;
 use super::placement::placement;
+use super::process;
 use super::reference::Registry;
 use super::replicas;
 use super::resources::resources;
@@ -32,6 +33,10 @@ pub(super) struct Context<'a> {
     pub registry: &'a Registry,
     /// `spec.config`, under each component's own.
     pub pipeline_config: &'a BTreeMap<String, serde_yaml::Value>,
+    /// `spec.driver` is `process`: components without an image are processes.
+    pub process_driver: bool,
+    /// The directory flowctl runs in: where process components' relative commands are.
+    pub cwd: &'a Path,
 }
 
 /// Problems found so far, each `field: what is wrong`.
@@ -47,7 +52,19 @@ pub(super) fn component(
     // In the order the fields are usually written, so the problems read in that order too.
     check_id(spec, problems);
     check_type(role, spec, problems);
-    let image = image(spec, context.registry, problems);
+    let is_process = process::is_process(spec, context.process_driver);
+    let image = if is_process {
+        String::new()
+    } else {
+        image(spec, context.registry, problems)
+    };
+    let process = is_process.then(|| process::plan(spec, context.cwd, problems));
+    if spec.working_dir.is_some() && !is_process {
+        problems.push(
+            "working_dir: only a process component has one (spec.driver `process`, no image)"
+                .into(),
+        );
+    }
     let restart = restart(spec, problems);
     let inputs = references("inputs", &spec.inputs, spec, context.ids, problems);
     let depends_on = references("depends_on", &spec.depends_on, spec, context.ids, problems);
@@ -73,20 +90,30 @@ pub(super) fn component(
     let resources = resources(spec.resources.as_ref(), problems);
     let placement = placement(spec.placement.as_ref(), problems);
     let mut ports = ports(spec, problems);
-    let health = health(spec, &ports, problems);
-    // HEALTH_PORT tells a component where to serve HTTP health; a gRPC probe needs none.
+    let mut health = health(spec, &ports, problems);
+    let mut grpc = grpc(spec, problems);
+    if is_process {
+        process::v1_shape(role, &env, &mut grpc, &mut health, problems);
+    }
+    // HEALTH_PORT tells a component where to serve HTTP health; a gRPC probe needs none. (A
+    // process's port 0 is given when the run starts.)
     if let Some(health) = health
         .as_ref()
-        .filter(|h| h.protocol == HealthProtocol::Http)
+        .filter(|h| h.protocol == HealthProtocol::Http && h.container_port != 0)
     {
         publish(&mut ports, health.container_port, "health");
         env.entry(HEALTH_PORT.into())
             .or_insert_with(|| health.container_port.to_string());
     }
-    let grpc = grpc(spec, problems);
     if let Some(grpc) = &grpc {
         publish(&mut ports, grpc.container_port, "grpc");
         relayed_restart(grpc.service, restart, problems);
+    }
+    if is_process {
+        // A process listens on this machine's ports themselves: two cannot share one.
+        for port in &mut ports {
+            port.host_port = Some(port.container_port);
+        }
     }
     let volumes = volumes(spec, context.base_dir, problems);
     let health_timeout = spec
@@ -97,6 +124,7 @@ pub(super) fn component(
         problems.push("health_timeout: must be greater than zero".into());
     }
     let (entrypoint, args) = match spec.command.split_first() {
+        _ if is_process => (None, Vec::new()),
         Some((first, rest)) => (
             Some(first.clone()),
             rest.iter().chain(&spec.args).cloned().collect(),
@@ -143,6 +171,7 @@ pub(super) fn component(
         secrets,
         replicas: 1,
         replica_of: None,
+        process,
     };
     component.replicas = replicas::count(spec.replicas, &component, problems);
     component

@@ -14,6 +14,7 @@ mod env_file;
 mod network;
 mod notices;
 mod preflight;
+mod process;
 mod prepare;
 mod pull;
 mod reach;
@@ -48,6 +49,9 @@ pub use prepare::Prepared;
 pub use pull::PullPolicy;
 pub use teardown::RunOutcome;
 
+/// The control plane's port on the network gateway unless `--control-plane-port` says.
+pub const DEFAULT_CONTROL_PLANE_PORT: u16 = 8080;
+
 /// How long teardown waits for an exited component's log stream to be relayed completely.
 const LOG_DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
@@ -69,8 +73,10 @@ pub struct RunOptions {
     pub summary: Option<PathBuf>,
     /// Colour in log prefixes and progress lines.
     pub color: bool,
-    /// Control plane port on the network gateway; 0 picks a free one.
-    pub control_plane_port: u16,
+    /// Control plane port (`--control-plane-port`); 0 picks a free one, `None` the default
+    /// ([`DEFAULT_CONTROL_PLANE_PORT`] on the network gateway; for processes, see
+    /// `process/check.rs`).
+    pub control_plane_port: Option<u16>,
     /// `FLOWCTL_HEARTBEAT_INTERVAL` given to components.
     pub heartbeat_interval: Duration,
     /// Print the status table this often while running (it is always printed once all is
@@ -98,10 +104,15 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
     recorder.lock().file = options.pipeline.display().to_string();
     let _summary = SummaryWriter::new(recorder.clone(), options.summary.clone());
     let lifecycle = || -> Result<RunOutcome, Halt> {
+        recorder.lock().started_at = Some(SystemTime::now());
+        let plan = crate::plan::load(&options.pipeline, &options.naming)?;
+        if plan.has_processes() {
+            return process::run(options, signals, &recorder, plan);
+        }
         if options.swarm {
             return swarm::run(options, signals, &recorder);
         }
-        let prepared = Prepared::new(options, signals, &recorder)?;
+        let prepared = Prepared::new(options, signals, &recorder, plan)?;
         let mut run = prepared.start()?;
         let result = run.bring_up().and_then(|()| run.supervise());
         run.teardown(result)
@@ -190,7 +201,13 @@ impl Run<'_> {
         if self.options.verify {
             supervise::verify_streams(&live, self.options.verify_timeout)?;
         }
-        let relay = start_relay(&live, &self.relay_counts)?;
+        let relay = start_relay(
+            live.plan,
+            live.reachable,
+            live.events,
+            live.console,
+            &self.relay_counts,
+        )?;
         self.relay = relay;
         Ok(())
     }
@@ -220,7 +237,7 @@ impl Run<'_> {
         drop(self.relay.take());
         self.notices.stop();
         drain_exited_logs(&self.live());
-        record_end(&self.live());
+        record_end(&self.plan, &self.events, &self.control, self.recorder);
         self.guard.teardown();
         self.logs.finish(Duration::from_secs(2));
     }
@@ -233,15 +250,18 @@ impl Drop for Run<'_> {
 }
 
 /// Starts relaying between the flowctl.v1 components, if the pipeline has any.
-fn start_relay(
-    live: &LiveRun,
+pub(super) fn start_relay(
+    plan: &RunPlan,
+    reachable: &Arc<Reachable>,
+    events: &Arc<RunEvents>,
+    console: Console,
     counts: &Arc<relay::EdgeCounts>,
 ) -> Result<Option<relay::Relay>, Halt> {
-    let nodes = relay::nodes_of(live.plan, live.reachable)?;
+    let nodes = relay::nodes_of(plan, reachable)?;
     if nodes.is_empty() {
         return Ok(None);
     }
-    live.console.info(format!(
+    console.info(format!(
         "relaying between {} flowctl.v1 component(s): {}",
         nodes.len(),
         nodes
@@ -253,20 +273,25 @@ fn start_relay(
     let relay = relay::Relay::start(
         nodes,
         counts.clone(),
-        live.events.clone(),
-        live.reachable.clone(),
-        live.console,
+        events.clone(),
+        reachable.clone(),
+        console,
     )?;
     Ok(Some(relay))
 }
 
 /// What the summary says of each component once the run is over: exits, restarts, and its
 /// registration and last heartbeat's counters.
-fn record_end(live: &LiveRun) {
-    let state = live.events.snapshot();
-    let services = live.control.server.services();
-    let mut record = live.record.lock();
-    for component in &live.plan.components {
+pub(super) fn record_end(
+    plan: &RunPlan,
+    events: &RunEvents,
+    control: &RunControlPlane,
+    recorder: &Recorder,
+) {
+    let state = events.snapshot();
+    let services = control.server.services();
+    let mut record = recorder.lock();
+    for component in &plan.components {
         let entry = record.component(&component.id);
         entry.restarts = state.attempt_of(&component.id);
         if let Some(exit) = state.exit_of(&component.id) {

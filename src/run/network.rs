@@ -110,7 +110,7 @@ pub fn control_plane(
 
 /// Starts the embedded control plane on `listen` (the network's gateway, or flowctl's own
 /// address on the network): reachable from the pipeline's containers, not from other hosts.
-fn start_control_plane(
+pub(super) fn start_control_plane(
     plan: &RunPlan,
     listen: &str,
     port: u16,

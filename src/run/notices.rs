@@ -31,7 +31,12 @@ pub struct StatusView {
     pub relay: Arc<super::relay::EdgeCounts>,
     /// The terminal width tables are fitted to; `None` for full width.
     pub width: Option<usize>,
+    /// The pid of each process component's current process (`driver: process`).
+    pub pids: Arc<Pids>,
 }
+
+/// Process ids by component id.
+pub type Pids = std::sync::Mutex<std::collections::BTreeMap<String, u32>>;
 
 impl StatusView {
     /// The table, then one line per relayed edge with its event count.
@@ -51,6 +56,11 @@ impl StatusView {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
         let exits = self.events.snapshot();
+        let pids = self
+            .pids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         let mut rows: Vec<StatusRow> = self
             .plan
             .components
@@ -79,8 +89,15 @@ impl StatusView {
                 };
                 StatusRow {
                     component: component.id.clone(),
-                    container: component.container_name.clone(),
-                    image: component.image.clone(),
+                    container: match (&component.process, pids.get(&component.id)) {
+                        (None, _) => component.container_name.clone(),
+                        (Some(_), Some(pid)) => format!("pid {pid}"),
+                        (Some(_), None) => "-".to_string(),
+                    },
+                    image: match &component.process {
+                        Some(process) => process.command.clone(),
+                        None => component.image.clone(),
+                    },
                     ports: ports
                         .into_iter()
                         .flatten()

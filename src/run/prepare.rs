@@ -6,14 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 
 use super::env_file::EnvDir;
 use super::notices::{Notices, StatusView};
 use super::record::Recorder;
-use super::teardown::{ActiveRun, Attached, CleanupGuard, Halt, SignalPolicy};
+use super::teardown::{Forced, ActiveRun, Attached, CleanupGuard, Halt, SignalPolicy};
 use super::{network, preflight, pull, relay, Run, RunOptions};
 use crate::engine::Engine;
 use crate::events::RunEvents;
@@ -22,7 +22,7 @@ use crate::location::{self, Location};
 use crate::logs::{Console, LogMux};
 use crate::metadata::MetadataCache;
 use crate::owner::RunOwner;
-use crate::plan::{self, RunPlan};
+use crate::plan::RunPlan;
 use crate::reaper::Reaper;
 
 /// A run whose plan is final and whose images are present; nothing of it exists yet but its
@@ -48,13 +48,12 @@ impl<'a> Prepared<'a> {
         options: &'a RunOptions,
         signals: &'a SignalPolicy,
         recorder: &'a Recorder,
+        mut plan: RunPlan,
     ) -> Result<Prepared<'a>, Halt> {
         let console = Console {
             color: options.color,
         };
-        recorder.lock().started_at = Some(SystemTime::now());
         let file = options.pipeline.display().to_string();
-        let mut plan = plan::load(&options.pipeline, &options.naming)?;
         if let Some(refusal) = plan.driver.run_refusal() {
             return Err(anyhow!("{file}: {refusal}").into());
         }
@@ -80,10 +79,12 @@ impl<'a> Prepared<'a> {
         let run_id = super::new_run_id();
         let signals = signals.attach(ActiveRun {
             events: events.clone(),
-            engine: engine.clone(),
             run_id: run_id.clone(),
             console,
-            swarm: false,
+            forced: Forced::Engine {
+                engine: engine.clone(),
+                swarm: false,
+            },
         });
         let location = location::detect(&engine, &options.location)?;
         console.info(location.describe());
@@ -180,7 +181,9 @@ impl<'a> Prepared<'a> {
             &self.location,
             &listen,
             &network::ControlPlaneSettings {
-                port: options.control_plane_port,
+                port: options
+                    .control_plane_port
+                    .unwrap_or(super::DEFAULT_CONTROL_PLANE_PORT),
                 heartbeat_interval: options.heartbeat_interval,
                 image: control_plane_image(options, &self.location),
             },
@@ -196,6 +199,7 @@ impl<'a> Prepared<'a> {
                 reachable: reachable.clone(),
                 relay: relay_counts.clone(),
                 width: options.table_width,
+                pids: Arc::default(),
             },
             self.console,
             options.status_interval,

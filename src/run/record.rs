@@ -31,6 +31,10 @@ pub struct ComponentRecord {
     pub metrics: BTreeMap<String, f64>,
     /// The Swarm nodes its tasks ran on (`run --swarm`; empty on one engine).
     pub nodes: Vec<String>,
+    /// A process component (`driver: process`): its command and the pid of each process it
+    /// ran (restarts included), in order.
+    pub command: Option<String>,
+    pub pids: Vec<u32>,
 }
 
 /// One stream verification.
@@ -103,6 +107,10 @@ impl RunRecord {
                 });
                 if !c.nodes.is_empty() {
                     entry["nodes"] = json!(c.nodes);
+                }
+                if let Some(command) = &c.command {
+                    entry["command"] = json!(command);
+                    entry["pids"] = json!(c.pids);
                 }
                 entry
             })

@@ -13,7 +13,8 @@ use super::record::VerificationRecord;
 use super::start::{self, LiveRun};
 use super::teardown::{exit_error, Halt, RunOutcome};
 use crate::events::EventState;
-use crate::plan::{ComponentPlan, Role};
+use crate::logs::Console;
+use crate::plan::{ComponentPlan, Role, RunPlan};
 use crate::verify;
 
 /// Proves with typed gRPC clients that the declared streams deliver data.
@@ -64,15 +65,7 @@ pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
 /// component failing beyond what its restart policy allows.
 pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
     let plan = run.plan;
-    let has_sinks_or_jobs = plan.components.iter().any(|c| c.role.must_finish());
-    let has_jobs = plan.components.iter().any(|c| c.role == Role::Pipeline);
-    let relayed = plan.components.iter().any(ComponentPlan::is_relayed);
-    let finishing: Vec<&ComponentPlan> = plan
-        .components
-        .iter()
-        .filter(|c| !has_sinks_or_jobs || c.role.must_finish())
-        .filter(|c| !c.is_relayed())
-        .collect();
+    let completion = Completion::of(plan);
     let mut reported = 0;
     let mut state: EventState = run.events.snapshot();
     loop {
@@ -99,27 +92,67 @@ pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
                 .info(format!("{} finished (exit code 0)", component.id));
         }
         reported = state.exits.len();
-        if let Some(Err(broken)) = &state.relay_end {
-            return Err(anyhow!("{broken}").into());
-        }
-        let all_done = finishing
-            .iter()
-            .all(|c| state.exit_of(&c.id).is_some_and(|e| e.code == Some(0)))
-            && (!relayed || state.relay_end.is_some());
-        if all_done {
-            let what = match (has_sinks_or_jobs, relayed) {
-                (true, false) if has_jobs => "every sink and job finished",
-                (true, false) => "every sink finished",
-                (false, false) => "every component finished",
-                (_, true) if finishing.is_empty() => "the relay ended",
-                (_, true) => "the relay ended and every first-generation sink finished",
-            };
-            run.console
-                .info(format!("{what}: pipeline {} is complete", plan.pipeline));
-            return Ok(RunOutcome::Completed);
+        if let Some(outcome) = completion.check(&state, run.console)? {
+            return Ok(outcome);
         }
         state = run
             .events
             .wait_change(state.version, Duration::from_secs(3600));
+    }
+}
+
+/// When a run is complete: every sink and job (or, without any, every component) that is not
+/// relayed has exited 0, and the relay, if there is one, has ended.
+pub struct Completion<'p> {
+    plan: &'p RunPlan,
+    finishing: Vec<&'p ComponentPlan>,
+    has_sinks_or_jobs: bool,
+    has_jobs: bool,
+    relayed: bool,
+}
+
+impl<'p> Completion<'p> {
+    pub fn of(plan: &'p RunPlan) -> Completion<'p> {
+        let has_sinks_or_jobs = plan.components.iter().any(|c| c.role.must_finish());
+        Completion {
+            plan,
+            finishing: plan
+                .components
+                .iter()
+                .filter(|c| !has_sinks_or_jobs || c.role.must_finish())
+                .filter(|c| !c.is_relayed())
+                .collect(),
+            has_sinks_or_jobs,
+            has_jobs: plan.components.iter().any(|c| c.role == Role::Pipeline),
+            relayed: plan.components.iter().any(ComponentPlan::is_relayed),
+        }
+    }
+
+    /// `Completed` (said on `console`) once `state` shows the run complete; an error once
+    /// a relay edge broke; `None` while it runs.
+    pub fn check(&self, state: &EventState, console: Console) -> Result<Option<RunOutcome>, Halt> {
+        if let Some(Err(broken)) = &state.relay_end {
+            return Err(anyhow!("{broken}").into());
+        }
+        let all_done = self
+            .finishing
+            .iter()
+            .all(|c| state.exit_of(&c.id).is_some_and(|e| e.code == Some(0)))
+            && (!self.relayed || state.relay_end.is_some());
+        if !all_done {
+            return Ok(None);
+        }
+        let what = match (self.has_sinks_or_jobs, self.relayed) {
+            (true, false) if self.has_jobs => "every sink and job finished",
+            (true, false) => "every sink finished",
+            (false, false) => "every component finished",
+            (_, true) if self.finishing.is_empty() => "the relay ended",
+            (_, true) => "the relay ended and every first-generation sink finished",
+        };
+        console.info(format!(
+            "{what}: pipeline {} is complete",
+            self.plan.pipeline
+        ));
+        Ok(Some(RunOutcome::Completed))
     }
 }

@@ -99,6 +99,18 @@ impl std::fmt::Display for ExitError {
 
 impl std::error::Error for ExitError {}
 
+impl ExitError {
+    /// A stop described by `what` (e.g. "exited with code 9"), with the last lines it wrote.
+    pub fn new(id: &str, what: String, when: &'static str, logs: String) -> ExitError {
+        ExitError {
+            id: id.to_string(),
+            what,
+            when,
+            logs,
+        }
+    }
+}
+
 /// The error for a component that stopped: its exit code (or OOM kill) and last log lines.
 pub fn exit_error(
     engine: &Engine,
@@ -137,11 +149,42 @@ pub fn exit_error(
 #[derive(Debug, Clone)]
 pub struct ActiveRun {
     pub events: Arc<RunEvents>,
-    pub engine: Engine,
     pub run_id: String,
     pub console: Console,
-    /// The run is on a Swarm (`run --swarm`): services, not containers.
-    pub swarm: bool,
+    /// What a forced stop (the second signal) removes.
+    pub forced: Forced,
+}
+
+/// What a run is made of, as the forced stop removes it.
+#[derive(Debug, Clone)]
+pub enum Forced {
+    /// Everything labelled with the run on this engine; with `swarm`, its services too.
+    Engine { engine: Engine, swarm: bool },
+    /// The processes in the run's record (`driver: process`), killed at once.
+    Processes,
+}
+
+impl Forced {
+    /// Removes what `run_id` is made of, without grace.
+    fn remove(&self, run_id: &str, console: Console) {
+        match self {
+            Forced::Engine { engine, swarm } => {
+                let removal = cleanup::remove_forced(engine, run_id, *swarm);
+                for error in removal.errors {
+                    console.warn(format!("cleanup: {error}"));
+                }
+            }
+            Forced::Processes => {
+                let stopped = crate::processes::RunRecord::path(run_id)
+                    .and_then(|path| crate::processes::RunRecord::load(&path));
+                match stopped.map(|record| record.stop_all(Some(Duration::ZERO))) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(left)) => console.warn(format!("cleanup: {left}")),
+                    Err(e) => console.warn(format!("cleanup: {e:#}")),
+                }
+            }
+        }
+    }
 }
 
 /// The process-wide reaction to SIGINT, SIGTERM and SIGHUP: the one signal handler of
@@ -233,18 +276,16 @@ impl SignalPolicy {
             }
             2 => {
                 run.events.interrupt();
-                console.info("forcing: removing every container of this run now");
+                console.info(match run.forced {
+                    Forced::Processes => "forcing: killing every process of this run now",
+                    Forced::Engine { .. } => "forcing: removing every container of this run now",
+                });
                 engine::kill_in_flight();
                 // Not on this thread: the signal handler only records and kills, so that a
                 // third signal is heard even while this removal hangs on a stuck engine.
                 let forced = std::thread::Builder::new()
                     .name("forced-removal".into())
-                    .spawn(move || {
-                        let removal = cleanup::remove_forced(&run.engine, &run.run_id, run.swarm);
-                        for error in removal.errors {
-                            run.console.warn(format!("cleanup: {error}"));
-                        }
-                    });
+                    .spawn(move || run.forced.remove(&run.run_id, run.console));
                 if let Err(e) = forced {
                     console.warn(format!("cannot start the forced removal: {e}"));
                 }
@@ -493,14 +534,16 @@ mod tests {
         let events = Arc::new(RunEvents::default());
         let run = ActiveRun {
             events: events.clone(),
-            engine: Engine::known(
-                "/nonexistent/docker",
-                engine::EngineKind::Docker,
-                engine::Deadlines::default(),
-            ),
             run_id: "r".into(),
             console: Console { color: false },
-            swarm: false,
+            forced: Forced::Engine {
+                engine: Engine::known(
+                    "/nonexistent/docker",
+                    engine::EngineKind::Docker,
+                    engine::Deadlines::default(),
+                ),
+                swarm: false,
+            },
         };
         let attached = policy.attach(run);
         assert_eq!(events.snapshot().interrupts, 1);

@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context};
 
 use super::env_file::{EnvDir, EnvFile};
 use super::record::Recorder;
-use super::teardown::{conclude_removal, ActiveRun, Attached, Halt, SignalPolicy};
+use super::teardown::{Forced, conclude_removal, ActiveRun, Attached, Halt, SignalPolicy};
 use super::{RunOptions, RunOutcome};
 use crate::cleanup;
 use crate::contract::{self, ControlPlaneAccess};
@@ -146,10 +146,12 @@ impl<'a> SwarmRun<'a> {
         let events = Arc::new(RunEvents::default());
         let signals = signals.attach(ActiveRun {
             events: events.clone(),
-            engine: engine.clone(),
             run_id: run_id.clone(),
             console,
-            swarm: true,
+            forced: Forced::Engine {
+                engine: engine.clone(),
+                swarm: true,
+            },
         });
         let labels = labels::run_labels(
             &plan.pipeline,

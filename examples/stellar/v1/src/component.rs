@@ -208,9 +208,14 @@ pub fn bound_address(listener: &TcpListener, running: &Running) -> String {
 }
 
 /// The first generation's server settings (large windows) with the relayed streams' frame
-/// size ([`flowctl_proto::relayed::MAX_FRAME_BYTES`]).
-pub fn server() -> tonic::transport::Server {
-    stellar_components::grpc::server().max_frame_size(flowctl_proto::relayed::MAX_FRAME_BYTES)
+/// size ([`flowctl_proto::relayed::MAX_FRAME_BYTES`]), serving `grpc.health.v1.Health` too
+/// (SERVING while it serves), as upstream's SDK components do: what flowctl probes a
+/// consumer by when it runs it as a process.
+pub fn server() -> Router {
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    stellar_components::grpc::server()
+        .max_frame_size(flowctl_proto::relayed::MAX_FRAME_BYTES)
+        .add_service(health)
 }
 
 /// Serves `router` on `listener` until `shutdown` starts.
