@@ -1,7 +1,8 @@
 //! `flowctl gc`: finds every flowctl-managed container and network by label (and, on a Swarm
 //! manager, every service), groups them by run, and removes the runs whose owner is no longer
 //! alive (every run with `--all`), through the same [`cleanup::remove_run`] (or, for a run
-//! with services, [`cleanup::remove_swarm_run`]) every other exit path uses.
+//! with services, [`cleanup::remove_swarm_run`]) every other exit path uses. The records of
+//! `driver: process` runs ([`crate::processes`]) are swept the same way by [`gc_processes`].
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use crate::engine::swarm::SwarmRole;
 use crate::engine::{Engine, EngineError};
 use crate::labels;
 use crate::owner::{Liveness, RunOwner};
+use crate::processes::RunRecord;
 
 /// `flowctl gc` settings.
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,6 +144,63 @@ pub fn gc(engine: &Engine, options: GcOptions) -> Result<GcReport, EngineError> 
             }
         }
         report.removed.push(run);
+    }
+    Ok(report)
+}
+
+/// What `gc` did with the records of `driver: process` runs.
+#[derive(Debug, Default)]
+pub struct ProcessGcReport {
+    /// Dead runs whose processes were stopped and records deleted (or would be).
+    pub removed: Vec<(RunRecord, Vec<String>)>,
+    /// Live runs, left alone.
+    pub kept: Vec<RunRecord>,
+    pub errors: Vec<String>,
+}
+
+/// Stops what dead process runs left running (each recorded process still running, checked by
+/// start time, and its group's members) and deletes their records; live runs' too with
+/// `options.all`. A run of another host (a shared runtime directory) is never touched.
+pub fn gc_processes(options: GcOptions) -> anyhow::Result<ProcessGcReport> {
+    let mut report = ProcessGcReport::default();
+    if options.job_orphans_only {
+        return Ok(report); // CI jobs' runs are containers
+    }
+    for (path, record) in RunRecord::all()? {
+        let remove = match record.liveness() {
+            Liveness::Dead => true,
+            Liveness::Alive => options.all,
+            Liveness::Unknown(_) => false,
+        };
+        if !remove {
+            report.kept.push(record);
+            continue;
+        }
+        if options.dry_run {
+            let running = record
+                .processes
+                .iter()
+                .filter(|p| {
+                    crate::processes::proc_stat(p.pid)
+                        .is_some_and(|s| s.start_ticks == p.start_ticks && !s.zombie)
+                })
+                .map(|p| p.component.clone())
+                .collect();
+            report.removed.push((record, running));
+            continue;
+        }
+        // Each with its grace period: a dead run's sinks may still be writing.
+        match record.stop_all(None) {
+            Ok(stopped) => {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    report.errors.push(format!("cannot delete {}: {e}", path.display()));
+                }
+                report.removed.push((record, stopped));
+            }
+            Err(left) => report
+                .errors
+                .push(format!("run {}: {left}", record.run_id)),
+        }
     }
     Ok(report)
 }

@@ -340,18 +340,32 @@ fn main() -> ExitCode {
             heartbeat_interval: args.heartbeat_interval,
             expected: args.expect,
         }),
-        Command::Gc { all, dry_run } => Engine::detect(&cli.docker_bin, deadlines)
-            .map_err(anyhow::Error::from)
-            .and_then(|engine| {
-                gc(
-                    &engine,
-                    GcOptions {
-                        all,
-                        dry_run,
-                        job_orphans_only: false,
-                    },
-                )
-            }),
+        Command::Gc { all, dry_run } => {
+            let options = GcOptions {
+                all,
+                dry_run,
+                job_orphans_only: false,
+            };
+            gc_processes(options).and_then(|processes_ok| {
+                match Engine::detect(&cli.docker_bin, deadlines) {
+                    Ok(engine) => gc(&engine, options).map(|code| match processes_ok {
+                        true => code,
+                        false => ExitCode::FAILURE,
+                    }),
+                    // Process runs need no engine: without one, they are all there is.
+                    Err(e) => {
+                        eprintln!(
+                            "warning: no container engine ({e}): only process runs were checked"
+                        );
+                        Ok(if processes_ok {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        })
+                    }
+                }
+            })
+        }
         Command::Reap {
             run_id,
             engine_kind,
@@ -384,6 +398,34 @@ fn serve_control_plane(options: StandaloneOptions) -> anyhow::Result<ExitCode> {
     let signals = install_signal_policy()?;
     standalone::serve(&options, signals.interrupted(), |line| println!("{line}"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `flowctl gc` of process runs' records; `false` if something would not stop.
+fn gc_processes(options: GcOptions) -> anyhow::Result<bool> {
+    let report = gc::gc_processes(options)?;
+    let verb = if options.dry_run {
+        "would stop"
+    } else {
+        "stopped"
+    };
+    for (record, components) in &report.removed {
+        println!(
+            "{verb} process run {} (pipeline {}): processes of [{}]",
+            record.run_id,
+            record.pipeline,
+            components.join(", ")
+        );
+    }
+    for record in &report.kept {
+        println!(
+            "kept process run {} (pipeline {}): its flowctl (pid {}) is running",
+            record.run_id, record.pipeline, record.owner_pid
+        );
+    }
+    for error in &report.errors {
+        eprintln!("error: {error}");
+    }
+    Ok(report.errors.is_empty())
 }
 
 fn gc(engine: &Engine, options: GcOptions) -> anyhow::Result<ExitCode> {

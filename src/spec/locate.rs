@@ -8,8 +8,9 @@ pub fn component_field_line(text: &str, id: &str, field: &str) -> Option<usize> 
     let lines: Vec<&str> = text.lines().collect();
     let declares_id = |line: &str| {
         let code = line.split(" #").next().unwrap_or(line);
-        code.split(['{', ',', '-'])
-            .map(str::trim)
+        // `- id: a-b` and `- {id: a-b, ...}`: the list dash goes, the id keeps its own.
+        code.split(['{', ','])
+            .map(|part| part.trim().trim_start_matches('-').trim_start())
             .filter_map(|part| part.strip_prefix("id:"))
             .any(|value| value.trim().trim_matches(['"', '\'', '}']).trim() == id)
     };
@@ -49,5 +50,9 @@ mod tests {
         assert_eq!(component_field_line(text, "b", "secrets[0]"), Some(5));
         assert_eq!(component_field_line(text, "c", "secrets[0].mode"), Some(10));
         assert_eq!(component_field_line(text, "d", "image"), None);
+        let dashed = "spec:\n  sources:\n    - id: raw-ledger-source\n      command: [x]\n  sinks:\n    - {id: my-sink, command: [y]}\n";
+        assert_eq!(component_field_line(dashed, "raw-ledger-source", "command"), Some(4));
+        assert_eq!(component_field_line(dashed, "my-sink", "command"), Some(6));
+        assert_eq!(component_field_line(dashed, "raw", "command"), None);
     }
 }

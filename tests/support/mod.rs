@@ -390,7 +390,13 @@ pub struct Flowctl {
 impl Flowctl {
     /// Starts `flowctl ARGS` with extra environment.
     pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Flowctl {
+        Flowctl::spawn_in(&std::env::current_dir().expect("a current directory"), args, env)
+    }
+
+    /// Starts `flowctl ARGS` in folder `dir` with extra environment.
+    pub fn spawn_in(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Flowctl {
         let mut child = flowctl_command()
+            .current_dir(dir)
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
