@@ -166,6 +166,9 @@ pub fn gc_processes(options: GcOptions) -> anyhow::Result<ProcessGcReport> {
     if options.job_orphans_only {
         return Ok(report); // CI jobs' runs are containers
     }
+    if !options.dry_run {
+        crate::processes::sweep_stale_reservations();
+    }
     for (path, record) in RunRecord::all()? {
         let remove = match record.liveness() {
             Liveness::Dead => true,
@@ -193,13 +196,13 @@ pub fn gc_processes(options: GcOptions) -> anyhow::Result<ProcessGcReport> {
         match record.stop_all(None) {
             Ok(stopped) => {
                 if let Err(e) = std::fs::remove_file(&path) {
-                    report.errors.push(format!("cannot delete {}: {e}", path.display()));
+                    report
+                        .errors
+                        .push(format!("cannot delete {}: {e}", path.display()));
                 }
                 report.removed.push((record, stopped));
             }
-            Err(left) => report
-                .errors
-                .push(format!("run {}: {left}", record.run_id)),
+            Err(left) => report.errors.push(format!("run {}: {left}", record.run_id)),
         }
     }
     Ok(report)

@@ -185,7 +185,10 @@ impl LogMux {
         } else {
             format!("{id:<width$} | ", width = self.width)
         };
-        let recent = lock(&self.recent).entry(id.to_string()).or_default().clone();
+        let recent = lock(&self.recent)
+            .entry(id.to_string())
+            .or_default()
+            .clone();
         Arc::new(Sink {
             prefix,
             out: self.out.clone(),

@@ -99,15 +99,15 @@ impl RunRecord {
         file.write_all(&text)
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write {}", partial.display()))?;
-        fs::rename(&partial, &path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        fs::rename(&partial, &path).with_context(|| format!("cannot write {}", path.display()))?;
         Ok(path)
     }
 
     /// Reads the record at `path`.
     pub fn load(path: &Path) -> Result<RunRecord> {
         let text = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_slice(&text).with_context(|| format!("{} is no run record", path.display()))
+        serde_json::from_slice(&text)
+            .with_context(|| format!("{} is no run record", path.display()))
     }
 
     /// Every record in [`records_dir`], with its path; unreadable ones are skipped.
@@ -315,6 +315,96 @@ pub fn stop_group(pid: u32, start_ticks: u64, grace: Duration) -> Result<bool, V
     .stop(grace)
 }
 
+/// The ports this run gave its processes, reserved machine-wide until it ends: a port is free
+/// from when flowctl picks it until the process listens on it, and another flowctl run picking
+/// meanwhile must not take it too. A reservation is a file `PORT` in [`reservations_dir`],
+/// created exclusively and naming its run's flowctl (pid and start time); one whose flowctl is
+/// gone is taken over.
+#[derive(Debug, Default)]
+pub struct Reservations {
+    files: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Reservations {
+    fn drop(&mut self) {
+        for file in &self.files {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+/// `$TMPDIR/flowctl-ports`, shared by every flowctl of the machine (sticky and world-writable,
+/// as /tmp is, so each user removes only their own files).
+fn reservations_dir() -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = std::env::temp_dir().join("flowctl-ports");
+    if std::fs::create_dir(&dir).is_ok() {
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777));
+    }
+    dir.is_dir().then_some(dir)
+}
+
+impl Reservations {
+    /// Reserves `port` for this run; `false` if another live run holds it.
+    pub fn reserve(&mut self, port: u16) -> bool {
+        use std::io::Write as _;
+        let Some(dir) = reservations_dir() else {
+            return true; // no shared folder: the bind check alone
+        };
+        let path = dir.join(port.to_string());
+        let me = crate::owner::RunOwner::current();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    let _ = write!(file, "{} {}", me.pid, me.start_ticks);
+                    self.files.push(path);
+                    return true;
+                }
+                Err(_) => {
+                    if holder_alive(&path) || std::fs::remove_file(&path).is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+        false
+    }
+}
+
+/// Whether the flowctl named in the reservation file `path` still runs (a file being written
+/// this instant, or unreadable, counts as held).
+fn holder_alive(path: &Path) -> bool {
+    let holder = fs::read_to_string(path).unwrap_or_default();
+    let mut fields = holder.split_whitespace().map(|f| f.parse::<u64>().ok());
+    match (fields.next().flatten(), fields.next().flatten()) {
+        (Some(pid), Some(ticks)) => {
+            proc_stat(pid as u32).is_some_and(|stat| stat.start_ticks == ticks && !stat.zombie)
+        }
+        _ => true,
+    }
+}
+
+/// Deletes the port reservations of flowctl runs that are gone (what a killed run leaves; the
+/// reaper and `gc` call this). Only this user's files can go.
+pub fn sweep_stale_reservations() {
+    let Some(dir) = reservations_dir() else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !holder_alive(&path) {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,7 +415,10 @@ mod tests {
         let line = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 \
                     1000 100";
         let stat = parse_stat(line).unwrap();
-        assert_eq!((stat.pgrp, stat.start_ticks, stat.zombie), (4242, 987654, false));
+        assert_eq!(
+            (stat.pgrp, stat.start_ticks, stat.zombie),
+            (4242, 987654, false)
+        );
         let zombie = line.replace(") S ", ") Z ");
         assert!(parse_stat(&zombie).unwrap().zombie);
         assert_eq!(parse_stat("garbage"), None);

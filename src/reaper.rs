@@ -180,6 +180,7 @@ fn stop_recorded(run_id: &str) -> bool {
     if stopped {
         let _ = std::fs::remove_file(&path);
     }
+    crate::processes::sweep_stale_reservations();
     stopped
 }
 

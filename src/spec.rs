@@ -124,9 +124,10 @@ pub struct ComponentSpec {
     #[serde(default)]
     pub volumes: Vec<VolumeSpec>,
     /// The component registers with flowctl's control plane; it counts as started only once
-    /// it has.
+    /// it has. Default: no, except for a process component of upstream's shape (`driver:
+    /// process`, no `grpc:`), which registers as upstream's SDK components do.
     #[serde(default)]
-    pub register: bool,
+    pub register: Option<bool>,
     /// A gRPC service flowctl verifies really streams.
     #[serde(default)]
     pub grpc: Option<GrpcSpec>,
@@ -485,7 +486,7 @@ spec:
         );
         let grpc = source.grpc.as_ref().unwrap();
         assert_eq!(grpc.verify.as_ref().unwrap().start_ledger, 2);
-        assert!(file.spec.sinks[0].register);
+        assert_eq!(file.spec.sinks[0].register, Some(true));
         assert_eq!(file.spec.sinks[0].inputs, ["source"]);
     }
 

@@ -53,10 +53,7 @@ impl Lab {
     }
 
     fn env(&self) -> Vec<(&'static str, String)> {
-        vec![(
-            "FLOWCTL_RUNTIME_DIR",
-            self.runtime().display().to_string(),
-        )]
+        vec![("FLOWCTL_RUNTIME_DIR", self.runtime().display().to_string())]
     }
 
     /// Writes `name` with `text`.
@@ -226,7 +223,10 @@ fn a_process_pipeline_relays_every_event_and_leaves_nothing() {
     let output = format!("{stderr}\n{stdout}");
     assert!(status.success(), "{output}");
     assert_eq!(events(&stdout), expected_events(), "{output}");
-    assert!(stderr.contains("pipeline process-ttp is complete"), "{stderr}");
+    assert!(
+        stderr.contains("pipeline process-ttp is complete"),
+        "{stderr}"
+    );
     // Ours register as upstream's do, with the id the file gives.
     for id in BINARIES {
         assert!(
@@ -247,7 +247,10 @@ fn a_process_pipeline_relays_every_event_and_leaves_nothing() {
         let id = component["id"].as_str().unwrap();
         assert_eq!(component["pids"], serde_json::json!([started[id]]), "{id}");
         assert!(
-            component["command"].as_str().unwrap().ends_with(&format!("bin/{id}")),
+            component["command"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("bin/{id}")),
             "{component}"
         );
     }
@@ -338,7 +341,10 @@ fn when_flowctl_and_its_reaper_are_killed_gc_stops_exactly_the_recorded_processe
     let left: Vec<_> = started.values().filter(|pid| is_running(**pid)).collect();
     assert_eq!(left.len(), 3, "nothing stopped them yet");
     // An unrelated process of the same user is never touched.
-    let mut bystander = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
 
     let (status, stdout, stderr) = lab.run(&["gc", "--dry-run"]);
     assert!(status.success(), "{stderr}");
@@ -369,7 +375,10 @@ fn a_crashing_process_fails_the_run_naming_it_and_nothing_is_left() {
         stderr.contains("component `ttp-processor-v1` exited with code 3 while starting"),
         "{stderr}"
     );
-    assert!(stderr.contains("ttp-processor-v1 | processor output"), "{stderr}");
+    assert!(
+        stderr.contains("ttp-processor-v1 | processor output"),
+        "{stderr}"
+    );
     // The source, and the crashed processor's own child (its group), are gone too.
     let started = started_processes(&stderr);
     assert_gone(&started, Duration::ZERO, &stderr);
@@ -385,7 +394,10 @@ fn a_crashing_process_fails_the_run_naming_it_and_nothing_is_left() {
             fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd == lab.path())
         })
         .collect();
-    assert!(orphans.is_empty(), "the processor's child is left: {orphans:?}");
+    assert!(
+        orphans.is_empty(),
+        "the processor's child is left: {orphans:?}"
+    );
     assert!(lab.records().is_empty(), "{:?}", lab.records());
 }
 
@@ -406,9 +418,7 @@ fn bad_process_components_are_refused_before_anything_starts() {
         "component `ttp-processor-v1`: command: `./bin/missing` does not exist".to_string(),
         "component `consumer-app-v1`: command: `./bin/not-executable` is not executable"
             .to_string(),
-        format!(
-            "component `raw-ledger-source`: env.GRPC_PORT: port {busy_port} is already in use"
-        ),
+        format!("component `raw-ledger-source`: env.GRPC_PORT: port {busy_port} is already in use"),
     ] {
         assert!(stderr.contains(&expected), "{expected}\n{stderr}");
     }
@@ -444,10 +454,9 @@ fn the_record_names_each_process_by_pid_and_start_time() {
     run.wait_for("relaying between 3 flowctl.v1 component(s)");
     let records = lab.records();
     assert_eq!(records.len(), 1, "{records:?}");
-    let record: serde_json::Value = serde_json::from_str(
-        &fs::read_to_string(lab.runtime().join(&records[0])).unwrap(),
-    )
-    .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(lab.runtime().join(&records[0])).unwrap())
+            .unwrap();
     assert_eq!(record["owner_pid"], run.pid);
     let started = started_processes(&run.stderr());
     for process in record["processes"].as_array().unwrap() {

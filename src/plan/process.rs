@@ -56,8 +56,8 @@ pub(super) fn plan(spec: &ComponentSpec, cwd: &Path, problems: &mut Vec<String>)
         Some((first, rest)) => (first.clone(), rest.iter().chain(&spec.args).cloned()),
         None => {
             problems.push(
-                "command: is required (spec.driver is `process` and the component names no \
-                 image: flowctl runs `command` as a process)"
+                "command: is required (spec.driver is `process`: flowctl runs `command` as a \
+                 process; or name an `image:` to run the component as a container)"
                     .into(),
             );
             (String::new(), [].iter().chain(&spec.args).cloned())
@@ -264,7 +264,10 @@ mod tests {
         let plain = dir.join("bin/plain");
         std::fs::write(&plain, "data").unwrap();
 
-        assert_eq!(executable("./bin/tool", &dir, None).unwrap(), dir.join("./bin/tool"));
+        assert_eq!(
+            executable("./bin/tool", &dir, None).unwrap(),
+            dir.join("./bin/tool")
+        );
         let missing = executable("./bin/nope", &dir, None).unwrap_err();
         assert!(missing.contains("does not exist"), "{missing}");
         assert!(missing.contains(&dir.display().to_string()), "{missing}");
@@ -293,13 +296,23 @@ mod tests {
         };
         let (grpc, health, problems) = shape(
             Role::Source,
-            &env(&[("GRPC_PORT", "55271"), ("PORT", "1"), ("HEALTH_PORT", "19281")]),
+            &env(&[
+                ("GRPC_PORT", "55271"),
+                ("PORT", "1"),
+                ("HEALTH_PORT", "19281"),
+            ]),
         );
         assert!(problems.is_empty());
         let grpc = grpc.unwrap();
-        assert_eq!((grpc.service, grpc.container_port), (GrpcService::V1Source, 55271));
+        assert_eq!(
+            (grpc.service, grpc.container_port),
+            (GrpcService::V1Source, 55271)
+        );
         let health = health.unwrap();
-        assert_eq!((health.protocol, health.container_port), (HealthProtocol::Http, 19281));
+        assert_eq!(
+            (health.protocol, health.container_port),
+            (HealthProtocol::Http, 19281)
+        );
 
         let (grpc, health, _) = shape(Role::Processor, &env(&[("PORT", ":55272")]));
         assert_eq!(grpc.unwrap().container_port, 55272);
@@ -312,12 +325,18 @@ mod tests {
         );
         assert_eq!(grpc.unwrap().service, GrpcService::V1Consumer);
         let health = health.unwrap();
-        assert_eq!((health.protocol, health.container_port), (HealthProtocol::Grpc, 55273));
+        assert_eq!(
+            (health.protocol, health.container_port),
+            (HealthProtocol::Grpc, 55273)
+        );
 
         let (grpc, health, problems) = shape(Role::Sink, &env(&[("PORT", "x")]));
         assert_eq!(grpc.unwrap().container_port, 0);
         assert_eq!(health.unwrap().container_port, 0);
-        assert!(problems[0].starts_with("env.PORT: `x` is not a port"), "{problems:?}");
+        assert!(
+            problems[0].starts_with("env.PORT: `x` is not a port"),
+            "{problems:?}"
+        );
 
         let (grpc, health, _) = shape(Role::Pipeline, &env(&[]));
         assert!(grpc.is_none() && health.is_none());

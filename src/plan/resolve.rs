@@ -92,6 +92,9 @@ pub(super) fn component(
     let mut ports = ports(spec, problems);
     let mut health = health(spec, &ports, problems);
     let mut grpc = grpc(spec, problems);
+    // Upstream's shape: a process component without `grpc:` is a flowctl.v1 one of its role,
+    // which registers (its registration also proves that what answers on its ports is it).
+    let upstream_shape = is_process && spec.grpc.is_none() && role != Role::Pipeline;
     if is_process {
         process::v1_shape(role, &env, &mut grpc, &mut health, problems);
     }
@@ -154,7 +157,7 @@ pub(super) fn component(
             .map(|d| d.0)
             .unwrap_or(DEFAULT_STOP_GRACE),
         volumes,
-        register: spec.register,
+        register: spec.register.unwrap_or(upstream_shape),
         grpc,
         restart,
         reference: match &spec.kind {

@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context};
 use super::env_file::EnvDir;
 use super::notices::{Notices, StatusView};
 use super::record::Recorder;
-use super::teardown::{Forced, ActiveRun, Attached, CleanupGuard, Halt, SignalPolicy};
+use super::teardown::{ActiveRun, Attached, CleanupGuard, Forced, Halt, SignalPolicy};
 use super::{network, preflight, pull, relay, Run, RunOptions};
 use crate::engine::Engine;
 use crate::events::RunEvents;

@@ -19,19 +19,30 @@ pub fn component_field_line(text: &str, id: &str, field: &str) -> Option<usize> 
         .split(['.', '['])
         .next()
         .filter(|key| !key.is_empty())?;
-    let found = lines[start..]
+    let within: Vec<(usize, &str)> = lines[start..]
         .iter()
         .enumerate()
-        // The next component (`- id:` or `- {id:`) ends the search.
+        // The next component (`- id:` or `- {`) ends the search.
         .take_while(|(i, line)| {
             *i == 0
                 || !line.trim_start().starts_with("- id:") && !line.trim_start().starts_with("- {")
         })
-        .find(|(_, line)| {
-            let code = line.split(" #").next().unwrap_or(line);
-            code.contains(&format!("{key}:"))
+        .map(|(i, line)| (start + i + 1, line.split(" #").next().unwrap_or(line)))
+        .collect();
+    let key_at = within
+        .iter()
+        .position(|(_, code)| code.contains(&format!("{key}:")));
+    // `env.NAME`: the variable's own line, when it has one.
+    let sub = field.strip_prefix("env.").filter(|sub| !sub.is_empty());
+    let found = key_at.map(|at| {
+        sub.and_then(|sub| {
+            within[at..]
+                .iter()
+                .find(|(_, code)| code.contains(&format!("{sub}:")))
+                .map(|(line, _)| *line)
         })
-        .map(|(i, _)| start + i + 1);
+        .unwrap_or(within[at].0)
+    });
     Some(found.unwrap_or(start + 1))
 }
 
@@ -51,8 +62,15 @@ mod tests {
         assert_eq!(component_field_line(text, "c", "secrets[0].mode"), Some(10));
         assert_eq!(component_field_line(text, "d", "image"), None);
         let dashed = "spec:\n  sources:\n    - id: raw-ledger-source\n      command: [x]\n  sinks:\n    - {id: my-sink, command: [y]}\n";
-        assert_eq!(component_field_line(dashed, "raw-ledger-source", "command"), Some(4));
+        assert_eq!(
+            component_field_line(dashed, "raw-ledger-source", "command"),
+            Some(4)
+        );
         assert_eq!(component_field_line(dashed, "my-sink", "command"), Some(6));
         assert_eq!(component_field_line(dashed, "raw", "command"), None);
+        let env =
+            "spec:\n  sources:\n    - id: a\n      env:\n        PORT: x\n        GRPC_PORT: y\n";
+        assert_eq!(component_field_line(env, "a", "env.GRPC_PORT"), Some(6));
+        assert_eq!(component_field_line(env, "a", "env.OTHER"), Some(4));
     }
 }

@@ -390,7 +390,11 @@ pub struct Flowctl {
 impl Flowctl {
     /// Starts `flowctl ARGS` with extra environment.
     pub fn spawn(args: &[String], env: &[(&str, &str)]) -> Flowctl {
-        Flowctl::spawn_in(&std::env::current_dir().expect("a current directory"), args, env)
+        Flowctl::spawn_in(
+            &std::env::current_dir().expect("a current directory"),
+            args,
+            env,
+        )
     }
 
     /// Starts `flowctl ARGS` in folder `dir` with extra environment.

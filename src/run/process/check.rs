@@ -12,18 +12,20 @@ use crate::plan::{
     parse_port, ComponentPlan, HealthProtocol, PlanError, PortPlan, Protocol, RunPlan,
     SecretTarget, PORT_VARIABLES,
 };
+use crate::processes::Reservations;
 
 /// Ports flowctl gives are taken from here: below Linux's ephemeral range (32768-60999), from
 /// which outgoing connections take their local ports, so none of those can hold one.
 const GIVEN_PORTS: std::ops::Range<u16> = 20000..32000;
 
 /// Checks `plan` (read from `file`) and fixes its ports; returns the control plane's port
-/// (`requested`, else the one the file's `FLOWCTL_ENDPOINT`s agree on, else 0: any).
+/// (`requested`, else the one the file's `FLOWCTL_ENDPOINT`s agree on, else 0: any) and the
+/// reservations of the ports it gave, to hold until the run ends.
 pub fn check(
     plan: &mut RunPlan,
     file: &Path,
     requested: Option<u16>,
-) -> Result<u16, anyhow::Error> {
+) -> Result<(u16, Reservations), anyhow::Error> {
     let mut errors = Vec::new();
     for component in &mut plan.components {
         let id = component.id.clone();
@@ -73,10 +75,11 @@ pub fn check(
         }
         return Err(anyhow::anyhow!("{}: {error}", file.display()));
     }
+    let mut reservations = Reservations::default();
     for component in &mut plan.components {
-        give_ports(component, &mut taken)?;
+        give_ports(component, &mut taken, &mut reservations)?;
     }
-    Ok(control_port.unwrap_or(0))
+    Ok((control_port.unwrap_or(0), reservations))
 }
 
 /// The variable a process component's `port` comes from, for messages.
@@ -131,8 +134,8 @@ fn is_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).is_ok()
 }
 
-/// A free port of [`GIVEN_PORTS`] not in `taken`, which it joins.
-fn free_port(taken: &mut BTreeSet<u16>) -> anyhow::Result<u16> {
+/// A free port of [`GIVEN_PORTS`] not in `taken`, which it joins, reserved in `reservations`.
+fn free_port(taken: &mut BTreeSet<u16>, reservations: &mut Reservations) -> anyhow::Result<u16> {
     let span = GIVEN_PORTS.end - GIVEN_PORTS.start;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -141,7 +144,7 @@ fn free_port(taken: &mut BTreeSet<u16>) -> anyhow::Result<u16> {
         ^ std::process::id().wrapping_mul(7919);
     for step in 0..span {
         let port = GIVEN_PORTS.start + ((seed % u32::from(span)) as u16 + step) % span;
-        if !taken.contains(&port) && is_free(port) {
+        if !taken.contains(&port) && is_free(port) && reservations.reserve(port) {
             taken.insert(port);
             return Ok(port);
         }
@@ -152,12 +155,16 @@ fn free_port(taken: &mut BTreeSet<u16>) -> anyhow::Result<u16> {
 /// Gives `component` a port for every one its file leaves out: its gRPC port (in `GRPC_PORT`
 /// and `PORT`, whichever it reads) and `HEALTH_PORT` (also for a consumer, probed over gRPC,
 /// whose own HTTP default would clash with another's).
-fn give_ports(component: &mut ComponentPlan, taken: &mut BTreeSet<u16>) -> anyhow::Result<()> {
+fn give_ports(
+    component: &mut ComponentPlan,
+    taken: &mut BTreeSet<u16>,
+    reservations: &mut Reservations,
+) -> anyhow::Result<()> {
     if component.process.is_none() {
         return Ok(());
     }
     if let Some(grpc) = component.grpc.as_mut().filter(|g| g.container_port == 0) {
-        grpc.container_port = free_port(taken)?;
+        grpc.container_port = free_port(taken, reservations)?;
         for variable in PORT_VARIABLES {
             component
                 .env
@@ -171,14 +178,14 @@ fn give_ports(component: &mut ComponentPlan, taken: &mut BTreeSet<u16>) -> anyho
                 health.container_port = grpc_port.unwrap_or(0);
             }
         } else if health.container_port == 0 {
-            health.container_port = free_port(taken)?;
+            health.container_port = free_port(taken, reservations)?;
             component
                 .env
                 .insert(HEALTH_PORT.to_string(), health.container_port.to_string());
         }
     }
     if component.grpc.is_some() && !component.env.contains_key(HEALTH_PORT) {
-        let port = free_port(taken)?;
+        let port = free_port(taken, reservations)?;
         component
             .env
             .insert(HEALTH_PORT.to_string(), port.to_string());
@@ -186,7 +193,10 @@ fn give_ports(component: &mut ComponentPlan, taken: &mut BTreeSet<u16>) -> anyho
     let mut ports: Vec<PortPlan> = Vec::new();
     let named = [
         ("grpc", grpc_port),
-        ("health", component.health.as_ref().map(|h| h.container_port)),
+        (
+            "health",
+            component.health.as_ref().map(|h| h.container_port),
+        ),
     ];
     for (name, port) in named {
         let Some(port) = port.filter(|p| *p != 0) else {

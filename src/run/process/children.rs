@@ -201,10 +201,7 @@ impl Children {
                         })
                     })
                     .collect();
-                handles
-                    .into_iter()
-                    .filter_map(|h| h.join().ok())
-                    .collect()
+                handles.into_iter().filter_map(|h| h.join().ok()).collect()
             });
             for (component, result) in results {
                 if let Err(pids) = result {

@@ -67,7 +67,8 @@ pub fn run(
     for note in &plan.notes {
         console.info(note);
     }
-    let control_port = check::check(&mut plan, &options.pipeline, options.control_plane_port)?;
+    let (control_port, reservations) =
+        check::check(&mut plan, &options.pipeline, options.control_plane_port)?;
     let events = Arc::new(RunEvents::default());
     let run_id = super::new_run_id();
     let attached = signals.attach(ActiveRun {
@@ -77,7 +78,16 @@ pub fn run(
         forced: Forced::Processes,
     });
     record_plan(recorder, &plan, &run_id);
-    let mut run = ProcessRun::start(options, recorder, plan, run_id, events, control_port, attached)?;
+    let mut run = ProcessRun::start(
+        options,
+        recorder,
+        plan,
+        run_id,
+        events,
+        control_port,
+        attached,
+    )?;
+    run.reservations = reservations;
     let result = run.bring_up().and_then(|()| run.supervise());
     run.teardown(result)
 }
@@ -111,6 +121,8 @@ pub struct ProcessRun<'a> {
     control: RunControlPlane,
     /// Relays the processes' output until their pipes close.
     logs: LogMux,
+    /// The ports given to the processes, held until they are stopped.
+    reservations: crate::processes::Reservations,
     options: &'a RunOptions,
     recorder: &'a Recorder,
     console: Console,
@@ -178,6 +190,7 @@ impl<'a> ProcessRun<'a> {
             children,
             control,
             logs,
+            reservations: crate::processes::Reservations::default(),
             options,
             recorder,
             console,
@@ -198,7 +211,11 @@ impl<'a> ProcessRun<'a> {
         for component in &self.plan.components {
             for key in INJECTED_ENV {
                 let ours = self.env_of(component).get(*key).cloned();
-                if component.env.get(*key).is_some_and(|theirs| Some(theirs) != ours.as_ref()) {
+                if component
+                    .env
+                    .get(*key)
+                    .is_some_and(|theirs| Some(theirs) != ours.as_ref())
+                {
                     self.console.warn(format!(
                         "component `{}`: env {key} is set by flowctl; the file's value is \
                          ignored",
@@ -321,8 +338,10 @@ impl<'a> ProcessRun<'a> {
             .map(|p| p.program.display().to_string())
             .unwrap_or_default();
         let keys: Vec<&str> = env.keys().map(String::as_str).collect();
-        self.console
-            .info(format!("starting {id} ({program}) env: {}", keys.join(", ")));
+        self.console.info(format!(
+            "starting {id} ({program}) env: {}",
+            keys.join(", ")
+        ));
         let index = self
             .plan
             .components
@@ -407,7 +426,11 @@ impl<'a> ProcessRun<'a> {
                 if exit.code == Some(0) {
                     return Ok(true);
                 }
-                return Err(Halt::Exited(self.exit_error(component, exit, "while starting")));
+                return Err(Halt::Exited(self.exit_error(
+                    component,
+                    exit,
+                    "while starting",
+                )));
             }
             let why_not = match probe.map_or(Ok(()), HealthProbe::check) {
                 Err(why) => why,
@@ -494,9 +517,10 @@ impl<'a> ProcessRun<'a> {
         result
     }
 
-    /// Every exit's one sequence, once: the relay, the notices, the exited processes' last
-    /// lines, the summary's end, the processes, the log relay; the control plane goes with
-    /// the fields after that.
+    /// Every exit's one sequence, once: the relay, the notices, the summary's end, the
+    /// processes, then their output to its end (once a process group is gone its pipes are
+    /// closed, so this waits for no more than what they wrote; before, a child left behind by
+    /// an exited process could hold them open); the control plane goes with the fields after.
     fn end(&mut self) {
         if self.ended {
             return;
@@ -504,14 +528,11 @@ impl<'a> ProcessRun<'a> {
         self.ended = true;
         drop(self.relay.take());
         self.notices.stop();
-        let state = self.events.snapshot();
-        for component in &self.plan.components {
-            if state.exit_of(&component.id).is_some() {
-                self.logs.wait_drained(&component.id, LOG_DRAIN_LIMIT);
-            }
-        }
         record_end(&self.plan, &self.events, &self.control, self.recorder);
         self.children.teardown();
+        for component in &self.plan.components {
+            self.logs.wait_drained(&component.id, LOG_DRAIN_LIMIT);
+        }
         self.logs.finish(Duration::from_secs(2));
     }
 }

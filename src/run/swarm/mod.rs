@@ -24,7 +24,7 @@ use anyhow::{anyhow, Context};
 
 use super::env_file::{EnvDir, EnvFile};
 use super::record::Recorder;
-use super::teardown::{Forced, conclude_removal, ActiveRun, Attached, Halt, SignalPolicy};
+use super::teardown::{conclude_removal, ActiveRun, Attached, Forced, Halt, SignalPolicy};
 use super::{RunOptions, RunOutcome};
 use crate::cleanup;
 use crate::contract::{self, ControlPlaneAccess};
