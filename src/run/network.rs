@@ -29,6 +29,22 @@ pub struct RunControlPlane {
     pub server: Arc<dyn ControlPlaneView>,
 }
 
+impl RunControlPlane {
+    /// The env component `component` gets: the file's plus what flowctl injects (which
+    /// wins), with this control plane's endpoint.
+    pub fn component_env(
+        &self,
+        component: &crate::plan::ComponentPlan,
+        heartbeat_interval: Duration,
+    ) -> BTreeMap<String, String> {
+        let access = contract::ControlPlaneAccess {
+            endpoint: self.endpoint.clone(),
+            heartbeat_interval,
+        };
+        contract::component_env(&component.env, &component.id, Some(&access))
+    }
+}
+
 /// Creates the run's bridge network; returns the address on it where flowctl itself can
 /// listen: the network's gateway (the engine's host), or, when flowctl runs in one of the
 /// engine's containers, that container's address after joining the network.

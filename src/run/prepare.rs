@@ -13,7 +13,9 @@ use anyhow::{anyhow, Context};
 use super::env_file::EnvDir;
 use super::notices::{Notices, StatusView};
 use super::record::Recorder;
-use super::teardown::{ActiveRun, Attached, CleanupGuard, Forced, Halt, SignalPolicy};
+use super::teardown::{
+    check_interrupted, ActiveRun, Attached, CleanupGuard, Forced, Halt, SignalPolicy,
+};
 use super::{network, preflight, pull, relay, Run, RunOptions};
 use crate::engine::Engine;
 use crate::events::RunEvents;
@@ -226,15 +228,6 @@ impl<'a> Prepared<'a> {
             ended: false,
             _signals: self.signals,
         })
-    }
-}
-
-/// [`Halt::Interrupted`] once a signal arrived.
-fn check_interrupted(events: &RunEvents) -> Result<(), Halt> {
-    if events.snapshot().interrupts > 0 {
-        Err(Halt::Interrupted)
-    } else {
-        Ok(())
     }
 }
 

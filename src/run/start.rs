@@ -17,8 +17,8 @@ use super::env_file::{EnvDir, EnvFile};
 use super::network::RunControlPlane;
 use super::reach::{PortAccess, Reachable};
 use super::record::Recorder;
-use super::teardown::{exit_error, ExitError, Halt, FAILURE_LOG_LINES};
-use crate::contract::{self, ControlPlaneAccess};
+use super::teardown::{check_interrupted, exit_error, ExitError, Halt, FAILURE_LOG_LINES};
+use crate::contract;
 use crate::engine::{ContainerSpec, Engine, Mount, PortPublish, ResourceLimits};
 use crate::events::{Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
@@ -52,27 +52,20 @@ pub struct LiveRun<'a> {
 impl LiveRun<'_> {
     /// [`Halt::Interrupted`] once a signal arrived.
     pub fn check_interrupted(&self) -> Result<(), Halt> {
-        if self.events.snapshot().interrupts > 0 {
-            Err(Halt::Interrupted)
-        } else {
-            Ok(())
-        }
+        check_interrupted(self.events)
     }
 
     /// The env component `component`'s container gets: the file's plus what flowctl injects.
     fn container_env(&self, component: &ComponentPlan) -> BTreeMap<String, String> {
-        let access = ControlPlaneAccess {
-            endpoint: self.control.endpoint.clone(),
-            heartbeat_interval: self.heartbeat_interval,
-        };
-        contract::component_env(&component.env, &component.id, Some(&access))
+        self.control
+            .component_env(component, self.heartbeat_interval)
     }
 }
 
 /// Runs `task` for each of `components` on threads of its own; the errors of all of them,
-/// one per line, or [`Halt::Interrupted`] if a signal arrived meanwhile.
-fn in_parallel(
-    run: &LiveRun,
+/// one per line, or [`Halt::Interrupted`] if a signal reached the run of `events` meanwhile.
+pub fn in_parallel(
+    events: &RunEvents,
     components: &[&ComponentPlan],
     task: impl Fn(&ComponentPlan) -> Result<(), Halt> + Sync,
 ) -> Result<(), Halt> {
@@ -94,7 +87,7 @@ fn in_parallel(
     if halts.is_empty() {
         return Ok(());
     }
-    run.check_interrupted()?;
+    check_interrupted(events)?;
     if halts.len() == 1 {
         return Err(halts.remove(0));
     }
@@ -117,7 +110,9 @@ pub fn create_all(run: &LiveRun) -> Result<(), Halt> {
         }
     }
     let all: Vec<&ComponentPlan> = run.plan.components.iter().collect();
-    in_parallel(run, &all, |component| Ok(create_container(run, component)?))?;
+    in_parallel(run.events, &all, |component| {
+        Ok(create_container(run, component)?)
+    })?;
     run.console.info(format!(
         "created {} container(s) in {} ms",
         all.len(),
@@ -130,7 +125,9 @@ pub fn create_all(run: &LiveRun) -> Result<(), Halt> {
 pub fn start_all(run: &LiveRun, started: Instant) -> Result<(), Halt> {
     let levels = run.plan.levels();
     for (depth, level) in levels.iter().enumerate() {
-        in_parallel(run, level, |component| start_component(run, component))?;
+        in_parallel(run.events, level, |component| {
+            start_component(run, component)
+        })?;
         if depth + 1 < levels.len() {
             run.check_interrupted()?;
         }

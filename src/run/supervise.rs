@@ -11,8 +11,8 @@ use anyhow::anyhow;
 use super::reach;
 use super::record::VerificationRecord;
 use super::start::{self, LiveRun};
-use super::teardown::{exit_error, Halt, RunOutcome};
-use crate::events::EventState;
+use super::teardown::{exit_error, ExitError, Halt, RunOutcome};
+use crate::events::{EventState, Exit, RunEvents};
 use crate::logs::Console;
 use crate::plan::{ComponentPlan, Role, RunPlan};
 use crate::verify;
@@ -64,10 +64,50 @@ pub fn verify_streams(run: &LiveRun, timeout: Duration) -> Result<(), Halt> {
 /// Waits until every sink has exited 0 (or, without sinks, every component), a signal, or a
 /// component failing beyond what its restart policy allows.
 pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
-    let plan = run.plan;
+    wait_for_end(run.plan, run.events, run.console, &Containers(run))
+}
+
+/// How supervision replaces a failed component: containers here, processes in
+/// `run/process/`.
+pub trait Replace {
+    /// The error for `component`'s failed `exit`.
+    fn exit_error(&self, component: &ComponentPlan, exit: &Exit) -> ExitError;
+    /// Whether its restart policy allows another restart.
+    fn may_restart(&self, component: &ComponentPlan) -> bool;
+    /// Says why, clears what the failed one left and moves to the next attempt.
+    fn restart(&self, component: &ComponentPlan, error: &ExitError) -> Result<(), Halt>;
+    /// Starts the next attempt and waits until it is ready.
+    fn start(&self, component: &ComponentPlan) -> Result<(), Halt>;
+}
+
+struct Containers<'r, 'a>(&'r LiveRun<'a>);
+
+impl Replace for Containers<'_, '_> {
+    fn exit_error(&self, component: &ComponentPlan, exit: &Exit) -> ExitError {
+        exit_error(self.0.engine, self.0.logs, component, exit, "while running")
+    }
+    fn may_restart(&self, component: &ComponentPlan) -> bool {
+        start::may_restart(self.0, component)
+    }
+    fn restart(&self, component: &ComponentPlan, error: &ExitError) -> Result<(), Halt> {
+        start::restart(self.0, component, error)
+    }
+    fn start(&self, component: &ComponentPlan) -> Result<(), Halt> {
+        start::start_component(self.0, component)
+    }
+}
+
+/// The supervision loop of `plan`'s run, on its `events`: a failed component is replaced
+/// through `replace` as its policy allows, or fails the run.
+pub fn wait_for_end(
+    plan: &RunPlan,
+    events: &RunEvents,
+    console: Console,
+    replace: &impl Replace,
+) -> Result<RunOutcome, Halt> {
     let completion = Completion::of(plan);
     let mut reported = 0;
-    let mut state: EventState = run.events.snapshot();
+    let mut state: EventState = events.snapshot();
     loop {
         if state.interrupts > 0 {
             return Ok(RunOutcome::Interrupted);
@@ -77,27 +117,24 @@ pub fn supervise(run: &LiveRun) -> Result<RunOutcome, Halt> {
                 continue;
             };
             if exit.attempt != state.attempt_of(&component.id) {
-                continue; // a replaced container
+                continue; // a replaced container or process
             }
             if exit.code != Some(0) {
-                let error = exit_error(run.engine, run.logs, component, exit, "while running");
-                if !start::may_restart(run, component) {
+                let error = replace.exit_error(component, exit);
+                if !replace.may_restart(component) {
                     return Err(Halt::Exited(error));
                 }
-                start::restart(run, component, &error)?;
-                start::start_component(run, component)?;
+                replace.restart(component, &error)?;
+                replace.start(component)?;
                 continue;
             }
-            run.console
-                .info(format!("{} finished (exit code 0)", component.id));
+            console.info(format!("{} finished (exit code 0)", component.id));
         }
         reported = state.exits.len();
-        if let Some(outcome) = completion.check(&state, run.console)? {
+        if let Some(outcome) = completion.check(&state, console)? {
             return Ok(outcome);
         }
-        state = run
-            .events
-            .wait_change(state.version, Duration::from_secs(3600));
+        state = events.wait_change(state.version, Duration::from_secs(3600));
     }
 }
 

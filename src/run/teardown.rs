@@ -145,6 +145,15 @@ pub fn exit_error(
     }
 }
 
+/// [`Halt::Interrupted`] once a signal reached the run of `events`.
+pub fn check_interrupted(events: &RunEvents) -> Result<(), Halt> {
+    if events.snapshot().interrupts > 0 {
+        Err(Halt::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
 /// What the signal policy needs of the run it serves.
 #[derive(Debug, Clone)]
 pub struct ActiveRun {

@@ -13,7 +13,6 @@ mod children;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _};
@@ -22,13 +21,15 @@ use super::network::{self, RunControlPlane};
 use super::notices::{Notices, Pids, StatusView};
 use super::reach::{PortAccess, Reachable};
 use super::record::Recorder;
-use super::supervise::Completion;
+use super::start::in_parallel;
+use super::supervise::{wait_for_end, Replace};
 use super::teardown::{
-    ActiveRun, Attached, ExitError, Forced, Halt, RunOutcome, SignalPolicy, FAILURE_LOG_LINES,
+    check_interrupted, ActiveRun, Attached, ExitError, Forced, Halt, RunOutcome, SignalPolicy,
+    FAILURE_LOG_LINES,
 };
 use super::{record_end, relay, start_relay, RunOptions, LOG_DRAIN_LIMIT};
-use crate::contract::{self, ControlPlaneAccess, INJECTED_ENV};
-use crate::events::{EventState, Exit, RunEvents};
+use crate::contract::INJECTED_ENV;
+use crate::events::{Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
 use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
 use crate::plan::{ComponentPlan, RunPlan, SecretTarget};
@@ -224,31 +225,11 @@ impl<'a> ProcessRun<'a> {
                 }
             }
         }
-        let levels = self.plan.levels();
-        for level in &levels {
-            let results: Vec<Result<(), Halt>> = thread::scope(|scope| {
-                let handles: Vec<_> = level
-                    .iter()
-                    .map(|component| scope.spawn(|| self.start_component(component)))
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| {
-                        h.join()
-                            .unwrap_or_else(|_| Err(anyhow!("a start-up thread panicked").into()))
-                    })
-                    .collect()
-            });
-            let mut halts: Vec<Halt> = results.into_iter().filter_map(Result::err).collect();
+        for level in self.plan.levels() {
+            in_parallel(&self.events, &level, |component| {
+                self.start_component(component)
+            })?;
             self.check_interrupted()?;
-            match halts.len() {
-                0 => {}
-                1 => return Err(halts.remove(0)),
-                _ => {
-                    let messages: Vec<String> = halts.iter().map(Halt::message).collect();
-                    return Err(anyhow!("{}", messages.join("\n")).into());
-                }
-            }
         }
         self.console.info(format!(
             "pipeline {} is up: {} process(es) in {} ms (Ctrl+C to stop)",
@@ -268,21 +249,14 @@ impl<'a> ProcessRun<'a> {
     }
 
     fn check_interrupted(&self) -> Result<(), Halt> {
-        if self.events.snapshot().interrupts > 0 {
-            Err(Halt::Interrupted)
-        } else {
-            Ok(())
-        }
+        check_interrupted(&self.events)
     }
 
     /// What `component`'s process gets on top of flowctl's own environment: the file's env,
     /// its secrets, and what flowctl injects (which wins).
     fn env_of(&self, component: &ComponentPlan) -> BTreeMap<String, String> {
-        let access = ControlPlaneAccess {
-            endpoint: self.control.endpoint.clone(),
-            heartbeat_interval: self.options.heartbeat_interval,
-        };
-        contract::component_env(&component.env, &component.id, Some(&access))
+        self.control
+            .component_env(component, self.options.heartbeat_interval)
     }
 
     /// Starts `component` (restarting it as its policy allows while it fails to start).
@@ -472,40 +446,7 @@ impl<'a> ProcessRun<'a> {
     /// Waits until the sinks complete, a signal arrives or something fails beyond what its
     /// restart policy allows.
     fn supervise(&mut self) -> Result<RunOutcome, Halt> {
-        let completion = Completion::of(&self.plan);
-        let mut reported = 0;
-        let mut state: EventState = self.events.snapshot();
-        loop {
-            if state.interrupts > 0 {
-                return Ok(RunOutcome::Interrupted);
-            }
-            for exit in &state.exits[reported..] {
-                let Some(component) = self.plan.component(&exit.component) else {
-                    continue;
-                };
-                if exit.attempt != state.attempt_of(&component.id) {
-                    continue; // a replaced process
-                }
-                if exit.code != Some(0) {
-                    let error = self.exit_error(component, exit, "while running");
-                    if !self.may_restart(component) {
-                        return Err(Halt::Exited(error));
-                    }
-                    self.restart(component, &error)?;
-                    self.start_component(component)?;
-                    continue;
-                }
-                self.console
-                    .info(format!("{} finished (exit code 0)", component.id));
-            }
-            reported = state.exits.len();
-            if let Some(outcome) = completion.check(&state, self.console)? {
-                return Ok(outcome);
-            }
-            state = self
-                .events
-                .wait_change(state.version, Duration::from_secs(3600));
-        }
+        wait_for_end(&self.plan, &self.events, self.console, &*self)
     }
 
     /// Ends the run and passes `result` on.
@@ -534,6 +475,21 @@ impl<'a> ProcessRun<'a> {
             self.logs.wait_drained(&component.id, LOG_DRAIN_LIMIT);
         }
         self.logs.finish(Duration::from_secs(2));
+    }
+}
+
+impl Replace for ProcessRun<'_> {
+    fn exit_error(&self, component: &ComponentPlan, exit: &Exit) -> ExitError {
+        self.exit_error(component, exit, "while running")
+    }
+    fn may_restart(&self, component: &ComponentPlan) -> bool {
+        self.may_restart(component)
+    }
+    fn restart(&self, component: &ComponentPlan, error: &ExitError) -> Result<(), Halt> {
+        self.restart(component, error)
+    }
+    fn start(&self, component: &ComponentPlan) -> Result<(), Halt> {
+        self.start_component(component)
     }
 }
 
