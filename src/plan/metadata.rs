@@ -114,6 +114,24 @@ impl RunPlan {
                 }
             }
         }
+        // The reverse: what a flowctl.v1 component emits reaches only flowctl.v1 components
+        // (the relay has nowhere else to deliver it), so an edge from one into a component
+        // that is not would drain its events into nothing.
+        for consumer in self.components.iter().filter(|c| !c.is_relayed()) {
+            for input in &consumer.inputs {
+                if self.component(input).is_some_and(ComponentPlan::is_relayed) {
+                    errors.push(format!(
+                        "component `{}`: inputs: `{input}` is a flowctl.v1 component, whose \
+                         events flowctl relays, but `{}` serves no flowctl.v1 service, so \
+                         nothing would deliver them to it: give it `grpc: {{service: \
+                         flowctl.v1.ConsumerService (or ProcessorService), port: N}}`, or list \
+                         `{input}` under `depends_on` if it only has to start first",
+                        consumer.file_id(),
+                        consumer.file_id()
+                    ));
+                }
+            }
+        }
         // Replicas of one component have the same problems: say each once.
         let mut seen = std::collections::BTreeSet::new();
         errors.retain(|e| seen.insert(e.clone()));
@@ -181,6 +199,26 @@ mod tests {
             format!("apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {{name: m}}\nspec:\n{spec}");
         let file = spec::parse(&text, "m.yaml").unwrap();
         RunPlan::build(&file, Path::new("."), &Naming::default()).unwrap()
+    }
+
+    /// Upstream's images without `grpc.service` in the file: the sink is not relayed, so the
+    /// processor's events would go nowhere (the run used to hang): refused, naming both.
+    #[test]
+    fn a_flowctl_v1_component_feeding_one_that_is_not_is_refused() {
+        let mut plan = plan(
+            "  sources:\n    - {id: src, image: s, grpc: {port: 1, service: flowctl.v1.SourceService}}\n  \
+             sinks:\n    - {id: sink, image: k, inputs: [src]}\n    - {id: later, image: k, \
+             depends_on: [src]}\n",
+        );
+        let error = plan.apply_metadata(&BTreeMap::new()).unwrap_err();
+        assert_eq!(error.errors.len(), 1, "{error}");
+        assert!(
+            error.errors[0].starts_with(
+                "component `sink`: inputs: `src` is a flowctl.v1 component, whose events \
+                 flowctl relays, but `sink` serves no flowctl.v1 service"
+            ),
+            "{error}"
+        );
     }
 
     #[test]

@@ -236,6 +236,7 @@ impl Run<'_> {
         self.ended = true;
         drop(self.relay.take());
         self.notices.stop();
+        warn_silent_processors(&self.plan, &self.relay_counts, self.console, self.recorder);
         drain_exited_logs(&self.live());
         record_end(&self.plan, &self.events, &self.control, self.recorder);
         self.guard.teardown();
@@ -278,6 +279,20 @@ pub(super) fn start_relay(
         console,
     )?;
     Ok(Some(relay))
+}
+
+/// Says (and records for `--summary`) which relayed processors emitted nothing from what
+/// they consumed.
+pub(super) fn warn_silent_processors(
+    plan: &RunPlan,
+    counts: &relay::EdgeCounts,
+    console: Console,
+    recorder: &Recorder,
+) {
+    for warning in relay::silent_processors(plan, counts) {
+        console.warn(&warning);
+        recorder.lock().warnings.push(warning);
+    }
 }
 
 /// What the summary says of each component once the run is over: exits, restarts, and its

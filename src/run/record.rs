@@ -64,6 +64,9 @@ pub struct RunRecord {
     /// In start order.
     pub components: Vec<(String, ComponentRecord)>,
     pub verification: Vec<VerificationRecord>,
+    /// What the run said was suspicious without failing it (e.g. a processor that emitted
+    /// nothing from what it consumed).
+    pub warnings: Vec<String>,
     /// `completed`, `failed`, `interrupted` (`panicked` when none was set).
     pub outcome: Option<&'static str>,
     pub exit_code: Option<u8>,
@@ -143,6 +146,7 @@ impl RunRecord {
             "error": self.error,
             "components": components,
             "verification": verification,
+            "warnings": self.warnings,
         })
     }
 }

@@ -27,7 +27,7 @@ use super::teardown::{
     check_interrupted, ActiveRun, Attached, ExitError, Forced, Halt, RunOutcome, SignalPolicy,
     FAILURE_LOG_LINES,
 };
-use super::{record_end, relay, start_relay, RunOptions, LOG_DRAIN_LIMIT};
+use super::{record_end, relay, start_relay, warn_silent_processors, RunOptions, LOG_DRAIN_LIMIT};
 use crate::contract::INJECTED_ENV;
 use crate::events::{Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
@@ -469,6 +469,7 @@ impl<'a> ProcessRun<'a> {
         self.ended = true;
         drop(self.relay.take());
         self.notices.stop();
+        warn_silent_processors(&self.plan, &self.relay_counts, self.console, self.recorder);
         record_end(&self.plan, &self.events, &self.control, self.recorder);
         self.children.teardown();
         for component in &self.plan.components {

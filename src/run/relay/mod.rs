@@ -41,6 +41,7 @@ use tokio::sync::oneshot;
 use super::reach::Reachable;
 use crate::events::RunEvents;
 use crate::logs::Console;
+use crate::plan::{GrpcService, RunPlan};
 /// Batches (events received at once) queued into a component.
 pub const EDGE_BATCHES: usize = 64;
 /// Bytes queued into a component: a few ledgers, so a stalled consumer holds a bounded amount
@@ -161,6 +162,42 @@ pub(super) fn answer_line(answer: &ConsumerAnswer) -> String {
         ));
     }
     line
+}
+
+/// A warning for each relayed processor that consumed events and emitted none although it
+/// feeds others: a run that "completes" with nothing downstream usually means every event
+/// failed in the processor (its log says why).
+pub fn silent_processors(plan: &RunPlan, counts: &EdgeCounts) -> Vec<String> {
+    let edges = counts
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let total = |pick: &dyn Fn(&EdgeCount) -> bool| -> (u64, usize) {
+        edges
+            .iter()
+            .filter(|e| pick(e))
+            .fold((0, 0), |(sum, n), e| {
+                (sum + e.events.load(Ordering::Relaxed), n + 1)
+            })
+    };
+    plan.components
+        .iter()
+        .filter(|c| {
+            c.grpc
+                .as_ref()
+                .is_some_and(|g| g.service == GrpcService::V1Processor)
+        })
+        .filter_map(|c| {
+            let (consumed, _) = total(&|e| e.to == c.id);
+            let (emitted, outputs) = total(&|e| e.from == c.id);
+            (consumed > 0 && emitted == 0 && outputs > 0).then(|| {
+                format!(
+                    "processor `{}` consumed {consumed} event(s) and emitted none: its log \
+                     lines above say why (nothing reached what it feeds)",
+                    c.id
+                )
+            })
+        })
+        .collect()
 }
 
 /// The status table's lines for the relay's edges.

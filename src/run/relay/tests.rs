@@ -393,3 +393,33 @@ fn events_reach_only_consumers_that_take_their_type() {
         ]
     );
 }
+
+#[test]
+fn a_processor_that_consumed_and_emitted_nothing_is_named() {
+    let text = "apiVersion: flowctl/v1\nkind: Pipeline\nmetadata: {name: demo}\nspec:\n  \
+                driver: process\n  sources:\n    - {id: src, command: [s]}\n  processors:\n    \
+                - {id: mid, command: [p], inputs: [src]}\n  sinks:\n    - {id: out, command: \
+                [c], inputs: [mid]}\n";
+    let file = crate::spec::parse(text, "t.yaml").unwrap();
+    let plan = RunPlan::build(&file, std::path::Path::new("."), &Default::default()).unwrap();
+    let edge = |from: &str, to: &str, events: u64| {
+        Arc::new(EdgeCount {
+            from: from.into(),
+            to: to.into(),
+            events: AtomicU64::new(events),
+        })
+    };
+    let counts: EdgeCounts = Mutex::new(vec![edge("src", "mid", 30), edge("mid", "out", 0)]);
+    let warnings = silent_processors(&plan, &counts);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("processor `mid` consumed 30 event(s) and emitted none"),
+        "{warnings:?}"
+    );
+    counts.lock().unwrap()[1].events.store(1, Ordering::Relaxed);
+    assert!(silent_processors(&plan, &counts).is_empty());
+    // Nothing consumed, nothing to say.
+    counts.lock().unwrap()[0].events.store(0, Ordering::Relaxed);
+    counts.lock().unwrap()[1].events.store(0, Ordering::Relaxed);
+    assert!(silent_processors(&plan, &counts).is_empty());
+}
