@@ -307,16 +307,31 @@ fn main() -> ExitCode {
         Command::Init { preset, output } => flowctl::init::preset(&preset)
             .and_then(|preset| flowctl::init::write(preset, &output))
             .map(|()| ExitCode::SUCCESS),
-        Command::Status { project, wide } => Engine::detect(&cli.docker_bin, deadlines)
-            .map_err(anyhow::Error::from)
-            .and_then(|engine| {
-                let width = flowctl::status_client::table_width(wide, STDOUT);
-                print!(
-                    "{}",
-                    status_client::show(&engine, project.as_deref(), width)?
-                );
+        Command::Status { project, wide } => {
+            let width = flowctl::status_client::table_width(wide, STDOUT);
+            // Process runs (`driver: process`) have no project and need no engine.
+            let processes = match project {
+                None => status_client::show_processes(width),
+                Some(_) => Ok(String::new()),
+            };
+            processes.and_then(|processes| {
+                match Engine::detect(&cli.docker_bin, deadlines) {
+                    Ok(engine) => {
+                        let containers = status_client::show(&engine, project.as_deref(), width)?;
+                        if processes.is_empty() {
+                            print!("{containers}");
+                        } else if containers.starts_with("no flowctl pipeline") {
+                            print!("{processes}");
+                        } else {
+                            print!("{processes}\n{containers}");
+                        }
+                    }
+                    Err(_) if !processes.is_empty() => print!("{processes}"),
+                    Err(e) => return Err(e.into()),
+                }
                 Ok(ExitCode::SUCCESS)
-            }),
+            })
+        }
         Command::Translate(args) => translate::translate_file(
             &args.pipeline,
             &args.naming.into(),

@@ -123,3 +123,80 @@ pub fn show(engine: &Engine, project: Option<&str>, width: Option<usize>) -> Res
     }
     Ok(out)
 }
+
+/// The tables of the live `driver: process` runs of this user, found by their records in the
+/// runtime directory ([`crate::processes`]); empty when there is none.
+pub fn show_processes(width: Option<usize>) -> Result<String> {
+    let mut out = String::new();
+    for (_, record) in crate::processes::RunRecord::all()? {
+        if record.liveness() != crate::owner::Liveness::Alive {
+            continue; // `flowctl gc` is for those
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        let _ = write!(
+            out,
+            "pipeline {} (run {}, processes",
+            record.pipeline, record.run_id
+        );
+        let address = record
+            .control_plane
+            .as_deref()
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        let services: Vec<ServiceSnapshot> = match address {
+            Some(address) => match list_services(address, STATUS_TIMEOUT) {
+                Ok(list) => {
+                    let _ = writeln!(out, "): control plane {address}");
+                    let now = SystemTime::now();
+                    list.into_iter().map(|s| snapshot_of(s, now)).collect()
+                }
+                Err(e) => {
+                    let _ = writeln!(
+                        out,
+                        "): control plane {address} does not answer ({})",
+                        e.root_cause()
+                    );
+                    Vec::new()
+                }
+            },
+            None => {
+                let _ = writeln!(out, "): no control plane recorded");
+                Vec::new()
+            }
+        };
+        // The latest process of each component (a restart records another).
+        let mut latest: BTreeMap<&str, &crate::processes::RecordedProcess> = BTreeMap::new();
+        for process in &record.processes {
+            latest.insert(&process.component, process);
+        }
+        let mut rows: Vec<StatusRow> = record
+            .processes
+            .iter()
+            .filter(|p| {
+                latest
+                    .get(p.component.as_str())
+                    .is_some_and(|l| l.pid == p.pid)
+            })
+            .map(|process| {
+                let running = crate::processes::proc_stat(process.pid)
+                    .is_some_and(|s| s.start_ticks == process.start_ticks && !s.zombie);
+                StatusRow {
+                    service: services
+                        .iter()
+                        .find(|s| s.component.as_deref() == Some(process.component.as_str()))
+                        .cloned(),
+                    component: process.component.clone(),
+                    container: format!("pid {}", process.pid),
+                    image: String::new(),
+                    ports: Vec::new(),
+                    state: if running { "running" } else { "exited" }.to_string(),
+                    expects_registration: address.is_some(),
+                }
+            })
+            .collect();
+        add_unlisted_services(&mut rows, services);
+        out.push_str(&render(&rows, width));
+    }
+    Ok(out)
+}

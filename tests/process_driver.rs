@@ -470,6 +470,24 @@ fn the_record_names_each_process_by_pid_and_start_time() {
         // Each leads a process group of its own.
         assert_eq!(stat_field(pid, 5).unwrap(), pid.to_string());
     }
+    // `flowctl status` finds the run by its record, without any engine.
+    let env = lab.env();
+    let (status, stdout, stderr) = support::flowctl(
+        &["status", "--wide"],
+        &[
+            (env[0].0, env[0].1.as_str()),
+            ("FLOWCTL_DOCKER_BIN", "/nonexistent/docker"),
+        ],
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("pipeline process-ttp (run "), "{stdout}");
+    for (id, pid) in &started {
+        let row = stdout
+            .lines()
+            .find(|l| l.contains(id.as_str()) && l.contains(&format!("pid {pid}")))
+            .unwrap_or_else(|| panic!("no row of {id}:\n{stdout}"));
+        assert!(row.contains("running") && row.contains("yes"), "{row}");
+    }
     run.signal("TERM");
     run.wait();
     assert_gone(&started, Duration::ZERO, &run.output());
