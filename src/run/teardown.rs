@@ -518,9 +518,13 @@ mod tests {
             stop_timeout: std::time::Duration::from_secs(1),
             limits: Default::default(),
         };
-        engine
-            .create_container(&spec)
-            .expect("the image flowctl/test-component:dev is missing: run scripts/build-images.sh");
+        if let Err(e) = engine.create_container(&spec) {
+            // Nothing may be left behind, not even by a failing test.
+            let _ = engine.remove_network(&name);
+            panic!(
+                "the image flowctl/test-component:dev is missing: run scripts/build-images.sh: {e}"
+            );
+        }
         let plan = plan("  sources:\n    - {id: a, image: img}\n");
         let console = Console { color: false };
         let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
