@@ -207,6 +207,18 @@ fn upstreams_process_pipeline_files_validate_as_they_are() {
         assert!(status.success(), "{}: {stderr}", path.display());
         assert!(stdout.contains("is valid"), "{stdout}");
     }
+    // Translations describe containers: a process component is refused, naming it.
+    let file = dir.join("local-ducklake.yaml");
+    let (status, stdout, stderr) = support::flowctl(
+        &["translate", &file.display().to_string(), "--to", "compose"],
+        &[],
+    );
+    assert!(!status.success(), "{stdout}");
+    assert!(
+        stderr.contains("component `raw-ledger-source`: command: it runs as a process"),
+        "{stderr}"
+    );
+    assert!(stdout.is_empty(), "{stdout}");
 }
 
 #[test]

@@ -120,6 +120,16 @@ pub fn translate_file(
     stdout_is_terminal: bool,
 ) -> Result<Vec<PathBuf>> {
     let plan = crate::plan::load(pipeline, naming)?;
+    if let Some(process) = plan.components.iter().find(|c| c.process.is_some()) {
+        anyhow::bail!(
+            "{}: component `{}`: command: it runs as a process of this machine (spec.driver \
+             `process`, no image), and a {} file describes containers: give it an `image:` to \
+             translate it, or run the file with `flowctl run`",
+            pipeline.display(),
+            process.id,
+            target
+        );
+    }
     let options = TranslateOptions {
         source_name: pipeline
             .file_name()
