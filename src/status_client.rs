@@ -69,28 +69,7 @@ pub fn show(engine: &Engine, project: Option<&str>, width: Option<usize>) -> Res
         if !project.is_empty() {
             let _ = write!(out, ", project {project}");
         }
-        let services = match endpoint.parse::<SocketAddr>() {
-            Ok(address) => match list_services(address, STATUS_TIMEOUT) {
-                Ok(list) => {
-                    let _ = writeln!(out, "): control plane {address}");
-                    let now = SystemTime::now();
-                    list.into_iter().map(|s| snapshot_of(s, now)).collect()
-                }
-                Err(e) => {
-                    let _ = writeln!(
-                        out,
-                        "): control plane {address} does not answer ({}); if its flowctl \
-                         has ended, `flowctl gc` removes what is left",
-                        e.root_cause()
-                    );
-                    Vec::new()
-                }
-            },
-            Err(_) => {
-                let _ = writeln!(out, "): no control plane recorded");
-                Vec::new()
-            }
-        };
+        let services = ask(&mut out, endpoint.parse().ok());
         let mut rows: Vec<StatusRow> = containers
             .iter()
             .map(|container| {
@@ -124,6 +103,31 @@ pub fn show(engine: &Engine, project: Option<&str>, width: Option<usize>) -> Res
     Ok(out)
 }
 
+/// Ends a run's heading in `out` with what its control plane at `address` says, and returns
+/// its services (none when it does not answer or is not known).
+fn ask(out: &mut String, address: Option<SocketAddr>) -> Vec<ServiceSnapshot> {
+    let Some(address) = address else {
+        let _ = writeln!(out, "): no control plane recorded");
+        return Vec::new();
+    };
+    match list_services(address, STATUS_TIMEOUT) {
+        Ok(list) => {
+            let _ = writeln!(out, "): control plane {address}");
+            let now = SystemTime::now();
+            list.into_iter().map(|s| snapshot_of(s, now)).collect()
+        }
+        Err(e) => {
+            let _ = writeln!(
+                out,
+                "): control plane {address} does not answer ({}); if its flowctl has ended, \
+                 `flowctl gc` removes what is left",
+                e.root_cause()
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// The tables of the live `driver: process` runs of this user, found by their records in the
 /// runtime directory ([`crate::processes`]); empty when there is none.
 pub fn show_processes(width: Option<usize>) -> Result<String> {
@@ -144,27 +148,7 @@ pub fn show_processes(width: Option<usize>) -> Result<String> {
             .control_plane
             .as_deref()
             .and_then(|a| a.parse::<SocketAddr>().ok());
-        let services: Vec<ServiceSnapshot> = match address {
-            Some(address) => match list_services(address, STATUS_TIMEOUT) {
-                Ok(list) => {
-                    let _ = writeln!(out, "): control plane {address}");
-                    let now = SystemTime::now();
-                    list.into_iter().map(|s| snapshot_of(s, now)).collect()
-                }
-                Err(e) => {
-                    let _ = writeln!(
-                        out,
-                        "): control plane {address} does not answer ({})",
-                        e.root_cause()
-                    );
-                    Vec::new()
-                }
-            },
-            None => {
-                let _ = writeln!(out, "): no control plane recorded");
-                Vec::new()
-            }
-        };
+        let services = ask(&mut out, address);
         // The latest process of each component (a restart records another).
         let mut latest: BTreeMap<&str, &crate::processes::RecordedProcess> = BTreeMap::new();
         for process in &record.processes {
