@@ -241,22 +241,40 @@ pub fn start_component(run: &LiveRun, component: &ComponentPlan) -> Result<(), H
 
 /// Whether `component`'s policy allows another restart in this run.
 pub fn may_restart(run: &LiveRun, component: &ComponentPlan) -> bool {
-    run.events.snapshot().attempt_of(&component.id) < component.restart.max_restarts()
+    restart_allowed(run.events, component)
+}
+
+/// Whether `component`'s policy allows another restart in the run of `events` (containers
+/// and processes alike).
+pub fn restart_allowed(events: &RunEvents, component: &ComponentPlan) -> bool {
+    events.snapshot().attempt_of(&component.id) < component.restart.max_restarts()
+}
+
+/// Says why `component` is restarted and which restart this is; [`Halt::Interrupted`] if a
+/// signal came meanwhile (containers and processes alike).
+pub fn announce_restart(
+    events: &RunEvents,
+    console: Console,
+    component: &ComponentPlan,
+    exited: &ExitError,
+) -> Result<(), Halt> {
+    let attempt = events.snapshot().attempt_of(&component.id) + 1;
+    console.warn(format!(
+        "component `{}` {} {}; restarting it (restart {attempt} of {}, restart: {})",
+        component.id,
+        exited.what,
+        exited.when,
+        component.restart.max_restarts(),
+        component.restart
+    ));
+    check_interrupted(events)
 }
 
 /// Says why and which restart this is, removes the stopped container and moves the
 /// component's events to the next attempt; the caller starts the new container.
 pub fn restart(run: &LiveRun, component: &ComponentPlan, exited: &ExitError) -> Result<(), Halt> {
     let id = &component.id;
-    let attempt = run.events.snapshot().attempt_of(id) + 1;
-    run.console.warn(format!(
-        "component `{id}` {} {}; restarting it (restart {attempt} of {}, restart: {})",
-        exited.what,
-        exited.when,
-        component.restart.max_restarts(),
-        component.restart
-    ));
-    run.check_interrupted()?;
+    announce_restart(run.events, run.console, component, exited)?;
     // Relay the rest of what the old container wrote before it is removed.
     run.logs.wait_drained(id, Duration::from_secs(2));
     run.engine

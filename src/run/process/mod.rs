@@ -21,7 +21,7 @@ use super::network::{self, RunControlPlane};
 use super::notices::{Notices, Pids, StatusView};
 use super::reach::{PortAccess, Reachable};
 use super::record::Recorder;
-use super::start::in_parallel;
+use super::start::{announce_restart, in_parallel, restart_allowed};
 use super::supervise::{wait_for_end, Replace};
 use super::teardown::{
     check_interrupted, ActiveRun, Attached, ExitError, Forced, Halt, RunOutcome, SignalPolicy,
@@ -33,6 +33,7 @@ use crate::events::{Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
 use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
 use crate::plan::{ComponentPlan, RunPlan, SecretTarget};
+use crate::processes::Reservations;
 use children::Children;
 
 /// Runs the process pipeline `plan` until it completes, is interrupted or fails; every process
@@ -68,8 +69,7 @@ pub fn run(
     for note in &plan.notes {
         console.info(note);
     }
-    let (control_port, reservations) =
-        check::check(&mut plan, &options.pipeline, options.control_plane_port)?;
+    let ports = check::check(&mut plan, &options.pipeline, options.control_plane_port)?;
     let events = Arc::new(RunEvents::default());
     let run_id = super::new_run_id();
     let attached = signals.attach(ActiveRun {
@@ -79,16 +79,7 @@ pub fn run(
         forced: Forced::Processes,
     });
     record_plan(recorder, &plan, &run_id);
-    let mut run = ProcessRun::start(
-        options,
-        recorder,
-        plan,
-        run_id,
-        events,
-        control_port,
-        attached,
-    )?;
-    run.reservations = reservations;
+    let mut run = ProcessRun::start(options, recorder, plan, run_id, events, ports, attached)?;
     let result = run.bring_up().and_then(|()| run.supervise());
     run.teardown(result)
 }
@@ -123,7 +114,7 @@ pub struct ProcessRun<'a> {
     /// Relays the processes' output until their pipes close.
     logs: LogMux,
     /// The ports given to the processes, held until they are stopped.
-    reservations: crate::processes::Reservations,
+    _reservations: Reservations,
     options: &'a RunOptions,
     recorder: &'a Recorder,
     console: Console,
@@ -138,14 +129,15 @@ pub struct ProcessRun<'a> {
 }
 
 impl<'a> ProcessRun<'a> {
-    /// The log relay, the record and the reaper, then the control plane on 127.0.0.1.
+    /// The log relay, the record and the reaper, then the control plane on 127.0.0.1 (on
+    /// the port `check` chose; the ports it reserved are held until the run ends).
     fn start(
         options: &'a RunOptions,
         recorder: &'a Recorder,
         plan: RunPlan,
         run_id: String,
         events: Arc<RunEvents>,
-        control_port: u16,
+        (control_port, reservations): (u16, Reservations),
         signals: Attached<'a>,
     ) -> Result<ProcessRun<'a>, Halt> {
         let console = Console {
@@ -191,7 +183,7 @@ impl<'a> ProcessRun<'a> {
             children,
             control,
             logs,
-            reservations: crate::processes::Reservations::default(),
+            _reservations: reservations,
             options,
             recorder,
             console,
@@ -272,22 +264,15 @@ impl<'a> ProcessRun<'a> {
     }
 
     fn may_restart(&self, component: &ComponentPlan) -> bool {
-        self.events.snapshot().attempt_of(&component.id) < component.restart.max_restarts()
+        restart_allowed(&self.events, component)
     }
 
+    /// Says why, lets the old process's last lines through and moves to the next attempt.
     fn restart(&self, component: &ComponentPlan, exited: &ExitError) -> Result<(), Halt> {
-        let id = &component.id;
-        let attempt = self.events.snapshot().attempt_of(id) + 1;
-        self.console.warn(format!(
-            "component `{id}` {} {}; restarting it (restart {attempt} of {}, restart: {})",
-            exited.what,
-            exited.when,
-            component.restart.max_restarts(),
-            component.restart
-        ));
-        self.check_interrupted()?;
-        self.logs.wait_drained(id, Duration::from_secs(2));
-        self.events.restarting(id);
+        announce_restart(&self.events, self.console, component, exited)?;
+        self.logs
+            .wait_drained(&component.id, Duration::from_secs(2));
+        self.events.restarting(&component.id);
         Ok(())
     }
 
