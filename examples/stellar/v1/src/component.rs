@@ -167,6 +167,31 @@ pub fn main<C, F>(
 where
     F: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
 {
+    main_prepared(
+        identity,
+        args,
+        from_env,
+        metadata,
+        |config| async move { Ok(config) },
+        serve,
+    )
+}
+
+/// [`main`] with an asynchronous `prepare` step (e.g. connecting to a database) between the
+/// settings and the start: its error ends the process (exit 1) before `/health` is up or the
+/// component registers, so flowctl never sees a component that cannot work as healthy.
+pub fn main_prepared<C, P, S, F>(
+    identity: &'static V1Identity,
+    args: &[String],
+    from_env: impl FnOnce() -> Result<C, String>,
+    metadata: impl FnOnce(&C) -> HashMap<String, String>,
+    prepare: impl FnOnce(C) -> P,
+    serve: impl FnOnce(TcpListener, S, Running, Shutdown) -> F,
+) -> ExitCode
+where
+    P: Future<Output = anyhow::Result<S>>,
+    F: Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+{
     if let Some(code) = first_generation::server_arguments(
         identity.name,
         args,
@@ -185,6 +210,7 @@ where
             endpoint,
             metadata(&config),
         );
+        let prepared = prepare(config).await?;
         let running = start(identity, &env, info)?;
         let listener = TcpListener::bind(listen)
             .await
@@ -192,7 +218,7 @@ where
         let (trigger, shutdown) = shutdown::channel();
         Ok(first_generation::serve_until_signalled(
             identity.name,
-            serve(listener, config, running, shutdown),
+            serve(listener, prepared, running, shutdown),
             trigger,
         )
         .await)

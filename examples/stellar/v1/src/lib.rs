@@ -11,9 +11,14 @@
 //! The data path is the first generation's (`stellar_components`, `stellar_ttp`); this crate adds
 //! the v1 envelope, services and registration ([`component`]).
 
+pub mod batch;
 pub mod component;
 pub mod consumer;
+pub mod jsonl_sink;
+pub mod ledger_processor;
+pub mod postgres_sink;
 pub mod processor;
+pub mod sink;
 pub mod source;
 pub mod wire;
 
@@ -33,6 +38,9 @@ pub mod event_types {
     /// One token transfer event; payload `token_transfer.TokenTransferEvent`, content type
     /// [`super::content_types::TOKEN_TRANSFER`].
     pub const TOKEN_TRANSFER: &str = "stellar.token.transfer.v1";
+    /// One ledger's rows; payload `stellar.components.v1.LedgerBatch`
+    /// ([`crate::batch::rows::LedgerBatch`]).
+    pub const LEDGER_BATCH: &str = "stellar.ledger.batch.v1";
 }
 
 /// `Event.content_type` of each event type, as upstream's SDK components set it.
@@ -42,4 +50,6 @@ pub mod content_types {
     /// Upstream's `ttp-processor-sdk` names the message.
     pub const TOKEN_TRANSFER: &str =
         "application/protobuf; message=token_transfer.TokenTransferEvent";
+    /// Upstream's `stellar-ledger-processor` writes plain `application/protobuf`.
+    pub const LEDGER_BATCH: &str = "application/protobuf";
 }

@@ -13,6 +13,9 @@
 //! upstream does; a ledger event that cannot be decoded ends the call with `INVALID_ARGUMENT`
 //! naming the event.
 //!
+//! The service itself ([`LedgerProcessor`]) is the ledger plumbing that `stellar-ledger-processor`
+//! shares ([`LedgerTransform`] is what each makes of a ledger).
+//!
 //! Ledgers are decoded and extracted on blocking threads, up to `WORKERS` at once, and answered
 //! in the order they came; at most that many ledgers (plus a bounded queue of answered ledgers)
 //! are held, so a slow reader of the output slows the reading of the input (HTTP/2 flow control
@@ -113,37 +116,86 @@ impl ProcessorV1Config {
 /// Extractors kept between ledgers (each holds buffers worth reusing).
 type ExtractorPool = Arc<Mutex<Vec<Extractor>>>;
 
-/// The gRPC service.
-#[derive(Debug, Clone)]
-pub struct TokenTransferProcessor {
-    config: ProcessorV1Config,
+/// Takes an extractor from `pool` (or a new one for `network_passphrase`), runs `f` with it
+/// and puts it back.
+pub fn with_extractor<T>(
+    pool: &Mutex<Vec<Extractor>>,
+    network_passphrase: &str,
+    f: impl FnOnce(&mut Extractor) -> T,
+) -> T {
+    let mut extractor = pool
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .pop()
+        .unwrap_or_else(|| Extractor::new(network_passphrase));
+    let out = f(&mut extractor);
+    pool.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push(extractor);
+    out
+}
+
+/// What a processor makes of one ledger: its output events, encoded, in order. Runs on a
+/// blocking thread, several ledgers at once.
+pub trait LedgerTransform: Send + Sync + 'static {
+    /// The events for the ledger `sequence` (`meta`), which came in `event`. An error ends the
+    /// call with that status.
+    fn transform(
+        &self,
+        event: &LedgerEventIn,
+        sequence: u32,
+        meta: &LedgerCloseMeta,
+    ) -> Result<Vec<Encoded>, Status>;
+}
+
+/// A `flowctl.v1.ProcessorService` taking `stellar.ledger.v1` events and answering what its
+/// [`LedgerTransform`] makes of each ledger, in input order.
+#[derive(Clone)]
+pub struct LedgerProcessor {
+    workers: usize,
     info: Arc<ComponentInfo>,
     metrics: Metrics,
-    extractors: ExtractorPool,
+    transform: Arc<dyn LedgerTransform>,
     shutdown: Shutdown,
 }
 
-impl TokenTransferProcessor {
-    /// A service for `config`, answering `GetInfo` with `info`, reporting into `metrics`; its
-    /// output streams end when `shutdown` starts.
+impl LedgerProcessor {
+    /// A service decoding up to `workers` ledgers at once, answering `GetInfo` with `info`,
+    /// reporting into `metrics`; its output streams end when `shutdown` starts.
     pub fn new(
+        workers: usize,
+        transform: Arc<dyn LedgerTransform>,
+        info: Arc<ComponentInfo>,
+        metrics: Metrics,
+        shutdown: Shutdown,
+    ) -> LedgerProcessor {
+        LedgerProcessor {
+            workers,
+            info,
+            metrics,
+            transform,
+            shutdown,
+        }
+    }
+
+    /// `ttp-processor-v1`'s service for `config`.
+    pub fn token_transfers(
         config: ProcessorV1Config,
         info: Arc<ComponentInfo>,
         metrics: Metrics,
         shutdown: Shutdown,
-    ) -> TokenTransferProcessor {
-        TokenTransferProcessor {
-            config,
-            info,
-            metrics,
-            extractors: Arc::default(),
-            shutdown,
-        }
+    ) -> LedgerProcessor {
+        let transform = Arc::new(TokenTransfers {
+            network_passphrase: config.network_passphrase,
+            component_id: info.id.clone(),
+            extractors: ExtractorPool::default(),
+        });
+        LedgerProcessor::new(config.workers, transform, info, metrics, shutdown)
     }
 }
 
 #[tonic::async_trait]
-impl ProcessorService for TokenTransferProcessor {
+impl ProcessorService for LedgerProcessor {
     type ProcessStream = UntilShutdown<Flattened>;
 
     async fn get_info(&self, _request: Request<()>) -> Result<Response<ComponentInfo>, Status> {
@@ -172,14 +224,12 @@ impl ProcessorService for TokenTransferProcessor {
             .unwrap_or_else(|| "client".to_string());
         log::info!(
             "{client}: processing stellar.ledger.v1 events ({} workers)",
-            self.config.workers
+            self.workers
         );
-        let (pending_tx, pending_rx) = mpsc::channel(self.config.workers);
+        let (pending_tx, pending_rx) = mpsc::channel(self.workers);
         let (out_tx, out_rx) = mpsc::channel(OUTPUT_QUEUE);
         let ledger_work = LedgerWork {
-            network_passphrase: self.config.network_passphrase.clone().into(),
-            component_id: self.info.id.clone().into(),
-            extractors: self.extractors.clone(),
+            transform: self.transform.clone(),
             metrics: self.metrics.clone(),
         };
         tokio::spawn(read_input(
@@ -240,12 +290,10 @@ impl Stream for Flattened {
 /// and events.
 type Pending = JoinHandle<Result<(u32, Vec<Encoded>), Status>>;
 
-/// What turning a ledger event into token transfer events needs.
+/// What turning a ledger event into output events needs.
 #[derive(Clone)]
 struct LedgerWork {
-    network_passphrase: Arc<str>,
-    component_id: Arc<str>,
-    extractors: ExtractorPool,
+    transform: Arc<dyn LedgerTransform>,
     metrics: Metrics,
 }
 
@@ -369,28 +417,34 @@ impl LedgerWork {
                 "event {id:?}: RawLedger.sequence {sequence} but its XDR is ledger {in_header}"
             )));
         }
-        let mut extractor = self
-            .extractors
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .pop()
-            .unwrap_or_else(|| Extractor::new(&self.network_passphrase));
-        let extracted = extractor.ledger_events(&meta);
-        self.extractors
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(extractor);
-        let transfers = extracted
-            .map_err(|e| Status::internal(format!("event {id:?}: ledger {sequence}: {e:#}")))?;
+        let events = self.transform.transform(&event, sequence, &meta)?;
+        Ok((sequence, events))
+    }
+}
+
+/// `ttp-processor-v1`'s transform: one `stellar.token.transfer.v1` event per token transfer.
+struct TokenTransfers {
+    network_passphrase: String,
+    component_id: String,
+    extractors: ExtractorPool,
+}
+
+impl LedgerTransform for TokenTransfers {
+    fn transform(
+        &self,
+        event: &LedgerEventIn,
+        sequence: u32,
+        meta: &LedgerCloseMeta,
+    ) -> Result<Vec<Encoded>, Status> {
+        let id = &event.id;
+        let transfers = with_extractor(&self.extractors, &self.network_passphrase, |x| {
+            x.ledger_events(meta)
+        })
+        .map_err(|e| Status::internal(format!("event {id:?}: ledger {sequence}: {e:#}")))?;
         // Every event of the ledger carries the ledger event's metadata, its sequence and its
         // own `event_type`; they are encoded straight into one buffer, then cut per event.
         let sequence_text = sequence.to_string();
-        let mut metadata: Vec<(&str, &str)> = event
-            .metadata
-            .iter()
-            .filter(|(key, _)| !matches!(key.as_str(), "ledger_sequence" | "event_type"))
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .collect();
+        let mut metadata = carried_metadata(event, &["ledger_sequence", "event_type"]);
         metadata.push(("ledger_sequence", &sequence_text));
         metadata.push(("event_type", ""));
         let kind_at = metadata.len() - 1;
@@ -428,14 +482,24 @@ impl LedgerWork {
                 Encoded(event)
             })
             .collect();
-        Ok((sequence, events))
+        Ok(events)
     }
+}
+
+/// The input event's metadata without the keys the output events set themselves.
+pub fn carried_metadata<'a>(event: &'a LedgerEventIn, own: &[&str]) -> Vec<(&'a str, &'a str)> {
+    event
+        .metadata
+        .iter()
+        .filter(|(key, _)| !own.contains(&key.as_str()))
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect()
 }
 
 /// The gRPC server for `service` on `listener`, until `shutdown` starts.
 pub async fn serve(
     listener: TcpListener,
-    service: TokenTransferProcessor,
+    service: LedgerProcessor,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let server = ProcessorServiceServer::new(service)
@@ -463,7 +527,7 @@ pub fn main(args: &[String]) -> ExitCode {
                 config.network_passphrase,
                 config.workers
             );
-            let service = TokenTransferProcessor::new(
+            let service = LedgerProcessor::token_transfers(
                 config,
                 running.info,
                 running.metrics,

@@ -24,7 +24,7 @@ use prost::Message;
 use stellar_components::shutdown::{self, ShutdownTrigger};
 use stellar_v1_components::component::{self, V1Identity};
 use stellar_v1_components::consumer::{self, ConsumerV1Config, JsonLinesConsumer, Output};
-use stellar_v1_components::processor::{self, ProcessorV1Config, TokenTransferProcessor};
+use stellar_v1_components::processor::{self, LedgerProcessor, ProcessorV1Config};
 use stellar_v1_components::source::{self, LedgerEventSource, SourceV1Config};
 use support::{connect, params, real_lake, relay, RecordingControlPlane, RelayError, TESTNET};
 use tokio::net::TcpListener;
@@ -126,7 +126,7 @@ async fn start_components(lake: &str, control_plane: Option<SocketAddr>) -> Comp
         workers: 3,
     };
     let service =
-        TokenTransferProcessor::new(config, running.info, running.metrics, shutdown.clone());
+        LedgerProcessor::token_transfers(config, running.info, running.metrics, shutdown.clone());
     tokio::spawn(processor::serve(
         processor_listener,
         service,

@@ -16,8 +16,8 @@ mod operations;
 mod tx;
 
 pub use address::{
-    asset_contract_id, contract_strkey, network_id, parse_sep11_asset, proto_asset,
-    ContractAddresses,
+    account_strkey, asset_contract_id, contract_strkey, network_id, parse_sep11_asset, proto_asset,
+    sc_address_strkey, ContractAddresses,
 };
 pub use operations::revocation_balance_id;
 pub use tx::{hex, ledger_transactions, LedgerInfo, LedgerTx};

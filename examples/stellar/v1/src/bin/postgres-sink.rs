@@ -1,0 +1,9 @@
+//! `postgres-sink`: see `stellar_v1_components::postgres_sink`.
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    stellar_v1_components::postgres_sink::main(&args)
+}
