@@ -30,6 +30,10 @@ IMAGES=(
   "flowctl/raw-ledger-source:$tag raw-ledger-source examples/stellar/v1/metadata/raw-ledger-source.json"
   "flowctl/ttp-processor-v1:$tag ttp-processor-v1 examples/stellar/v1/metadata/ttp-processor-v1.json"
   "flowctl/consumer-app-v1:$tag consumer-app-v1 examples/stellar/v1/metadata/consumer-app-v1.json"
+  # Upstream's ledger batch components, under upstream's names (docs/processes.md).
+  "flowctl/stellar-ledger-processor:$tag stellar-ledger-processor examples/stellar/v1/metadata/stellar-ledger-processor.json"
+  "flowctl/jsonl-sink:$tag jsonl-sink examples/stellar/v1/metadata/jsonl-sink.json"
+  "flowctl/postgres-sink:$tag postgres-sink examples/stellar/v1/metadata/postgres-sink.json"
 )
 
 cd "$root"

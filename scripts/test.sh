@@ -12,6 +12,9 @@
 # - docker-registry (tests/registry.rs: the CNCF distribution registry the pull test pushes to
 #   and pulls from): `apt-get install`ed when missing and running as root; without root it
 #   stops here with the hint, unless FLOWCTL_TEST_SKIP names `registry`.
+# - postgresql (tests/ledger_pipelines.rs: Debian's server, started by the tests on 127.0.0.1):
+#   `apt-get install`ed when missing and running as root; without root it stops here with the
+#   hint, unless FLOWCTL_TEST_SKIP names `postgres`.
 # - the images: every binary built once (release, static), then wrapped into FROM scratch
 #   images for each engine under test (each engine has its own image store).
 # Then `cargo test --no-fail-fast`: every test binary runs even after a failure, and the script
@@ -79,6 +82,25 @@ elif ! command -v docker-registry >/dev/null 2>&1; then
     echo "test.sh: docker-registry is not installed and installing it needs root: run" \
       "'sudo apt-get install docker-registry' once, or set FLOWCTL_TEST_SKIP=registry to skip" \
       "its test" >&2
+    exit 1
+  fi
+fi
+
+# PostgreSQL (tests/ledger_pipelines.rs: postgres-sink against a real server the tests start
+# on 127.0.0.1 with a throw-away data directory): Debian's package, `apt-get install`ed when
+# missing and running as root. The package's own cluster is not used; it is stopped.
+if skip_requested postgres; then
+  echo "test.sh: FLOWCTL_TEST_SKIP names postgres: the PostgreSQL sink tests will be skipped"
+elif ! command -v pg_lsclusters >/dev/null 2>&1 ||
+  ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+    systemctl disable --now postgresql >/dev/null 2>&1 || service postgresql stop >/dev/null 2>&1 || true
+  else
+    echo "test.sh: PostgreSQL is not installed and installing it needs root: run" \
+      "'sudo apt-get install postgresql' once, or set FLOWCTL_TEST_SKIP=postgres to skip its" \
+      "tests" >&2
     exit 1
   fi
 fi

