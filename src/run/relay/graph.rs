@@ -14,6 +14,7 @@ use tonic::Status;
 
 use super::connect::{accepted_types, connect, status_text};
 use super::outlet::{ready_client, Break, Outlet};
+use super::settle::settle;
 use super::source::{forward, run_source};
 use super::RunView;
 use super::{ConsumerAnswer, EdgeCount, RelayNode, EDGE_BATCHES, EDGE_BYTES};
@@ -127,6 +128,7 @@ pub(super) async fn run_node(
         return Ok(None);
     }
     let path = PathAndQuery::from_static(node.service.path());
+    let health_channel = channel.clone();
     let mut client = ready_client(channel, &broke).await?;
     match node.service {
         GrpcService::V1Processor => {
@@ -152,11 +154,14 @@ pub(super) async fn run_node(
                 .into_inner()
                 .decode_as()
                 .map_err(|s| broke(&s))?;
+            // Its writes may outlast its answer: wait for them before the run may stop it.
+            let settled = settle(health_channel, answer.events_consumed).await;
             Ok(Some(ConsumerAnswer {
                 component: node.id.clone(),
                 events_consumed: answer.events_consumed,
                 events_failed: answer.events_failed,
                 errors: answer.errors,
+                settled,
             }))
         }
         GrpcService::V1Source | GrpcService::RawLedgers | GrpcService::TokenTransferEvents => {

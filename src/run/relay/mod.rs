@@ -8,8 +8,9 @@
 //! [`EDGE_BYTES`] bytes) and a sender waits when it is full, so a slow consumer slows its inputs down to the source (HTTP/2 flow control
 //! carries the wait over the wire) and flowctl's memory stays bounded; an event reaches a
 //! component only if its type is one the component takes; nothing is dropped. The relay ends
-//! when every source's stream has ended and every consumer has answered `ConsumeResponse`, or
-//! at the first broken edge, named by both components and the gRPC status. A source whose
+//! when every source's stream has ended and every consumer has answered `ConsumeResponse` (and,
+//! for a consumer whose writes outlast its answer, as upstream's SDK one, finished them:
+//! [`settle`]), or at the first broken edge, named by both components and the gRPC status. A source whose
 //! container is restarted (`restart:`) is re-dialled and resumed from the `stellar_cursor` of
 //! the last event forwarded, so each event goes on exactly once.
 //!
@@ -18,7 +19,8 @@
 //!
 //! The files: [`nodes`] (which components are relayed, resolved from the plan), [`connect`]
 //! (dialling a component), [`graph`] (the queues and one task per component), [`source`] (a
-//! source's stream, resumed across restarts) and [`bursts`] (events taken and given on in
+//! source's stream, resumed across restarts), [`settle`] (a consumer's writes after its answer)
+//! and [`bursts`] (events taken and given on in
 //! bursts). This file holds the handle the run keeps and the edges' counts.
 
 mod bursts;
@@ -26,6 +28,7 @@ mod connect;
 mod graph;
 mod nodes;
 mod outlet;
+mod settle;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -75,6 +78,8 @@ pub struct ConsumerAnswer {
     pub events_consumed: i64,
     pub events_failed: i64,
     pub errors: Vec<String>,
+    /// Its finished writes after the answer, when it reports them ([`settle`]).
+    pub settled: Option<settle::Settled>,
 }
 
 /// A running relay. Dropping it stops the relay (its calls are cancelled).
@@ -124,6 +129,9 @@ impl Relay {
                     Some(Ok(answers)) => {
                         for answer in &answers {
                             console.info(answer_line(answer));
+                            if let Some(warning) = unsettled(answer) {
+                                console.warn(warning);
+                            }
                         }
                         events.relay_ended(Ok(()));
                     }
@@ -161,7 +169,38 @@ pub(super) fn answer_line(answer: &ConsumerAnswer) -> String {
             answer.errors.len()
         ));
     }
+    if let Some(settled) = answer.settled.filter(|s| s.complete) {
+        line.push_str(&format!(
+            "; its writes finished: {} written, {} failed",
+            settled.written, settled.failed
+        ));
+    }
     line
+}
+
+/// What to warn about a consumer's writes after its answer: some were still unfinished when
+/// the relay stopped waiting, or failed after it answered.
+pub(super) fn unsettled(answer: &ConsumerAnswer) -> Option<String> {
+    let settled = answer.settled?;
+    let late_failures = settled.failed - answer.events_failed;
+    if !settled.complete {
+        Some(format!(
+            "relay: {} answered for {} event(s) but had finished writing only {} after {} s: \
+             stopping it now may lose the rest (its writes outlast its answer)",
+            answer.component,
+            answer.events_consumed,
+            settled.written + settled.failed,
+            settle::SETTLE_PATIENCE.as_secs()
+        ))
+    } else if late_failures > 0 {
+        Some(format!(
+            "relay: {} answered {} event(s) consumed, but {late_failures} of its writes failed \
+             afterwards (its log says why)",
+            answer.component, answer.events_consumed
+        ))
+    } else {
+        None
+    }
 }
 
 /// A warning for each relayed processor that consumed events and emitted none although it

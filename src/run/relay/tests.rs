@@ -423,3 +423,104 @@ fn a_processor_that_consumed_and_emitted_nothing_is_named() {
     counts.lock().unwrap()[1].events.store(0, Ordering::Relaxed);
     assert!(silent_processors(&plan, &counts).is_empty());
 }
+
+/// A consumer like upstream's SDK one: answers as soon as the stream ends, and writes each
+/// event later on a task of its own; `HealthCheck` counts the finished writes
+/// (`events_consumed`, `events_failed`).
+struct SdkLikeConsumer {
+    write_time: Duration,
+    written: Arc<AtomicU64>,
+}
+
+#[tonic::async_trait]
+impl ConsumerService for SdkLikeConsumer {
+    async fn get_info(&self, _: Request<()>) -> Result<Response<ComponentInfo>, Status> {
+        Ok(Response::new(ComponentInfo::default()))
+    }
+    async fn health_check(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let metrics = HashMap::from([
+            (
+                "events_consumed".to_string(),
+                self.written.load(Ordering::SeqCst).to_string(),
+            ),
+            ("events_failed".to_string(), "0".to_string()),
+        ]);
+        Ok(Response::new(HealthCheckResponse {
+            metrics,
+            ..Default::default()
+        }))
+    }
+    async fn consume(
+        &self,
+        request: Request<Streaming<Event>>,
+    ) -> Result<Response<ConsumeResponse>, Status> {
+        let mut events = request.into_inner();
+        let mut received = 0;
+        while events.message().await?.is_some() {
+            received += 1;
+            let (written, write_time) = (self.written.clone(), self.write_time);
+            tokio::spawn(async move {
+                tokio::time::sleep(write_time).await;
+                written.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+        Ok(Response::new(ConsumeResponse {
+            events_consumed: received,
+            ..Default::default()
+        }))
+    }
+}
+
+#[test]
+fn the_relay_ends_only_when_a_consumer_has_finished_the_writes_it_answered_for() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let produced = Arc::new(AtomicU64::new(0));
+    let source_addr = serve(
+        &runtime,
+        Server::builder().add_service(SourceServiceServer::new(source(
+            20,
+            16,
+            &["t"],
+            &produced,
+        ))),
+    );
+    let written = Arc::new(AtomicU64::new(0));
+    let sink_addr = serve(
+        &runtime,
+        Server::builder().add_service(ConsumerServiceServer::new(SdkLikeConsumer {
+            write_time: Duration::from_millis(700),
+            written: written.clone(),
+        })),
+    );
+    let (end, _) = relay_to_end(vec![
+        node("src", GrpcService::V1Source, source_addr, &[]),
+        node("sink", GrpcService::V1Consumer, sink_addr, &["src"]),
+    ]);
+    assert_eq!(end, Ok(()));
+    // Without waiting for the writes, the relay would end while all 20 were still running.
+    assert_eq!(written.load(Ordering::SeqCst), 20);
+
+    let answer = |consumed, settled| ConsumerAnswer {
+        component: "sink".into(),
+        events_consumed: consumed,
+        events_failed: 0,
+        errors: Vec::new(),
+        settled,
+    };
+    let done = |written, failed, complete| {
+        Some(settle::Settled {
+            written,
+            failed,
+            complete,
+        })
+    };
+    assert_eq!(unsettled(&answer(20, done(20, 0, true))), None);
+    assert_eq!(unsettled(&answer(20, None)), None);
+    let late = unsettled(&answer(20, done(18, 2, true))).unwrap();
+    assert!(late.contains("2 of its writes failed afterwards"), "{late}");
+    let cut = unsettled(&answer(20, done(5, 0, false))).unwrap();
+    assert!(cut.contains("had finished writing only 5"), "{cut}");
+}
