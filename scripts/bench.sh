@@ -2,7 +2,7 @@
 # Benchmarks for flowctl. Every figure is a ratio of two things measured alternately in
 # the same run (medians of RUNS runs), because shared machines are noisy.
 #
-#   scripts/bench.sh [--quick] [all|lifecycle|scaling|datapath|cost|backends|relay]
+#   scripts/bench.sh [--quick] [all|lifecycle|scaling|datapath|cost|backends|relay|processes]
 #                    (default: all, 5 runs)
 #                    (--quick: 3 runs, 20 s idle window; --once: 1 run, to try the script out)
 #   scripts/bench.sh soak [MINUTES]                                    (default: 10 minutes)
@@ -58,7 +58,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) RUNS=3 IDLE_SECONDS=20 VERSION_RUNS=21 ;;
     --once) RUNS=1 IDLE_SECONDS=10 VERSION_RUNS=5 ;;
-    all | lifecycle | scaling | datapath | cost | backends | relay) section=$1 ;;
+    all | lifecycle | scaling | datapath | cost | backends | relay | processes) section=$1 ;;
     soak)
       section=soak
       if [ $# -gt 1 ] && [[ $2 =~ ^[0-9]+$ ]]; then
@@ -667,7 +667,7 @@ relay_run() {
     return 1
   }
   local events elapsed
-  if [ "$label" = relayed ]; then
+  if [ "$label" = relayed ] || [ "$label" = processes ]; then
     # The count flowctl printed from the consumer's ConsumeResponse, 0 failed.
     events=$(sed -n 's/.*relay: consumer-app-v1 answered: \([0-9]*\) event(s) consumed, 0 failed$/\1/p' "$log" | head -1)
     elapsed=$(summary_field "$log" elapsed_seconds consumer-app-v1)
@@ -720,6 +720,91 @@ bench_relay() {
   echo "   (relayed: count from the consumer's ConsumeResponse as flowctl printed it; direct: the consumer's"
   echo "   summary; time: each consumer's own, from its call to its last event; CPU and VmHWM of the flowctl"
   echo "   process, read every 100 ms until it exited; direct and relayed in turn, RUNS times)"
+  [ "$same" = yes ]
+}
+
+# --- 7. processes ----------------------------------------------------------------------------
+
+# The v1 pipeline of write_v1_pipeline as `driver: process` (the same three binaries, from a
+# bin/ folder of the work directory) on lake $2 from ledger $3 to $4 (network $5).
+write_process_pipeline() {
+  local file=$1 lake=$2 first=$3 last=$4 passphrase=$5 bin
+  mkdir -p "$work/bin"
+  for bin in raw-ledger-source ttp-processor-v1 consumer-app-v1; do
+    ln -sf "$(dirname "$FLOWCTL")/$bin" "$work/bin/$bin"
+  done
+  cat >"$file" <<EOF
+apiVersion: flowctl/v1
+kind: Pipeline
+metadata:
+  name: bench-processes
+spec:
+  driver: process
+  sources:
+    - id: raw-ledger-source
+      command: ["$work/bin/raw-ledger-source"]
+      env:
+        BACKEND_TYPE: ARCHIVE
+        ARCHIVE_STORAGE_TYPE: FS
+        ARCHIVE_BUCKET_NAME: "$lake"
+        LEDGERS_PER_FILE: "1"
+        FILES_PER_PARTITION: "64000"
+        NETWORK_PASSPHRASE: "$passphrase"
+        START_LEDGER: "$first"
+        END_LEDGER: "$last"
+  processors:
+    - id: ttp-processor-v1
+      command: ["$work/bin/ttp-processor-v1"]
+      inputs: [raw-ledger-source]
+      env:
+        NETWORK_PASSPHRASE: "$passphrase"
+  sinks:
+    - id: consumer-app-v1
+      command: ["$work/bin/consumer-app-v1"]
+      inputs: [ttp-processor-v1]
+      env:
+        PRINT_EVENTS: "false"
+EOF
+}
+
+bench_processes() {
+  echo
+  echo "== 7. processes: the flowctl.v1 pipeline as host processes (driver: process) vs as containers"
+  datapath_lake || return 1
+  local containers="$work/proc-containers.yaml" processes="$work/proc-processes.yaml"
+  write_v1_pipeline "$containers" "$dp_lake" "$DP_FIRST" "$DP_LAST" "$dp_passphrase" || return 1
+  write_process_pipeline "$processes" "$dp_lake" "$DP_FIRST" "$DP_LAST" "$dp_passphrase"
+  datapath_lake_info
+  : >"$work/rl.tsv"
+  local i
+  for ((i = 1; i <= RUNS; i++)); do
+    relay_run relayed "$work/pr-c$i.log" "$containers" || return 1
+    relay_run processes "$work/pr-p$i.log" "$processes" || return 1
+  done
+  local col c p name
+  row "median of $RUNS" processes containers ratio
+  for col in 'e:events/s' 'l:ledgers/s' 's:seconds for the range'; do
+    name=${col#*:}
+    c=$(relay_figure relayed "${col%%:*}")
+    p=$(relay_figure processes "${col%%:*}")
+    row "$name" "$p" "$c" "$(ratio "$p" "$c")"
+  done
+  for col in '4:flowctl CPU s per run (process)' '5:flowctl CPU s per run (relay thread)'; do
+    name=${col#*:}
+    c=$(awk -F'\t' -v c="${col%%:*}" '$1 == "relayed" { print $c }' "$work/rl.tsv" | median)
+    p=$(awk -F'\t' -v c="${col%%:*}" '$1 == "processes" { print $c }' "$work/rl.tsv" | median)
+    row "$name" "$p" "$c" "$(ratio "$p" "$c")"
+  done
+  c=$(awk -F'\t' '$1 == "relayed" { print $6 }' "$work/rl.tsv" | sort -n | tail -1)
+  p=$(awk -F'\t' '$1 == "processes" { print $6 }' "$work/rl.tsv" | sort -n | tail -1)
+  row "flowctl peak RSS (MB, VmHWM, max of runs)" "$(mb "$p")" "$(mb "$c")" ""
+  echo "   events per run (expected $dp_expected): processes $(awk -F'\t' '$1 == "processes" { printf "%s ", $2 }' "$work/rl.tsv")| containers $(awk -F'\t' '$1 == "relayed" { printf "%s ", $2 }' "$work/rl.tsv")"
+  local same
+  same=$(awk -F'\t' -v x="$dp_expected" '$2 != x { bad = 1 } END { print bad ? "NO" : "yes" }' "$work/rl.tsv")
+  echo "   every run delivered every expected event: $same"
+  echo "   goal: processes/containers ledgers/s >= 1 (the process path is not slower)"
+  echo "   (both relayed by flowctl; time: the consumer's own, from its call to its last event; CPU and"
+  echo "   VmHWM of the flowctl process, read every 100 ms until it exited; in turn, RUNS times)"
   [ "$same" = yes ]
 }
 
@@ -1032,6 +1117,7 @@ case $section in
     bench_cost
     bench_backends
     bench_relay
+    bench_processes
     ;;
   lifecycle) bench_lifecycle ;;
   scaling) bench_scaling ;;
@@ -1039,6 +1125,7 @@ case $section in
   cost) bench_cost ;;
   backends) bench_backends ;;
   relay) bench_relay ;;
+  processes) bench_processes ;;
   soak) bench_soak ;;
 esac
 left=$("$DOCKER" ps -aq --filter label=io.flowctl.managed --filter "name=^$tag" | wc -l)

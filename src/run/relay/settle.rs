@@ -33,7 +33,10 @@ fn finished(metrics: &std::collections::HashMap<String, String>) -> Option<(i64,
             .and_then(|v| v.trim().parse::<f64>().ok())
             .map(|v| v as i64)
     };
-    Some((number("events_consumed")?, number("events_failed").unwrap_or(0)))
+    Some((
+        number("events_consumed")?,
+        number("events_failed").unwrap_or(0),
+    ))
 }
 
 /// Waits until the consumer on `channel` reports `answered` finished writes; `None` when it
@@ -45,7 +48,12 @@ pub async fn settle(channel: Channel, answered: i64) -> Option<Settled> {
         let request = HealthCheckRequest {
             include_details: false,
         };
-        let metrics = client.health_check(request).await.ok()?.into_inner().metrics;
+        let metrics = client
+            .health_check(request)
+            .await
+            .ok()?
+            .into_inner()
+            .metrics;
         let (written, failed) = finished(&metrics)?;
         let complete = written + failed >= answered;
         if complete || Instant::now() >= deadline {
@@ -72,10 +80,16 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            finished(&metrics(&[("events_consumed", "7"), ("events_failed", "2")])),
+            finished(&metrics(&[
+                ("events_consumed", "7"),
+                ("events_failed", "2")
+            ])),
             Some((7, 2))
         );
-        assert_eq!(finished(&metrics(&[("events_consumed", "3.0")])), Some((3, 0)));
+        assert_eq!(
+            finished(&metrics(&[("events_consumed", "3.0")])),
+            Some((3, 0))
+        );
         assert_eq!(finished(&metrics(&[("success_count", "3")])), None);
     }
 }

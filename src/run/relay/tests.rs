@@ -480,12 +480,7 @@ fn the_relay_ends_only_when_a_consumer_has_finished_the_writes_it_answered_for()
     let produced = Arc::new(AtomicU64::new(0));
     let source_addr = serve(
         &runtime,
-        Server::builder().add_service(SourceServiceServer::new(source(
-            20,
-            16,
-            &["t"],
-            &produced,
-        ))),
+        Server::builder().add_service(SourceServiceServer::new(source(20, 16, &["t"], &produced))),
     );
     let written = Arc::new(AtomicU64::new(0));
     let sink_addr = serve(
