@@ -9,6 +9,7 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use support::{repo, require_images, Scratch};
@@ -632,4 +633,103 @@ fn a_killed_v1_source_is_restarted_and_its_stream_resumes_exactly() {
         expected.lines().count()
     );
     assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+/// Upstream's current generation as its current files use it: images whose /metadata.json
+/// says what they are (`input_types` / `output_types`), and not one `grpc:`, `health_*` or
+/// `ports:` field in the file. Our `raw-ledger-source`, `stellar-ledger-processor` and
+/// `jsonl-sink` images are built that way: flowctl takes them as flowctl.v1 components on the
+/// ports their metadata gives and relays them.
+const BATCH_IMAGES: [&str; 3] = [
+    "flowctl/raw-ledger-source:dev",
+    "flowctl/stellar-ledger-processor:dev",
+    "flowctl/jsonl-sink:dev",
+];
+
+#[test]
+fn upstreams_current_images_are_relayed_without_any_grpc_field() {
+    require_images(&BATCH_IMAGES);
+    let scratch = Scratch::new("v1-batches");
+    let out = support::TempDir::new("v1-batches-out-");
+    // The images run as an unprivileged user: the folder it writes into must let it.
+    fs::set_permissions(&out.0, fs::Permissions::from_mode(0o777)).unwrap();
+    let spec = format!(
+        r#"  sources:
+    - id: raw-ledger-source
+      image: flowctl/raw-ledger-source:dev
+      env:
+        BACKEND_TYPE: ARCHIVE
+        ARCHIVE_STORAGE_TYPE: FS
+        ARCHIVE_BUCKET_NAME: /data/ledgers
+        LEDGERS_PER_FILE: "1"
+        FILES_PER_PARTITION: "64000"
+        NETWORK_PASSPHRASE: "Test SDF Network ; September 2015"
+        START_LEDGER: "997"
+        END_LEDGER: "998"
+      volumes:
+        - {{host_path: {lake}, container_path: /data/ledgers, readonly: true}}
+  processors:
+    - id: stellar-ledger-processor
+      image: flowctl/stellar-ledger-processor:dev
+      inputs: [raw-ledger-source]
+      env:
+        NETWORK_PASSPHRASE: "Test SDF Network ; September 2015"
+  sinks:
+    - id: jsonl-sink
+      image: flowctl/jsonl-sink:dev
+      inputs: [stellar-ledger-processor]
+      env:
+        JSONL_PATH: /out/ledger_batches.jsonl
+      volumes:
+        - {{host_path: {out}, container_path: /out, readonly: false}}
+"#,
+        lake = real_lake().display(),
+        out = out.0.display()
+    );
+    let pipeline = scratch.pipeline(&spec);
+    let mut run = scratch.run(&pipeline, &[], &[]);
+    let status = run.wait();
+    let stderr = run.stderr();
+    assert!(status.success(), "{}", run.output());
+    assert!(
+        stderr.contains("relaying between 3 flowctl.v1 component(s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("relay raw-ledger-source -> stellar-ledger-processor: 2 event(s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("relay: jsonl-sink answered: 2 event(s) consumed, 0 failed"),
+        "{stderr}"
+    );
+    let text = fs::read_to_string(out.0.join("ledger_batches.jsonl")).unwrap();
+    let batches: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let shape: Vec<(u64, usize, usize)> = batches
+        .iter()
+        .map(|b| {
+            (
+                b["ledgerSequence"].as_u64().unwrap(),
+                b["transactions"].as_array().unwrap().len(),
+                b["tokenTransfers"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(shape, [(997, 7, 9), (998, 7, 9)], "{text}");
+    assert_eq!(scratch.leftovers(), Vec::<String>::new());
+}
+
+#[test]
+fn podman_relays_upstreams_current_images_without_any_grpc_field() {
+    support::rerun_under_podman(
+        "upstream's current images without grpc fields",
+        &[
+            "upstreams_current_images_are_relayed_without_any_grpc_field",
+            "--exact",
+        ],
+        1,
+    );
 }

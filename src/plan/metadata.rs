@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{config, ComponentPlan, PlanError, Role, RunPlan};
+use super::resolve::publish;
+use super::{config, process, ComponentPlan, PlanError, Role, RunPlan};
+use crate::contract::HEALTH_PORT;
 use crate::spec;
 
 /// `/metadata.json` of an image; fields this flowctl does not use are ignored.
@@ -32,6 +34,10 @@ pub struct ComponentMetadata {
     /// Config key → its description; with a schema, unknown keys are errors.
     #[serde(default)]
     pub config_schema: BTreeMap<String, ConfigField>,
+    /// The file names its event types `input_types`/`output_types`, as upstream's current
+    /// (flowctl.v1) images write it.
+    #[serde(skip)]
+    pub current_generation: bool,
 }
 
 /// One entry of `config_schema`.
@@ -39,12 +45,39 @@ pub struct ComponentMetadata {
 pub struct ConfigField {
     #[serde(default)]
     pub env: Option<String>,
+    /// Its default, as the image's own code uses it (`":50051"`, `8088`).
+    #[serde(default)]
+    pub default: Option<serde_json::Value>,
 }
 
 impl ComponentMetadata {
     /// Parses the file's text; the error says what is wrong with it.
     pub fn parse(text: &str) -> Result<ComponentMetadata, String> {
-        serde_json::from_str(text).map_err(|e| format!("/metadata.json is not valid: {e}"))
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("/metadata.json is not valid: {e}"))?;
+        let current_generation = ["input_types", "output_types"]
+            .iter()
+            .any(|key| value.get(key).is_some());
+        let mut metadata: ComponentMetadata = serde_json::from_value(value)
+            .map_err(|e| format!("/metadata.json is not valid: {e}"))?;
+        metadata.current_generation = current_generation;
+        Ok(metadata)
+    }
+
+    /// The default of the schema entry whose variable is one of `variables` (first match
+    /// wins), as a port.
+    fn default_port(&self, variables: &[&str]) -> Option<u16> {
+        variables.iter().find_map(|variable| {
+            let field = self
+                .config_schema
+                .values()
+                .find(|f| f.env.as_deref() == Some(*variable))?;
+            match field.default.as_ref()? {
+                serde_json::Value::String(text) => process::parse_port(text),
+                serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+                _ => None,
+            }
+        })
     }
 
     /// Config key → variable: `config_schema`'s `env`, then `env_mapping`.
@@ -186,12 +219,67 @@ fn apply_to_component(
     if component.output_event_types.is_empty() {
         component.output_event_types = meta.produces.clone();
     }
+    if meta.current_generation && component.grpc.is_none() && component.role != Role::Pipeline {
+        current_generation_shape(component, meta, errors, at);
+    }
+}
+
+/// An image of upstream's current generation (its /metadata.json says so) in a component that
+/// declares no `grpc:`: a flowctl.v1 component of its role, as upstream's current files expect
+/// (they never declare one), on the ports its env sets, else the defaults its metadata gives.
+/// Without that, its events would be taken for a first-generation component's and never
+/// relayed.
+fn current_generation_shape(
+    component: &mut ComponentPlan,
+    meta: &ComponentMetadata,
+    errors: &mut Vec<String>,
+    at: &str,
+) {
+    let image = component.image.clone();
+    let mut env = component.env.clone();
+    let defaults = |variables: &[&str], env: &mut BTreeMap<String, String>| {
+        if variables.iter().all(|v| !env.contains_key(*v)) {
+            if let Some(port) = meta.default_port(variables) {
+                env.insert(variables[0].to_string(), port.to_string());
+            }
+        }
+    };
+    defaults(&process::PORT_VARIABLES, &mut env);
+    defaults(&[HEALTH_PORT], &mut env);
+    let (mut grpc, mut health) = (None, component.health.clone());
+    process::v1_shape(component.role, &env, &mut grpc, &mut health, errors);
+    let Some(grpc) = grpc else {
+        return;
+    };
+    if grpc.container_port == 0 {
+        return errors.push(format!(
+            "{at}: grpc: the image `{image}` is a flowctl.v1 {} (its /metadata.json), but              neither env GRPC_PORT/PORT nor its metadata say which port it serves: set PORT in              env, or declare `grpc: {{service: {}, port: N}}`",
+            component.role,
+            grpc.service.name()
+        ));
+    }
+    if health.as_ref().is_some_and(|h| h.container_port == 0) {
+        return errors.push(format!(
+            "{at}: health_port: the image `{image}` is a flowctl.v1 {} (its /metadata.json),              but neither env HEALTH_PORT nor its metadata say where it serves /health: set              HEALTH_PORT in env",
+            component.role
+        ));
+    }
+    publish(&mut component.ports, grpc.container_port, "grpc");
+    if let Some(h) = health.as_ref().filter(|h| h.path == "/health") {
+        publish(&mut component.ports, h.container_port, "health");
+        component
+            .env
+            .entry(HEALTH_PORT.into())
+            .or_insert_with(|| h.container_port.to_string());
+    }
+    component.grpc = Some(grpc);
+    component.health = health;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::Naming;
+    use crate::plan::{GrpcService, HealthProtocol, Naming};
     use std::path::Path;
 
     fn plan(spec: &str) -> RunPlan {
@@ -239,6 +327,74 @@ mod tests {
             "  sources:\n    - {id: s3, image: s3}\n    - {id: src, image: src, inputs: [s3], grpc: {port: 50052, service: flowctl.v1.SourceService}}\n",
         );
         served.apply_metadata(&BTreeMap::new()).unwrap();
+    }
+
+    /// Upstream's current images say what they are in /metadata.json (`input_types` /
+    /// `output_types`); its current files declare no `grpc:` for them.
+    #[test]
+    fn upstreams_current_images_are_flowctl_v1_components_on_their_metadata_ports() {
+        let source = r#"{"type": "source", "output_types": ["stellar.ledger.v1"], "input_types": [],
+            "config_schema": {"grpc_port": {"env": "GRPC_PORT", "default": ":50052"},
+                              "health_port": {"env": "HEALTH_PORT", "default": 8088}}}"#;
+        let sink = r#"{"type": "sink", "input_types": ["stellar.ledger.v1"], "output_types": [],
+            "config_schema": {"port": {"env": "PORT", "default": ":50053"}}}"#;
+        let mut current = plan(
+            "  sources:\n    - {id: src, image: up/source}\n  sinks:\n    - {id: out, image: up/sink, inputs: [src], env: {PORT: \":7000\"}}\n",
+        );
+        let metadata = BTreeMap::from([
+            (
+                "up/source".to_string(),
+                ComponentMetadata::parse(source).unwrap(),
+            ),
+            (
+                "up/sink".to_string(),
+                ComponentMetadata::parse(sink).unwrap(),
+            ),
+        ]);
+        current.apply_metadata(&metadata).unwrap();
+        let src = current.component("src").unwrap();
+        let grpc = src.grpc.as_ref().unwrap();
+        assert_eq!(
+            (grpc.service, grpc.container_port),
+            (GrpcService::V1Source, 50052)
+        );
+        let health = src.health.as_ref().unwrap();
+        assert_eq!(
+            (health.container_port, health.path.as_str()),
+            (8088, "/health")
+        );
+        let published: Vec<u16> = src.ports.iter().map(|p| p.container_port).collect();
+        assert_eq!(published, [50052, 8088]);
+        assert_eq!(src.env["HEALTH_PORT"], "8088");
+        // The file's env wins over the metadata's default; a sink is probed by gRPC health.
+        let out = current.component("out").unwrap();
+        let grpc = out.grpc.as_ref().unwrap();
+        assert_eq!(
+            (grpc.service, grpc.container_port),
+            (GrpcService::V1Consumer, 7000)
+        );
+        assert_eq!(out.health.as_ref().unwrap().protocol, HealthProtocol::Grpc);
+
+        // The first generation's names keep a component as it was.
+        let mut old = plan("  sources:\n    - {id: src, image: old}\n");
+        let metadata = BTreeMap::from([(
+            "old".to_string(),
+            ComponentMetadata::parse(r#"{"type": "source", "produces": ["x"]}"#).unwrap(),
+        )]);
+        old.apply_metadata(&metadata).unwrap();
+        assert!(old.component("src").unwrap().grpc.is_none());
+
+        // No port anywhere: said, with what to set.
+        let mut unknown = plan("  sinks:\n    - {id: out, image: bare}\n");
+        let metadata = BTreeMap::from([(
+            "bare".to_string(),
+            ComponentMetadata::parse(r#"{"type": "sink", "input_types": ["x"]}"#).unwrap(),
+        )]);
+        let error = unknown.apply_metadata(&metadata).unwrap_err().to_string();
+        assert!(
+            error.contains("component `out`: grpc: the image `bare` is a flowctl.v1 sink"),
+            "{error}"
+        );
     }
 
     const PROCESSOR: &str = r#"{"name": "p", "type": "processor",

@@ -405,7 +405,7 @@ fn ports(spec: &ComponentSpec, problems: &mut Problems) -> Vec<PortPlan> {
 }
 
 /// Adds `container_port` to the published ports unless declared.
-fn publish(ports: &mut Vec<PortPlan>, container_port: u16, name: &str) {
+pub(super) fn publish(ports: &mut Vec<PortPlan>, container_port: u16, name: &str) {
     let declared = ports
         .iter()
         .any(|p| p.container_port == container_port && p.protocol == Protocol::Tcp);
