@@ -8,7 +8,6 @@
 //! close time as `timestamp`, metadata: the input event's plus `ledger_sequence`. Settings as
 //! `ttp-processor-v1` (`NETWORK_PASSPHRASE`, `WORKERS`, `PORT`, `HEALTH_PORT`, registration).
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
@@ -20,10 +19,8 @@ use stellar_xdr::LedgerCloseMeta;
 use tonic::Status;
 
 use crate::batch::ledger_batch;
-use crate::component::{self, V1Identity};
-use crate::processor::{
-    carried_metadata, serve, with_extractor, LedgerProcessor, LedgerTransform, ProcessorV1Config,
-};
+use crate::component::V1Identity;
+use crate::processor::{carried_metadata, ledger_processor_main, with_extractor, LedgerTransform};
 use crate::wire::{put_event, Encoded, EventFields, LedgerEventIn};
 use crate::{content_types, event_types};
 
@@ -88,36 +85,11 @@ impl LedgerTransform for LedgerBatches {
 
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
-    component::main(
-        &IDENTITY,
-        args,
-        ProcessorV1Config::from_env,
-        |config| {
-            HashMap::from([(
-                "network_passphrase".to_string(),
-                config.network_passphrase.clone(),
-            )])
-        },
-        |listener, config, running, shutdown| {
-            log::info!(
-                "serving flowctl.v1.ProcessorService on {}: network {:?}, {} workers",
-                component::bound_address(&listener, &running),
-                config.network_passphrase,
-                config.workers
-            );
-            let transform = Arc::new(LedgerBatches {
-                network_passphrase: config.network_passphrase,
-                component_id: running.info.id.clone(),
-                extractors: Mutex::default(),
-            });
-            let service = LedgerProcessor::new(
-                config.workers,
-                transform,
-                running.info,
-                running.metrics,
-                shutdown.clone(),
-            );
-            serve(listener, service, shutdown)
-        },
-    )
+    ledger_processor_main(&IDENTITY, args, |config, component_id| {
+        Arc::new(LedgerBatches {
+            network_passphrase: config.network_passphrase.clone(),
+            component_id: component_id.to_string(),
+            extractors: Mutex::default(),
+        })
+    })
 }

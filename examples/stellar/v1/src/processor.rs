@@ -510,8 +510,25 @@ pub async fn serve(
 
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
+    ledger_processor_main(&IDENTITY, args, |config, component_id| {
+        Arc::new(TokenTransfers {
+            network_passphrase: config.network_passphrase.clone(),
+            component_id: component_id.to_string(),
+            extractors: ExtractorPool::default(),
+        })
+    })
+}
+
+/// The process of a ledger processor `identity` making of each ledger what `transform` (for
+/// the settings and the component id) makes: the settings of [`ProcessorV1Config`], its
+/// network in `GetInfo`'s metadata, served until SIGTERM/SIGINT.
+pub fn ledger_processor_main(
+    identity: &'static V1Identity,
+    args: &[String],
+    transform: impl FnOnce(&ProcessorV1Config, &str) -> Arc<dyn LedgerTransform>,
+) -> ExitCode {
     component::main(
-        &IDENTITY,
+        identity,
         args,
         ProcessorV1Config::from_env,
         |config| {
@@ -527,8 +544,10 @@ pub fn main(args: &[String]) -> ExitCode {
                 config.network_passphrase,
                 config.workers
             );
-            let service = LedgerProcessor::token_transfers(
-                config,
+            let transform = transform(&config, &running.info.id);
+            let service = LedgerProcessor::new(
+                config.workers,
+                transform,
                 running.info,
                 running.metrics,
                 shutdown.clone(),
