@@ -113,10 +113,7 @@ impl ProcessorV1Config {
     }
 }
 
-/// Extractors kept between ledgers (each holds buffers worth reusing).
-type ExtractorPool = Arc<Mutex<Vec<Extractor>>>;
-
-/// Takes an extractor from `pool` (or a new one for `network_passphrase`), runs `f` with it
+/// Takes an extractor (they hold buffers worth reusing between ledgers) from `pool` (or a new one for `network_passphrase`), runs `f` with it
 /// and puts it back.
 pub fn with_extractor<T>(
     pool: &Mutex<Vec<Extractor>>,
@@ -185,11 +182,7 @@ impl LedgerProcessor {
         metrics: Metrics,
         shutdown: Shutdown,
     ) -> LedgerProcessor {
-        let transform = Arc::new(TokenTransfers {
-            network_passphrase: config.network_passphrase,
-            component_id: info.id.clone(),
-            extractors: ExtractorPool::default(),
-        });
+        let transform = Arc::new(TokenTransfers::new(&config, &info.id));
         LedgerProcessor::new(config.workers, transform, info, metrics, shutdown)
     }
 }
@@ -426,7 +419,17 @@ impl LedgerWork {
 struct TokenTransfers {
     network_passphrase: String,
     component_id: String,
-    extractors: ExtractorPool,
+    extractors: Mutex<Vec<Extractor>>,
+}
+
+impl TokenTransfers {
+    fn new(config: &ProcessorV1Config, component_id: &str) -> TokenTransfers {
+        TokenTransfers {
+            network_passphrase: config.network_passphrase.clone(),
+            component_id: component_id.to_string(),
+            extractors: Mutex::default(),
+        }
+    }
 }
 
 impl LedgerTransform for TokenTransfers {
@@ -511,11 +514,7 @@ pub async fn serve(
 /// The binary's entry point; `args` excludes the program name.
 pub fn main(args: &[String]) -> ExitCode {
     ledger_processor_main(&IDENTITY, args, |config, component_id| {
-        Arc::new(TokenTransfers {
-            network_passphrase: config.network_passphrase.clone(),
-            component_id: component_id.to_string(),
-            extractors: ExtractorPool::default(),
-        })
+        Arc::new(TokenTransfers::new(config, component_id))
     })
 }
 
