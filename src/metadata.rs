@@ -96,7 +96,7 @@ pub fn read_all(
     cache: Option<&MetadataCache>,
 ) -> Result<BTreeMap<String, ComponentMetadata>> {
     let mut images: BTreeMap<&str, &str> = BTreeMap::new();
-    for component in &plan.components {
+    for component in plan.containers() {
         images
             .entry(component.image.as_str())
             .or_insert(component.id.as_str());

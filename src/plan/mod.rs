@@ -417,6 +417,17 @@ impl RunPlan {
         self.components.iter().any(|c| c.process.is_some())
     }
 
+    /// The components that run as containers (all of them unless the file's driver is
+    /// `process`).
+    pub fn containers(&self) -> impl Iterator<Item = &ComponentPlan> {
+        self.components.iter().filter(|c| c.process.is_none())
+    }
+
+    /// Whether the file mixes process and container components.
+    pub fn is_mixed(&self) -> bool {
+        self.has_processes() && self.containers().next().is_some()
+    }
+
     /// Each component's id and role, as the control plane expects them.
     pub fn expected_roles(&self) -> impl Iterator<Item = (&str, &str)> {
         self.components

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use super::{GrpcPlan, GrpcService, HealthPlan, HealthProtocol, Role};
+use super::{GrpcPlan, GrpcService, HealthPlan, HealthProtocol, PlanError, Role, RunPlan};
 use crate::contract::HEALTH_PORT;
 use crate::spec::{ComponentSpec, ComponentType};
 
@@ -102,6 +102,51 @@ pub(super) fn plan(spec: &ComponentSpec, cwd: &Path, problems: &mut Vec<String>)
         command,
         args,
         working_dir,
+    }
+}
+
+impl RunPlan {
+    /// In a file mixing processes and containers, flowctl's relay is the one way between the
+    /// two: a stream from a process into a container, or back, must be relayed (both ends
+    /// flowctl.v1). A first-generation component dials its input itself, by a name only the
+    /// container network resolves, which a process is not on.
+    pub fn check_mixed_edges(&self) -> Result<(), PlanError> {
+        let kind = |c: &super::ComponentPlan| match c.process {
+            Some(_) => "a process",
+            None => "a container",
+        };
+        let mut errors = Vec::new();
+        for consumer in &self.components {
+            for input in &consumer.inputs {
+                let Some(producer) = self.component(input) else {
+                    continue;
+                };
+                let crosses = producer.process.is_some() != consumer.process.is_some();
+                if !crosses || producer.grpc.is_none() {
+                    continue; // same side, or an input that only orders the start
+                }
+                let Some(first) = [producer, consumer].into_iter().find(|c| !c.is_relayed()) else {
+                    continue;
+                };
+                errors.push(format!(
+                    "component `{}`: inputs: `{}` runs as {} and `{}` as {}: between the two \
+                     only flowctl's relay carries events, and `{}` is not a flowctl.v1 \
+                     component; run both the same way (both with `command`, or both with an \
+                     image), or use flowctl.v1 components",
+                    consumer.file_id(),
+                    producer.file_id(),
+                    kind(producer),
+                    consumer.file_id(),
+                    kind(consumer),
+                    first.file_id()
+                ));
+            }
+        }
+        errors.dedup();
+        match errors.is_empty() {
+            true => Ok(()),
+            false => Err(PlanError { errors }),
+        }
     }
 }
 

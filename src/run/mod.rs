@@ -37,6 +37,7 @@ use crate::events::RunEvents;
 use crate::location::{Location, LocationSetting};
 use crate::logs::{Console, LogMux};
 use crate::plan::{Naming, RunPlan};
+use crate::processes::Reservations;
 use env_file::EnvDir;
 use network::RunControlPlane;
 use notices::Notices;
@@ -106,8 +107,20 @@ pub fn run(options: &RunOptions, signals: &SignalPolicy) -> Result<RunOutcome> {
     let lifecycle = || -> Result<RunOutcome, Halt> {
         recorder.lock().started_at = Some(SystemTime::now());
         let plan = crate::plan::load(&options.pipeline, &options.naming)?;
-        if plan.has_processes() {
-            return process::run(options, signals, &recorder, plan);
+        if let Some(process) = plan.components.iter().find(|c| c.process.is_some()) {
+            if options.swarm {
+                return Err(anyhow::anyhow!(
+                    "{}: component `{}`: spec.driver is `process`: it is a process of this \
+                     machine, which a Swarm cannot schedule; run the file without --swarm (or \
+                     give it an image)",
+                    options.pipeline.display(),
+                    process.id
+                )
+                .into());
+            }
+            if !plan.is_mixed() {
+                return process::run(options, signals, &recorder, plan);
+            }
         }
         if options.swarm {
             return swarm::run(options, signals, &recorder);
@@ -147,12 +160,16 @@ pub struct Run<'a> {
     notices: Notices,
     /// The containers (stopped in reverse start order) and the network; dismisses the reaper.
     guard: CleanupGuard,
+    /// The processes of a file mixing processes and containers, and their record.
+    children: Option<process::Children>,
     /// Served until the last container is gone.
     control: RunControlPlane,
     /// Relays the containers' output until their streams are drained.
     logs: LogMux,
     /// The env files the containers were created with.
     env_dir: EnvDir,
+    /// The ports given to the processes, held until they are stopped.
+    _reservations: Option<Reservations>,
     options: &'a RunOptions,
     recorder: &'a Recorder,
     console: Console,
@@ -164,6 +181,9 @@ pub struct Run<'a> {
     events: Arc<RunEvents>,
     reachable: Arc<Reachable>,
     relay_counts: Arc<relay::EdgeCounts>,
+    pids: Arc<notices::Pids>,
+    /// Every sink completed: what is left stops at once.
+    completed: bool,
     /// When the network was created: start-up's timings count from here.
     started: Instant,
     ended: bool,
@@ -188,6 +208,8 @@ impl Run<'_> {
             env_dir: &self.env_dir,
             reachable: &self.reachable,
             record: self.recorder,
+            children: self.children.as_ref(),
+            pids: &self.pids,
         }
     }
 
@@ -220,6 +242,7 @@ impl Run<'_> {
     /// Ends the run ([`Run::end`]) and passes `result` on.
     pub fn teardown(mut self, result: Result<RunOutcome, Halt>) -> Result<RunOutcome, Halt> {
         if matches!(result, Ok(RunOutcome::Completed)) {
+            self.completed = true;
             self.guard.completed();
         }
         self.end();
@@ -227,8 +250,9 @@ impl Run<'_> {
     }
 
     /// Every exit's one sequence, once: the relay, the notices, the exited components' last
-    /// lines, the summary's end, the containers and network, the log relay; the control plane
-    /// and the env files go with the fields after that.
+    /// lines, the summary's end, the containers and network (and the processes of a file
+    /// mixing both, in one stop order), the log relay; the control plane and the env files go
+    /// with the fields after that.
     fn end(&mut self) {
         if self.ended {
             return;
@@ -239,8 +263,48 @@ impl Run<'_> {
         warn_silent_processors(&self.plan, &self.relay_counts, self.console, self.recorder);
         drain_exited_logs(&self.live());
         record_end(&self.plan, &self.events, &self.control, self.recorder);
+        if let Some(children) = &self.children {
+            self.stop_mixed(children);
+            self.guard.completed();
+        }
         self.guard.teardown();
+        if let Some(children) = &mut self.children {
+            children.teardown();
+            for component in self.plan.components.iter().filter(|c| c.process.is_some()) {
+                self.logs.wait_drained(&component.id, LOG_DRAIN_LIMIT);
+            }
+        }
         self.logs.finish(Duration::from_secs(2));
+    }
+
+    /// A file mixing processes and containers stops both in one order: level by level, sinks
+    /// first (all at once after a completed run), each level's containers and processes
+    /// together, with the level's longest grace period. The guard and `children` then remove
+    /// what is stopped and say what would not stop.
+    fn stop_mixed(&self, children: &process::Children) {
+        let levels: Vec<Vec<&crate::plan::ComponentPlan>> = if self.completed {
+            vec![self.plan.components.iter().collect()]
+        } else {
+            self.plan.levels().into_iter().rev().collect()
+        };
+        self.console.info("stopping processes and containers...");
+        for level in levels {
+            let grace = level.iter().map(|c| c.stop_grace).max().unwrap_or_default();
+            let (processes, containers): (Vec<_>, Vec<_>) =
+                level.into_iter().partition(|c| c.process.is_some());
+            let ids: Vec<String> = processes.iter().map(|c| c.id.clone()).collect();
+            let names: Vec<String> = containers
+                .iter()
+                .map(|c| c.container_name.clone())
+                .collect();
+            std::thread::scope(|scope| {
+                if !names.is_empty() {
+                    // An error here is the removal's to retry and report.
+                    scope.spawn(|| drop(self.engine.stop(&names, grace)));
+                }
+                drop(children.stop(&ids, grace));
+            });
+        }
     }
 }
 

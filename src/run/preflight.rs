@@ -45,7 +45,7 @@ pub fn check(
     if let Location::Remote { endpoint, .. } = location {
         warn_remote_mounts(plan, endpoint, console);
     }
-    let mut images: BTreeSet<&str> = plan.components.iter().map(|c| c.image.as_str()).collect();
+    let mut images: BTreeSet<&str> = plan.containers().map(|c| c.image.as_str()).collect();
     images.extend(control_plane_image);
     let (present, taken, network) = thread::scope(|scope| {
         let images: Vec<_> = images
@@ -53,8 +53,7 @@ pub fn check(
             .map(|image| (image, scope.spawn(move || engine.image_id(image))))
             .collect();
         let names: Vec<_> = plan
-            .components
-            .iter()
+            .containers()
             .map(|c| scope.spawn(move || engine.inspect_container(&c.container_name)))
             .collect();
         let network = scope.spawn(|| engine.inspect_network(&plan.network));
@@ -91,7 +90,7 @@ pub fn check(
             why_not(image)
         ));
     }
-    for component in plan.components.iter().filter(|c| absent(&c.image)) {
+    for component in plan.containers().filter(|c| absent(&c.image)) {
         let problem = if is_locally_built(&component.image) {
             format!(
                 "component `{}`: image `{}` is not present locally (build it with \
@@ -114,7 +113,7 @@ pub fn check(
         problems.push(problem);
     }
 
-    for component in &plan.components {
+    for component in plan.containers() {
         for (i, volume) in component.volumes.iter().enumerate() {
             if let Err(why) = location.engine_path(&volume.host_path) {
                 problems.push(format!(
@@ -138,7 +137,7 @@ pub fn check(
 
     // Pinned ports can be checked only where they are published: on this host.
     let ports_here = *location == Location::Host;
-    for component in plan.components.iter().filter(|_| ports_here) {
+    for component in plan.containers().filter(|_| ports_here) {
         for port in &component.ports {
             let Some(host_port) = port.host_port else {
                 continue;

@@ -11,12 +11,12 @@ use std::time::Instant;
 use anyhow::{anyhow, Context};
 
 use super::env_file::EnvDir;
-use super::notices::{Notices, StatusView};
+use super::notices::{Notices, Pids, StatusView};
 use super::record::Recorder;
 use super::teardown::{
     check_interrupted, ActiveRun, Attached, CleanupGuard, Forced, Halt, SignalPolicy,
 };
-use super::{network, preflight, pull, relay, Run, RunOptions};
+use super::{network, preflight, process, pull, relay, Run, RunOptions};
 use crate::engine::Engine;
 use crate::events::RunEvents;
 use crate::labels;
@@ -25,6 +25,7 @@ use crate::logs::{Console, LogMux};
 use crate::metadata::MetadataCache;
 use crate::owner::RunOwner;
 use crate::plan::RunPlan;
+use crate::processes::Reservations;
 use crate::reaper::Reaper;
 
 /// A run whose plan is final and whose images are present; nothing of it exists yet but its
@@ -41,6 +42,8 @@ pub struct Prepared<'a> {
     pub(super) location: Location,
     pub(super) labels: BTreeMap<String, String>,
     pub(super) reaper: Option<Reaper>,
+    /// A file mixing processes and containers: the ports given to its processes.
+    pub(super) reservations: Option<Reservations>,
 }
 
 impl<'a> Prepared<'a> {
@@ -67,6 +70,18 @@ impl<'a> Prepared<'a> {
             )
             .into());
         }
+        // A file mixing processes and containers: its executables and ports first (the
+        // control plane is the containers', on the network's gateway, which is an address of
+        // this machine too).
+        let reservations = match plan.is_mixed() {
+            true => {
+                let port = options
+                    .control_plane_port
+                    .unwrap_or(super::DEFAULT_CONTROL_PLANE_PORT);
+                Some(process::check(&mut plan, &options.pipeline, Some(port))?.1)
+            }
+            false => None,
+        };
         for notice in plan
             .driver
             .run_notice()
@@ -83,13 +98,29 @@ impl<'a> Prepared<'a> {
             events: events.clone(),
             run_id: run_id.clone(),
             console,
-            forced: Forced::Engine {
-                engine: engine.clone(),
-                swarm: false,
+            forced: match reservations {
+                Some(_) => Forced::Mixed {
+                    engine: engine.clone(),
+                },
+                None => Forced::Engine {
+                    engine: engine.clone(),
+                    swarm: false,
+                },
             },
         });
         let location = location::detect(&engine, &options.location)?;
         console.info(location.describe());
+        if reservations.is_some() && location != Location::Host {
+            let process = plan.components.iter().find(|c| c.process.is_some());
+            return Err(anyhow!(
+                "{file}: component `{}`: it runs as a process of this machine, and the other \
+                 components as containers of an engine flowctl does not run next to ({location}); \
+                 mixing both needs flowctl on the engine's host (--engine-location host), or give \
+                 every component an image",
+                process.map_or("", |c| c.id.as_str())
+            )
+            .into());
+        }
         record_plan(recorder, &plan, &engine, &location, &run_id);
 
         // The one step before start-up that deletes anything, and only in a CI job: it goes
@@ -131,7 +162,11 @@ impl<'a> Prepared<'a> {
         )?;
         plan.apply_metadata(&metadata)
             .map_err(|e| anyhow!("{file}: {e}"))?;
-        for component in &plan.components {
+        if reservations.is_some() {
+            plan.check_mixed_edges()
+                .map_err(|e| anyhow!("{file}: {e}"))?;
+        }
+        for component in plan.containers() {
             recorder.lock().component(&component.id).image_id =
                 image_ids.get(&component.image).cloned();
         }
@@ -148,6 +183,7 @@ impl<'a> Prepared<'a> {
             location,
             labels,
             reaper,
+            reservations,
         })
     }
 
@@ -168,6 +204,14 @@ impl<'a> Prepared<'a> {
             self.console,
             self.reaper,
         );
+        let children = match self.reservations {
+            Some(_) => Some(process::Children::new(
+                &self.run_id,
+                &self.plan,
+                self.console,
+            )?),
+            None => None,
+        };
         let started = Instant::now();
         let listen = network::create_network(
             &self.engine,
@@ -191,8 +235,12 @@ impl<'a> Prepared<'a> {
             },
             self.console,
         )?;
+        if let Some(children) = &children {
+            children.set_control_plane(control.status_address.to_string())?;
+        }
         let reachable = Arc::new(Mutex::new(BTreeMap::new()));
         let relay_counts = Arc::new(relay::EdgeCounts::default());
+        let pids = Arc::new(Pids::default());
         let notices = Notices::start(
             StatusView {
                 plan: self.plan.clone(),
@@ -201,7 +249,7 @@ impl<'a> Prepared<'a> {
                 reachable: reachable.clone(),
                 relay: relay_counts.clone(),
                 width: options.table_width,
-                pids: Arc::default(),
+                pids: pids.clone(),
             },
             self.console,
             options.status_interval,
@@ -210,9 +258,11 @@ impl<'a> Prepared<'a> {
             relay: None,
             notices,
             guard,
+            children,
             control,
             logs,
             env_dir,
+            _reservations: self.reservations,
             options,
             recorder: self.recorder,
             console: self.console,
@@ -224,6 +274,8 @@ impl<'a> Prepared<'a> {
             events: self.events,
             reachable,
             relay_counts,
+            pids,
+            completed: false,
             started,
             ended: false,
             _signals: self.signals,
@@ -272,8 +324,13 @@ fn record_plan(
     for component in &plan.components {
         let entry = record.component(&component.id);
         entry.role = component.role.as_str().to_string();
-        entry.image = component.image.clone();
-        entry.container = component.container_name.clone();
+        match &component.process {
+            Some(process) => entry.command = Some(process.program.display().to_string()),
+            None => {
+                entry.image = component.image.clone();
+                entry.container = component.container_name.clone();
+            }
+        }
     }
 }
 

@@ -105,7 +105,7 @@ pub fn image_users(
     control_plane_image: Option<&str>,
 ) -> BTreeMap<String, Vec<ImageUser>> {
     let mut users: BTreeMap<String, Vec<ImageUser>> = BTreeMap::new();
-    for component in &plan.components {
+    for component in plan.containers() {
         users
             .entry(component.image.clone())
             .or_default()

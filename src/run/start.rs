@@ -15,6 +15,8 @@ use anyhow::{anyhow, Context, Result};
 
 use super::env_file::{EnvDir, EnvFile};
 use super::network::RunControlPlane;
+use super::notices::Pids;
+use super::process::{Children, Processes};
 use super::reach::{PortAccess, Reachable};
 use super::record::Recorder;
 use super::teardown::{check_interrupted, exit_error, ExitError, Halt, FAILURE_LOG_LINES};
@@ -47,12 +49,32 @@ pub struct LiveRun<'a> {
     pub reachable: &'a Arc<Reachable>,
     /// What `--summary` writes.
     pub record: &'a Recorder,
+    /// The processes of a file mixing processes and containers.
+    pub children: Option<&'a Children>,
+    /// Each process's pid, for the status table.
+    pub pids: &'a Arc<Pids>,
 }
 
 impl LiveRun<'_> {
     /// [`Halt::Interrupted`] once a signal arrived.
     pub fn check_interrupted(&self) -> Result<(), Halt> {
         check_interrupted(self.events)
+    }
+
+    /// What starts and replaces the processes of a file mixing processes and containers.
+    pub fn processes(&self) -> Option<Processes<'_>> {
+        Some(Processes {
+            children: self.children?,
+            plan: self.plan,
+            events: self.events,
+            logs: self.logs,
+            control: self.control,
+            heartbeat_interval: self.heartbeat_interval,
+            reachable: self.reachable,
+            pids: self.pids,
+            recorder: self.record,
+            console: self.console,
+        })
     }
 
     /// The env component `component`'s container gets: the file's plus what flowctl injects.
@@ -99,7 +121,12 @@ pub fn in_parallel(
 /// only `start`, and a container that cannot be created fails the run before any runs.
 pub fn create_all(run: &LiveRun) -> Result<(), Halt> {
     let started = Instant::now();
-    for component in &run.plan.components {
+    if let Some(processes) = run.processes() {
+        for component in run.plan.components.iter().filter(|c| c.process.is_some()) {
+            processes.warn_injected(component);
+        }
+    }
+    for component in run.plan.containers() {
         for key in contract::INJECTED_ENV {
             if component.env.contains_key(*key) {
                 run.console.warn(format!(
@@ -109,7 +136,7 @@ pub fn create_all(run: &LiveRun) -> Result<(), Halt> {
             }
         }
     }
-    let all: Vec<&ComponentPlan> = run.plan.components.iter().collect();
+    let all: Vec<&ComponentPlan> = run.plan.containers().collect();
     in_parallel(run.events, &all, |component| {
         Ok(create_container(run, component)?)
     })?;
@@ -225,9 +252,16 @@ fn create_container(run: &LiveRun, component: &ComponentPlan) -> Result<()> {
     Ok(())
 }
 
-/// Runs one component's container and waits until it is ready; a container that exits
-/// non-zero meanwhile is replaced as its `restart` policy allows.
+/// Runs one component's container (or, in a file mixing both, its process) and waits until
+/// it is ready; a container that exits non-zero meanwhile is replaced as its `restart` policy
+/// allows.
 pub fn start_component(run: &LiveRun, component: &ComponentPlan) -> Result<(), Halt> {
+    if component.process.is_some() {
+        let processes = run
+            .processes()
+            .ok_or_else(|| anyhow!("component `{}` is a process", component.id))?;
+        return processes.start_component(component);
+    }
     loop {
         let attempt = run.events.snapshot().attempt_of(&component.id);
         match start_container(run, component, attempt) {

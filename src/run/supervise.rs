@@ -80,17 +80,24 @@ pub trait Replace {
     fn start(&self, component: &ComponentPlan) -> Result<(), Halt>;
 }
 
+/// A container run's components: containers, and the processes of a file mixing both.
 struct Containers<'r, 'a>(&'r LiveRun<'a>);
 
 impl Replace for Containers<'_, '_> {
     fn exit_error(&self, component: &ComponentPlan, exit: &Exit) -> ExitError {
-        exit_error(self.0.engine, self.0.logs, component, exit, "while running")
+        match self.0.processes().filter(|_| component.process.is_some()) {
+            Some(processes) => Replace::exit_error(&processes, component, exit),
+            None => exit_error(self.0.engine, self.0.logs, component, exit, "while running"),
+        }
     }
     fn may_restart(&self, component: &ComponentPlan) -> bool {
         start::may_restart(self.0, component)
     }
     fn restart(&self, component: &ComponentPlan, error: &ExitError) -> Result<(), Halt> {
-        start::restart(self.0, component, error)
+        match self.0.processes().filter(|_| component.process.is_some()) {
+            Some(processes) => Replace::restart(&processes, component, error),
+            None => start::restart(self.0, component, error),
+        }
     }
     fn start(&self, component: &ComponentPlan) -> Result<(), Halt> {
         start::start_component(self.0, component)

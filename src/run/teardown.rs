@@ -171,6 +171,8 @@ pub enum Forced {
     Engine { engine: Engine, swarm: bool },
     /// The processes in the run's record (`driver: process`), killed at once.
     Processes,
+    /// Both: a `driver: process` file whose other components are containers.
+    Mixed { engine: Engine },
 }
 
 impl Forced {
@@ -191,6 +193,14 @@ impl Forced {
                     Ok(Err(left)) => console.warn(format!("cleanup: {left}")),
                     Err(e) => console.warn(format!("cleanup: {e:#}")),
                 }
+            }
+            Forced::Mixed { engine } => {
+                Forced::Processes.remove(run_id, console);
+                Forced::Engine {
+                    engine: engine.clone(),
+                    swarm: false,
+                }
+                .remove(run_id, console);
             }
         }
     }
@@ -288,6 +298,10 @@ impl SignalPolicy {
                 console.info(match run.forced {
                     Forced::Processes => "forcing: killing every process of this run now",
                     Forced::Engine { .. } => "forcing: removing every container of this run now",
+                    Forced::Mixed { .. } => {
+                        "forcing: killing every process and removing every container of this \
+                         run now"
+                    }
                 });
                 engine::kill_in_flight();
                 // Not on this thread: the signal handler only records and kills, so that a
@@ -413,13 +427,18 @@ pub fn stop_order(plan: &RunPlan) -> StopOrder {
             .into_iter()
             .rev()
             .map(|level| StopGroup {
-                containers: level.iter().map(|c| c.container_name.clone()).collect(),
+                containers: level
+                    .iter()
+                    .filter(|c| c.process.is_none())
+                    .map(|c| c.container_name.clone())
+                    .collect(),
                 grace: level
                     .iter()
                     .map(|c| c.stop_grace)
                     .max()
                     .unwrap_or(plan::DEFAULT_STOP_GRACE),
             })
+            .filter(|group| !group.containers.is_empty())
             .collect(),
     }
 }

@@ -18,9 +18,9 @@ use crate::processes::Reservations;
 /// which outgoing connections take their local ports, so none of those can hold one.
 const GIVEN_PORTS: std::ops::Range<u16> = 20000..32000;
 
-/// Checks `plan` (read from `file`) and fixes its ports; returns the control plane's port
-/// (`requested`, else the one the file's `FLOWCTL_ENDPOINT`s agree on, else 0: any) and the
-/// reservations of the ports it gave, to hold until the run ends.
+/// Checks the process components of `plan` (read from `file`) and fixes their ports; returns
+/// the control plane's port (`requested`, else the one the file's `FLOWCTL_ENDPOINT`s agree
+/// on, else 0: any) and the reservations of the ports it gave, to hold until the run ends.
 pub fn check(
     plan: &mut RunPlan,
     file: &Path,
@@ -29,11 +29,12 @@ pub fn check(
     let mut errors = Vec::new();
     for component in &mut plan.components {
         let id = component.id.clone();
-        if let Some(process) = &mut component.process {
-            match process.check() {
-                Ok(program) => process.program = program,
-                Err(problem) => errors.push(format!("component `{id}`: {problem}")),
-            }
+        let Some(process) = &mut component.process else {
+            continue; // a container of a file mixing both: the engine's to check
+        };
+        match process.check() {
+            Ok(program) => process.program = program,
+            Err(problem) => errors.push(format!("component `{id}`: {problem}")),
         }
         for secret in &component.secrets {
             if let SecretTarget::File(path) = &secret.target {
@@ -49,7 +50,7 @@ pub fn check(
     }
     let control_port = control_plane_port(plan, requested, &mut errors);
     let mut taken: BTreeSet<u16> = control_port.into_iter().collect();
-    for component in &plan.components {
+    for component in plan.components.iter().filter(|c| c.process.is_some()) {
         for port in &component.ports {
             let variable = port_variable(component, port.container_port);
             if !taken.insert(port.container_port) {

@@ -186,30 +186,17 @@ impl Children {
         self.console.info("stopping processes...");
         let mut left = Vec::new();
         for (ids, grace) in &self.order {
-            let group: Vec<&RecordedProcess> = record
-                .processes
-                .iter()
-                .filter(|p| ids.contains(&p.component))
-                .collect();
-            let results: Vec<(String, Result<bool, Vec<u32>>)> = thread::scope(|scope| {
-                let handles: Vec<_> = group
-                    .iter()
-                    .map(|p| {
-                        scope.spawn(move || {
-                            let result = processes::stop_group(p.pid, p.start_ticks, *grace);
-                            (p.component.clone(), result)
-                        })
-                    })
-                    .collect();
-                handles.into_iter().filter_map(|h| h.join().ok()).collect()
-            });
-            for (component, result) in results {
-                if let Err(pids) = result {
-                    left.push(format!("{component} (pids {pids:?})"));
-                }
-            }
+            left.extend(stop(&record, ids, *grace));
         }
         self.conclude(&record, left, started);
+    }
+
+    /// Stops the processes of the components `ids` at once (SIGTERM to each group, `grace`,
+    /// SIGKILL), ahead of [`Children::teardown`], which then finds them gone: for a run that
+    /// stops its processes and containers in one order. Says which would not stop.
+    pub fn stop(&self, ids: &[String], grace: Duration) -> Vec<String> {
+        let record = self.lock().clone();
+        stop(&record, ids, grace)
     }
 
     fn conclude(&mut self, record: &RunRecord, left: Vec<String>, started: Instant) {
@@ -232,6 +219,35 @@ impl Children {
             ));
         }
     }
+}
+
+/// Stops the recorded processes of the components `ids` in parallel; those left running.
+fn stop(record: &RunRecord, ids: &[String], grace: Duration) -> Vec<String> {
+    let group: Vec<&RecordedProcess> = record
+        .processes
+        .iter()
+        .filter(|p| ids.contains(&p.component))
+        .collect();
+    let results: Vec<(String, Result<bool, Vec<u32>>)> = thread::scope(|scope| {
+        let handles: Vec<_> = group
+            .iter()
+            .map(|p| {
+                scope.spawn(move || {
+                    let result = processes::stop_group(p.pid, p.start_ticks, grace);
+                    (p.component.clone(), result)
+                })
+            })
+            .collect();
+        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    results
+        .into_iter()
+        .filter_map(|(component, result)| {
+            result
+                .err()
+                .map(|pids| format!("{component} (pids {pids:?})"))
+        })
+        .collect()
 }
 
 impl Drop for Children {

@@ -10,6 +10,9 @@
 mod check;
 mod children;
 
+pub(super) use check::check;
+pub(super) use children::Children;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -34,7 +37,6 @@ use crate::health::{Backoff, HealthProbe};
 use crate::logs::{elapsed_ms, last_lines, Console, LogMux};
 use crate::plan::{ComponentPlan, RunPlan, SecretTarget};
 use crate::processes::Reservations;
-use children::Children;
 
 /// Runs the process pipeline `plan` until it completes, is interrupted or fails; every process
 /// it started is stopped before this returns (or, on a panic, while unwinding).
@@ -47,25 +49,6 @@ pub fn run(
     let console = Console {
         color: options.color,
     };
-    let file = options.pipeline.display().to_string();
-    if let Some(container) = plan.components.iter().find(|c| c.process.is_none()) {
-        let process = plan.components.iter().find(|c| c.process.is_some());
-        return Err(anyhow!(
-            "{file}: component `{}`: image: it runs as a container while `{}` runs as a \
-             process; one file mixing both is not supported yet: give every component a \
-             `command` and no image (processes), or every one an image (containers)",
-            container.id,
-            process.map_or("", |c| c.id.as_str())
-        )
-        .into());
-    }
-    if options.swarm {
-        return Err(anyhow!(
-            "{file}: spec.driver is `process`: its components are processes of this machine, \
-             which a Swarm cannot schedule; run it without --swarm (or give each an image)"
-        )
-        .into());
-    }
     for note in &plan.notes {
         console.info(note);
     }
@@ -198,30 +181,36 @@ impl<'a> ProcessRun<'a> {
         })
     }
 
+    /// What starts and replaces the run's processes.
+    fn processes(&self) -> Processes<'_> {
+        Processes {
+            children: &self.children,
+            plan: &self.plan,
+            events: &self.events,
+            logs: &self.logs,
+            control: &self.control,
+            heartbeat_interval: self.options.heartbeat_interval,
+            reachable: &self.reachable,
+            pids: &self.pids,
+            recorder: self.recorder,
+            console: self.console,
+        }
+    }
+
     /// Starts the levels in order (each level's processes in parallel, each ready before the
     /// next level starts), then the relay between them.
     fn bring_up(&mut self) -> Result<(), Halt> {
-        for component in &self.plan.components {
-            for key in INJECTED_ENV {
-                let ours = self.env_of(component).get(*key).cloned();
-                if component
-                    .env
-                    .get(*key)
-                    .is_some_and(|theirs| Some(theirs) != ours.as_ref())
-                {
-                    self.console.warn(format!(
-                        "component `{}`: env {key} is set by flowctl; the file's value is \
-                         ignored",
-                        component.id
-                    ));
-                }
+        {
+            let processes = self.processes();
+            for component in &self.plan.components {
+                processes.warn_injected(component);
             }
-        }
-        for level in self.plan.levels() {
-            in_parallel(&self.events, &level, |component| {
-                self.start_component(component)
-            })?;
-            self.check_interrupted()?;
+            for level in self.plan.levels() {
+                in_parallel(&self.events, &level, |component| {
+                    processes.start_component(component)
+                })?;
+                check_interrupted(&self.events)?;
+            }
         }
         self.console.info(format!(
             "pipeline {} is up: {} process(es) in {} ms (Ctrl+C to stop)",
@@ -240,19 +229,86 @@ impl<'a> ProcessRun<'a> {
         Ok(())
     }
 
-    fn check_interrupted(&self) -> Result<(), Halt> {
-        check_interrupted(&self.events)
+    /// Waits until the sinks complete, a signal arrives or something fails beyond what its
+    /// restart policy allows.
+    fn supervise(&mut self) -> Result<RunOutcome, Halt> {
+        wait_for_end(&self.plan, &self.events, self.console, &self.processes())
+    }
+
+    /// Ends the run and passes `result` on.
+    fn teardown(mut self, result: Result<RunOutcome, Halt>) -> Result<RunOutcome, Halt> {
+        if matches!(result, Ok(RunOutcome::Completed)) {
+            self.children.completed();
+        }
+        self.end();
+        result
+    }
+
+    /// Every exit's one sequence, once: the relay, the notices, the summary's end, the
+    /// processes, then their output to its end (once a process group is gone its pipes are
+    /// closed, so this waits for no more than what they wrote; before, a child left behind by
+    /// an exited process could hold them open); the control plane goes with the fields after.
+    fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        drop(self.relay.take());
+        self.notices.stop();
+        warn_silent_processors(&self.plan, &self.relay_counts, self.console, self.recorder);
+        record_end(&self.plan, &self.events, &self.control, self.recorder);
+        self.children.teardown();
+        for component in &self.plan.components {
+            self.logs.wait_drained(&component.id, LOG_DRAIN_LIMIT);
+        }
+        self.logs.finish(Duration::from_secs(2));
+    }
+}
+
+/// What starting and replacing processes needs, borrowed from the run that owns them: a
+/// process run, or a container run whose file has process components too.
+pub struct Processes<'r> {
+    pub children: &'r Children,
+    pub plan: &'r RunPlan,
+    pub events: &'r Arc<RunEvents>,
+    pub logs: &'r LogMux,
+    pub control: &'r RunControlPlane,
+    pub heartbeat_interval: Duration,
+    /// Where each started process's ports are reached (127.0.0.1).
+    pub reachable: &'r Arc<Reachable>,
+    /// Each process's pid, for the status table.
+    pub pids: &'r Arc<Pids>,
+    pub recorder: &'r Recorder,
+    pub console: Console,
+}
+
+impl Processes<'_> {
+    /// Warns when the file sets, differently, a variable flowctl injects into `component`.
+    pub fn warn_injected(&self, component: &ComponentPlan) {
+        for key in INJECTED_ENV {
+            let ours = self.env_of(component).get(*key).cloned();
+            if component
+                .env
+                .get(*key)
+                .is_some_and(|theirs| Some(theirs) != ours.as_ref())
+            {
+                self.console.warn(format!(
+                    "component `{}`: env {key} is set by flowctl; the file's value is ignored",
+                    component.id
+                ));
+            }
+        }
     }
 
     /// What `component`'s process gets on top of flowctl's own environment: the file's env,
     /// its secrets, and what flowctl injects (which wins).
     fn env_of(&self, component: &ComponentPlan) -> BTreeMap<String, String> {
         self.control
-            .component_env(component, self.options.heartbeat_interval)
+            .component_env(component, self.heartbeat_interval)
     }
 
     /// Starts `component` (restarting it as its policy allows while it fails to start).
-    fn start_component(&self, component: &ComponentPlan) -> Result<(), Halt> {
+    pub fn start_component(&self, component: &ComponentPlan) -> Result<(), Halt> {
         loop {
             match self.start_attempt(component) {
                 Err(Halt::Exited(exited)) if self.may_restart(component) => {
@@ -264,12 +320,12 @@ impl<'a> ProcessRun<'a> {
     }
 
     fn may_restart(&self, component: &ComponentPlan) -> bool {
-        restart_allowed(&self.events, component)
+        restart_allowed(self.events, component)
     }
 
     /// Says why, lets the old process's last lines through and moves to the next attempt.
     fn restart(&self, component: &ComponentPlan, exited: &ExitError) -> Result<(), Halt> {
-        announce_restart(&self.events, self.console, component, exited)?;
+        announce_restart(self.events, self.console, component, exited)?;
         self.logs
             .wait_drained(&component.id, Duration::from_secs(2));
         self.events.restarting(&component.id);
@@ -278,7 +334,7 @@ impl<'a> ProcessRun<'a> {
 
     /// Starts one process of `component` and waits until it is ready.
     fn start_attempt(&self, component: &ComponentPlan) -> Result<(), Halt> {
-        self.check_interrupted()?;
+        check_interrupted(self.events)?;
         let id = &component.id;
         let attempt = self.events.snapshot().attempt_of(id);
         let started = Instant::now();
@@ -310,7 +366,7 @@ impl<'a> ProcessRun<'a> {
         self.recorder.lock().component(id).started_at = Some(SystemTime::now());
         let pid = self
             .children
-            .spawn(component, &env, attempt, index, &self.logs, &self.events)?;
+            .spawn(component, &env, attempt, index, self.logs, self.events)?;
         self.pids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -427,44 +483,9 @@ impl<'a> ProcessRun<'a> {
         self.logs.wait_drained(id, Duration::from_secs(2));
         ExitError::new(id, what, when, self.logs.recent(id))
     }
-
-    /// Waits until the sinks complete, a signal arrives or something fails beyond what its
-    /// restart policy allows.
-    fn supervise(&mut self) -> Result<RunOutcome, Halt> {
-        wait_for_end(&self.plan, &self.events, self.console, &*self)
-    }
-
-    /// Ends the run and passes `result` on.
-    fn teardown(mut self, result: Result<RunOutcome, Halt>) -> Result<RunOutcome, Halt> {
-        if matches!(result, Ok(RunOutcome::Completed)) {
-            self.children.completed();
-        }
-        self.end();
-        result
-    }
-
-    /// Every exit's one sequence, once: the relay, the notices, the summary's end, the
-    /// processes, then their output to its end (once a process group is gone its pipes are
-    /// closed, so this waits for no more than what they wrote; before, a child left behind by
-    /// an exited process could hold them open); the control plane goes with the fields after.
-    fn end(&mut self) {
-        if self.ended {
-            return;
-        }
-        self.ended = true;
-        drop(self.relay.take());
-        self.notices.stop();
-        warn_silent_processors(&self.plan, &self.relay_counts, self.console, self.recorder);
-        record_end(&self.plan, &self.events, &self.control, self.recorder);
-        self.children.teardown();
-        for component in &self.plan.components {
-            self.logs.wait_drained(&component.id, LOG_DRAIN_LIMIT);
-        }
-        self.logs.finish(Duration::from_secs(2));
-    }
 }
 
-impl Replace for ProcessRun<'_> {
+impl Replace for Processes<'_> {
     fn exit_error(&self, component: &ComponentPlan, exit: &Exit) -> ExitError {
         self.exit_error(component, exit, "while running")
     }
