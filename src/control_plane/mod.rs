@@ -51,6 +51,10 @@ pub struct ControlPlaneConfig {
     /// Turn SIGUSR1 into [`ControlPlaneEvent::StatusRequested`] (only `flowctl run` wants
     /// this: a signal handler is process-wide).
     pub status_signal: bool,
+    /// Listen on 127.0.0.1 too, on the same port: for the processes of a run whose control
+    /// plane listens on a container network's gateway, which Podman brings up only when the
+    /// network's first container starts.
+    pub also_loopback: bool,
 }
 
 impl ControlPlaneConfig {
@@ -61,6 +65,7 @@ impl ControlPlaneConfig {
             ttl: heartbeat_interval * 3,
             expected,
             status_signal: false,
+            also_loopback: false,
         }
     }
 }
@@ -311,9 +316,16 @@ impl ControlPlaneView for ControlPlane {
     }
 }
 
+/// The connections the server accepts, from one listener or two.
+type Incoming = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> + Send>,
+>;
+
 /// A running control plane. Dropping it shuts the server down.
 pub struct ControlPlane {
     local_addr: SocketAddr,
+    /// Its second address with [`ControlPlaneConfig::also_loopback`].
+    loopback_addr: Option<SocketAddr>,
     registry: SharedRegistry,
     events: Mutex<mpsc::Receiver<ControlPlaneEvent>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -339,6 +351,20 @@ impl ControlPlane {
             listen(bind).with_context(|| format!("control plane: cannot listen on {bind}"))?;
         let local_addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
+        let loopback = match config.also_loopback && !bind.ip().is_loopback() {
+            true => {
+                let at = SocketAddr::from(([127, 0, 0, 1], local_addr.port()));
+                let loopback = listen(at)
+                    .with_context(|| format!("control plane: cannot listen on {at} too"))?;
+                loopback.set_nonblocking(true)?;
+                Some(loopback)
+            }
+            false => None,
+        };
+        let loopback_addr = match &loopback {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
 
         let runtime = crate::runtime::shared().context("control plane")?;
         let mut tasks = Vec::new();
@@ -368,9 +394,16 @@ impl ControlPlane {
             events: events_tx,
         }));
 
-        let listener = {
+        let incoming: Incoming = {
             let _guard = runtime.enter();
-            tokio::net::TcpListener::from_std(listener)?
+            let first = TcpIncoming::from(tokio::net::TcpListener::from_std(listener)?);
+            match loopback {
+                Some(loopback) => {
+                    let second = TcpIncoming::from(tokio::net::TcpListener::from_std(loopback)?);
+                    Box::pin(tokio_stream::StreamExt::merge(first, second))
+                }
+                None => Box::pin(first),
+            }
         };
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let service = ControlPlaneService {
@@ -381,7 +414,7 @@ impl ControlPlane {
             let served = tonic::transport::Server::builder()
                 .add_service(ControlPlaneServer::new(service))
                 .add_service(v1_service.into_server())
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
+                .serve_with_incoming_shutdown(incoming, async {
                     let _ = shutdown_rx.await;
                 })
                 .await;
@@ -403,6 +436,7 @@ impl ControlPlane {
 
         Ok(ControlPlane {
             local_addr,
+            loopback_addr,
             registry,
             events: Mutex::new(events_rx),
             shutdown: Some(shutdown_tx),
@@ -414,6 +448,11 @@ impl ControlPlane {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Its address on 127.0.0.1 as well, with [`ControlPlaneConfig::also_loopback`].
+    pub fn loopback_addr(&self) -> Option<SocketAddr> {
+        self.loopback_addr
     }
 
     /// Whether `component` has a current registration.

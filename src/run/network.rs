@@ -25,6 +25,9 @@ pub struct RunControlPlane {
     pub endpoint: String,
     /// `ip:port` where `flowctl status` reaches it (the container label).
     pub status_address: SocketAddr,
+    /// `127.0.0.1:port` as the processes of a file mixing processes and containers reach it
+    /// (its network's gateway may not be up before the first container starts).
+    pub process_endpoint: Option<String>,
     /// Its registry; an embedded server stops when the last reference is dropped.
     pub server: Arc<dyn ControlPlaneView>,
 }
@@ -37,8 +40,12 @@ impl RunControlPlane {
         component: &crate::plan::ComponentPlan,
         heartbeat_interval: Duration,
     ) -> BTreeMap<String, String> {
+        let endpoint = match (&component.process, &self.process_endpoint) {
+            (Some(_), Some(endpoint)) => endpoint,
+            _ => &self.endpoint,
+        };
         let access = contract::ControlPlaneAccess {
-            endpoint: self.endpoint.clone(),
+            endpoint: endpoint.clone(),
             heartbeat_interval,
         };
         contract::component_env(&component.env, &component.id, Some(&access))
@@ -145,11 +152,13 @@ pub(super) fn start_control_plane(
         .collect();
     let mut config = ControlPlaneConfig::new(heartbeat_interval, expected);
     config.status_signal = true;
+    config.also_loopback = plan.is_mixed();
     let server = ControlPlane::start(SocketAddr::new(ip, port), config)
         .context("--control-plane-port picks another port (0 = any free one)")?;
     Ok(RunControlPlane {
         endpoint: server.local_addr().to_string(),
         status_address: server.local_addr(),
+        process_endpoint: server.loopback_addr().map(|a| a.to_string()),
         server: Arc::new(server),
     })
 }
@@ -207,6 +216,7 @@ fn start_control_plane_container(
     Ok(RunControlPlane {
         endpoint: format!("{CONTROL_PLANE_SERVICE}:{CONTROL_PLANE_PORT}"),
         status_address: address,
+        process_endpoint: None,
         server: Arc::new(server),
     })
 }

@@ -453,7 +453,10 @@ impl Processes<'_> {
                     format!(
                         "it has not registered with the control plane at {} (register: true; \
                          does it read FLOWCTL_ENDPOINT and ENABLE_FLOWCTL?)",
-                        self.control.endpoint
+                        self.control
+                            .process_endpoint
+                            .as_ref()
+                            .unwrap_or(&self.control.endpoint)
                     )
                 }
                 Ok(()) => return Ok(false),
