@@ -138,26 +138,16 @@ fn run_bounded(pipeline: &Path, project: &str) -> (std::process::ExitStatus, Str
     (status, out.join().unwrap(), err.join().unwrap())
 }
 
-/// What `component` printed, from flowctl's multiplexed `<id> | <line>` output.
-fn lines_of<'a>(output: &'a str, component: &str) -> Vec<&'a str> {
-    output
-        .lines()
-        .filter_map(|line| line.split_once(" | "))
-        .filter(|(prefix, _)| prefix.trim() == component)
-        .map(|(_, line)| line)
-        .collect()
-}
-
 /// The consumer's JSON event lines (its log lines and summary are not JSON objects).
 fn events(output: &str) -> Vec<&str> {
-    lines_of(output, "consumer-app")
+    support::lines_of(output, "consumer-app")
         .into_iter()
         .filter(|line| line.starts_with('{'))
         .collect()
 }
 
 fn summary(output: &str) -> serde_json::Value {
-    let line = lines_of(output, "consumer-app")
+    let line = support::lines_of(output, "consumer-app")
         .into_iter()
         .find_map(|line| line.strip_prefix("consumer-app summary: "))
         .unwrap_or_else(|| panic!("no consumer summary in:\n{output}"));
@@ -408,7 +398,7 @@ fn live_run_follows_a_growing_lake_and_stops_on_sigint() {
     // Each component stopped on its own SIGTERM (PID 1 handles it) and said so.
     for component in ["stellar-live-source-datalake", "ttp-processor"] {
         assert!(
-            lines_of(&stdout, component)
+            support::lines_of(&stdout, component)
                 .iter()
                 .any(|line| line.contains("SIGTERM received, stopping")),
             "{component} did not log its SIGTERM:\n{stdout}"

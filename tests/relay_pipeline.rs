@@ -38,16 +38,6 @@ fn real_lake() -> PathBuf {
     repo().join("examples/ledgers/testnet-997-999")
 }
 
-/// What `component` printed, from flowctl's multiplexed `<id> | <line>` output.
-fn lines_of<'a>(output: &'a str, component: &str) -> Vec<&'a str> {
-    output
-        .lines()
-        .filter_map(|line| line.split_once(" | "))
-        .filter(|(prefix, _)| prefix.trim() == component)
-        .map(|(_, line)| line)
-        .collect()
-}
-
 #[test]
 fn the_v1_example_relays_exactly_the_upstream_events_of_testnet_997_998() {
     require_images(&IMAGES);
@@ -59,7 +49,7 @@ fn the_v1_example_relays_exactly_the_upstream_events_of_testnet_997_998() {
     assert!(status.success(), "{}", run.output());
 
     let expected = fs::read_to_string(real_lake().join("expected-events-997-998.jsonl")).unwrap();
-    let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+    let events: Vec<&str> = support::lines_of(&stdout, "consumer-app-v1")
         .into_iter()
         .filter(|line| line.starts_with('{'))
         .collect();
@@ -78,7 +68,7 @@ fn the_v1_example_relays_exactly_the_upstream_events_of_testnet_997_998() {
             "{stderr}"
         );
         assert!(
-            lines_of(&stdout, id)
+            support::lines_of(&stdout, id)
                 .iter()
                 .any(|line| line.contains("registered with flowctl.v1.ControlPlaneService at")),
             "{stdout}"
@@ -163,7 +153,7 @@ fn raw_ledger_source_with_upstreams_variables_gives_the_first_generations_events
     let status = run.wait();
     assert!(status.success(), "{}", run.output());
     let (stdout, stderr) = (run.stdout(), run.stderr());
-    let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+    let events: Vec<&str> = support::lines_of(&stdout, "consumer-app-v1")
         .into_iter()
         .filter(|line| line.starts_with('{'))
         .collect();
@@ -315,7 +305,7 @@ fn the_v1_pipeline_gives_the_first_generations_events_on_every_real_dataset() {
         let status = run.wait();
         assert!(status.success(), "{}:\n{}", set.name, run.output());
         let stdout = run.stdout();
-        let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+        let events: Vec<&str> = support::lines_of(&stdout, "consumer-app-v1")
             .into_iter()
             .filter(|line| line.starts_with('{'))
             .collect();
@@ -421,7 +411,7 @@ fn the_v1_pipeline_reading_s3_gives_the_first_generations_events_on_every_real_d
         let status = run.wait();
         assert!(status.success(), "{}:\n{}", set.name, run.output());
         let stdout = run.stdout();
-        let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+        let events: Vec<&str> = support::lines_of(&stdout, "consumer-app-v1")
             .into_iter()
             .filter(|line| line.starts_with('{'))
             .collect();
@@ -622,7 +612,7 @@ fn a_killed_v1_source_is_restarted_and_its_stream_resumes_exactly() {
         "{stderr}"
     );
     // And what it printed is exactly the generator's list, in order.
-    let events: Vec<&str> = lines_of(&stdout, "consumer-app-v1")
+    let events: Vec<&str> = support::lines_of(&stdout, "consumer-app-v1")
         .into_iter()
         .filter(|line| line.starts_with('{'))
         .collect();

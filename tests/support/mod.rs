@@ -590,6 +590,17 @@ pub fn line_index(output: &str, text: &str) -> usize {
 
 /// The upstream ttp-processor's events for testnet ledgers 997–998, one JSON line each: what
 /// every pipeline over the example lake must print, exactly.
+/// What `component` printed, from flowctl's multiplexed `<id> | <line>` output.
+#[allow(dead_code)]
+pub fn lines_of<'a>(output: &'a str, component: &str) -> Vec<&'a str> {
+    output
+        .lines()
+        .filter_map(|line| line.split_once(" | "))
+        .filter(|(prefix, _)| prefix.trim() == component)
+        .map(|(_, line)| line)
+        .collect()
+}
+
 pub fn testnet_997_998_events() -> Vec<String> {
     let path = repo().join("examples/ledgers/testnet-997-999/expected-events-997-998.jsonl");
     std::fs::read_to_string(&path)
