@@ -11,6 +11,7 @@
 
 mod edge_queue;
 mod env_file;
+mod lifecycle;
 mod network;
 mod notices;
 mod preflight;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context, Result};
 
 use super::env_file::{EnvDir, EnvFile};
+use super::lifecycle::{announce_restart, in_parallel, restart_allowed};
 use super::network::RunControlPlane;
 use super::notices::Pids;
 use super::process::{Children, Processes};
@@ -82,39 +83,6 @@ impl LiveRun<'_> {
         self.control
             .component_env(component, self.heartbeat_interval)
     }
-}
-
-/// Runs `task` for each of `components` on threads of its own; the errors of all of them,
-/// one per line, or [`Halt::Interrupted`] if a signal reached the run of `events` meanwhile.
-pub fn in_parallel(
-    events: &RunEvents,
-    components: &[&ComponentPlan],
-    task: impl Fn(&ComponentPlan) -> Result<(), Halt> + Sync,
-) -> Result<(), Halt> {
-    let task = &task;
-    let results: Vec<Result<(), Halt>> = thread::scope(|scope| {
-        let handles: Vec<_> = components
-            .iter()
-            .map(|component| scope.spawn(move || task(component)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a start-up thread panicked").into()))
-            })
-            .collect()
-    });
-    let mut halts: Vec<Halt> = results.into_iter().filter_map(Result::err).collect();
-    if halts.is_empty() {
-        return Ok(());
-    }
-    check_interrupted(events)?;
-    if halts.len() == 1 {
-        return Err(halts.remove(0));
-    }
-    let messages: Vec<String> = halts.iter().map(Halt::message).collect();
-    Err(anyhow!("{}", messages.join("\n")).into())
 }
 
 /// Creates every component's container at once, none started: starting a level later costs
@@ -276,32 +244,6 @@ pub fn start_component(run: &LiveRun, component: &ComponentPlan) -> Result<(), H
 /// Whether `component`'s policy allows another restart in this run.
 pub fn may_restart(run: &LiveRun, component: &ComponentPlan) -> bool {
     restart_allowed(run.events, component)
-}
-
-/// Whether `component`'s policy allows another restart in the run of `events` (containers
-/// and processes alike).
-pub fn restart_allowed(events: &RunEvents, component: &ComponentPlan) -> bool {
-    events.snapshot().attempt_of(&component.id) < component.restart.max_restarts()
-}
-
-/// Says why `component` is restarted and which restart this is; [`Halt::Interrupted`] if a
-/// signal came meanwhile (containers and processes alike).
-pub fn announce_restart(
-    events: &RunEvents,
-    console: Console,
-    component: &ComponentPlan,
-    exited: &ExitError,
-) -> Result<(), Halt> {
-    let attempt = events.snapshot().attempt_of(&component.id) + 1;
-    console.warn(format!(
-        "component `{}` {} {}; restarting it (restart {attempt} of {}, restart: {})",
-        component.id,
-        exited.what,
-        exited.when,
-        component.restart.max_restarts(),
-        component.restart
-    ));
-    check_interrupted(events)
 }
 
 /// Says why and which restart this is, removes the stopped container and moves the

@@ -20,12 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Context as _};
 
+use super::lifecycle::{announce_restart, in_parallel, restart_allowed, wait_for_end, Replace};
 use super::network::{self, RunControlPlane};
 use super::notices::{Notices, Pids, StatusView};
 use super::reach::{PortAccess, Reachable};
 use super::record::Recorder;
-use super::start::{announce_restart, in_parallel, restart_allowed};
-use super::supervise::{wait_for_end, Replace};
 use super::teardown::{
     check_interrupted, ActiveRun, Attached, ExitError, Forced, Halt, RunOutcome, SignalPolicy,
     FAILURE_LOG_LINES,
