@@ -37,6 +37,13 @@ impl Effort {
     };
 }
 
+/// A Compose project the bench brought up: its file and where Compose reached the engine.
+struct ComposeProject {
+    name: String,
+    file: PathBuf,
+    docker_host: Option<String>,
+}
+
 /// One invocation of the bench.
 pub struct Bench {
     pub root: PathBuf,
@@ -52,7 +59,7 @@ pub struct Bench {
     /// Prefix of every project, container and network name of this invocation.
     pub tag: String,
     results: Mutex<BTreeMap<String, Map<String, Value>>>,
-    compose_projects: Mutex<Vec<(String, PathBuf)>>,
+    compose_projects: Mutex<Vec<ComposeProject>>,
 }
 
 impl Bench {
@@ -130,25 +137,27 @@ impl Bench {
             .collect()
     }
 
-    /// Remembers Compose project `project` of `file`, taken down by [`Bench::cleanup`].
-    pub fn compose_project(&self, project: &str, file: &Path) {
-        self.compose_projects
-            .lock()
-            .unwrap()
-            .push((project.to_string(), file.to_path_buf()));
+    /// Remembers Compose project `project` of `file` (on the engine at `docker_host`), taken
+    /// down by [`Bench::cleanup`].
+    pub fn compose_project(&self, project: &str, file: &Path, docker_host: Option<&str>) {
+        self.compose_projects.lock().unwrap().push(ComposeProject {
+            name: project.to_string(),
+            file: file.to_path_buf(),
+            docker_host: docker_host.map(str::to_string),
+        });
     }
 
     /// Removes what this invocation made on `engine`: Compose projects, containers and networks
     /// labelled `io.flowctl.bench=<tag>` (the floors'), and flowctl's own whose names start with
     /// the tag (a run that was interrupted). Returns how many flowctl containers were left.
     pub fn cleanup(&self, engines: &[&str]) -> usize {
-        for (project, file) in self.compose_projects.lock().unwrap().drain(..) {
-            let _ = quiet(
-                Command::new(&self.compose)
-                    .args(["-p", &project, "-f"])
-                    .arg(&file)
-                    .args(["down", "-v", "--timeout", "2"]),
-            );
+        for project in self.compose_projects.lock().unwrap().drain(..) {
+            let mut down = Command::new(&self.compose);
+            if let Some(host) = &project.docker_host {
+                down.env("DOCKER_HOST", host);
+            }
+            down.args(["-p", &project.name, "-f"]).arg(&project.file);
+            let _ = quiet(down.args(["down", "-v", "--timeout", "2"]));
         }
         let mut left = 0;
         for engine in engines {

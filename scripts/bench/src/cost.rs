@@ -182,7 +182,7 @@ fn peak_rss(
 /// takes over `window` once every service is healthy.
 fn compose_idle(bench: &Bench, pipeline: &std::path::Path, window: Duration) -> Result<f64> {
     let project = bench.name("k");
-    let file = pipelines::compose(bench, pipeline, &project, "1s")?;
+    let file = pipelines::compose(bench, pipeline, &project, "1s", None)?;
     let log = std::fs::File::create(bench.file("compose-idle.log"))?;
     let mut up = Command::new(&bench.compose)
         .args(["-p", &project, "-f"])

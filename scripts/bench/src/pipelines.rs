@@ -244,7 +244,14 @@ spec:
 /// `pipeline` translated by `flowctl translate --to compose` for project `project`, its health
 /// checks every `interval` (a Compose duration). A translation that fails, or whose health
 /// check interval the bench cannot set, fails the section.
-pub fn compose(bench: &Bench, pipeline: &Path, project: &str, interval: &str) -> Result<PathBuf> {
+/// `docker_host` is where Compose reaches the engine (`DOCKER_HOST`), for the cleanup.
+pub fn compose(
+    bench: &Bench,
+    pipeline: &Path,
+    project: &str,
+    interval: &str,
+    docker_host: Option<&str>,
+) -> Result<PathBuf> {
     let file = bench.file(&format!("{project}.yaml"));
     let flowctl = bench.flowctl.to_string_lossy();
     let (pipeline_arg, file_arg) = (pipeline.to_string_lossy(), file.to_string_lossy());
@@ -267,6 +274,6 @@ pub fn compose(bench: &Bench, pipeline: &Path, project: &str, interval: &str) ->
     if set == text {
         bail!("flowctl's Compose translation has no `interval: 1s` health check to set");
     }
-    bench.compose_project(project, &file);
+    bench.compose_project(project, &file, docker_host);
     write(&file, &set)
 }
