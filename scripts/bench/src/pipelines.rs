@@ -270,10 +270,10 @@ pub fn compose(
         ],
     )?;
     let text = std::fs::read_to_string(&file)?;
-    let set = text.replace("interval: 1s\n", &format!("interval: {interval}\n"));
-    if set == text {
+    if !text.contains("interval: 1s\n") {
         bail!("flowctl's Compose translation has no `interval: 1s` health check to set");
     }
     bench.compose_project(project, &file, docker_host);
+    let set = text.replace("interval: 1s\n", &format!("interval: {interval}\n"));
     write(&file, &set)
 }
