@@ -66,24 +66,34 @@ impl Removal {
 
 /// Stops `order` gracefully (skip with an empty order to force), then removes every container
 /// and network labelled with `run_id`.
+///
+/// What the run labelled is listed while the containers stop (nothing new is created then; a
+/// container that appeared anyway is found when its network will not go), so the removal
+/// starts as soon as the last group has stopped.
 pub fn remove_run(engine: &Engine, run_id: &str, order: &StopOrder) -> Removal {
     let mut removal = Removal::default();
-    for group in &order.groups {
-        if let Err(e) = engine.stop(&group.containers, group.grace) {
-            // Not fatal: `rm --force` below kills whatever did not stop.
-            removal.errors.push(e);
-        }
-    }
     let filter = [labels::run_filter(run_id)];
+    let (containers, networks) = thread::scope(|scope| {
+        let containers = scope.spawn(|| engine.list_containers_named(&filter));
+        let networks = scope.spawn(|| engine.list_networks(&filter));
+        for group in &order.groups {
+            if let Err(e) = engine.stop(&group.containers, group.grace) {
+                // Not fatal: `rm --force` below kills whatever did not stop.
+                removal.errors.push(e);
+            }
+        }
+        (joined(containers), joined(networks))
+    });
     if order.groups.is_empty() {
         // Forced: kill first. Podman's `rm --force` of a container that another `podman stop`
         // is waiting on drops the record but leaves the process running (seen with 4.3).
-        if let Ok(ids) = engine.list_containers(&filter) {
+        if let Ok(found) = &containers {
+            let ids: Vec<String> = found.iter().map(|(id, _)| id.clone()).collect();
             let _ = engine.kill(&ids);
         }
     }
-    remove_containers(engine, &filter, &mut removal);
-    match engine.list_networks(&filter) {
+    remove_listed(engine, containers, &mut removal);
+    match networks {
         Ok(networks) => {
             for network in networks {
                 // flowctl's own container joined the network when it ran in a CI job
@@ -208,8 +218,24 @@ pub fn remove_forced(engine: &Engine, run_id: &str, swarm: bool) -> Removal {
     }
 }
 
+/// What a listing thread of the teardown returned; its panic is the caller's.
+fn joined<T>(listing: thread::ScopedJoinHandle<'_, T>) -> T {
+    listing
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 fn remove_containers(engine: &Engine, filter: &[String], removal: &mut Removal) {
-    let (ids, names): (Vec<String>, Vec<String>) = match engine.list_containers_named(filter) {
+    remove_listed(engine, engine.list_containers_named(filter), removal);
+}
+
+/// Removes the containers `listed` (ids with names), as [`remove_containers`] does.
+fn remove_listed(
+    engine: &Engine,
+    listed: Result<Vec<(String, String)>, EngineError>,
+    removal: &mut Removal,
+) {
+    let (ids, names): (Vec<String>, Vec<String>) = match listed {
         Ok(found) => found.into_iter().unzip(),
         Err(e) => return removal.errors.push(e),
     };

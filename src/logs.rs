@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::engine::{Engine, EngineError, Streaming};
+use crate::engine::{ContainerInfo, Engine, EngineError, Streaming};
 
 /// ANSI colours given to components in start order.
 const PALETTE: &[&str] = &["36", "33", "32", "35", "34", "96", "93", "92", "95", "94"];
@@ -242,15 +242,16 @@ impl LogMux {
 
     /// Starts `container` as component `id` (colour `index`) with its output relayed from its
     /// very first line (`start --attach`: attached before it starts), and returns once the
-    /// engine has started it. Until then the call's stderr is held back: if the container does
-    /// not start, it is the engine's error, not the component's output.
+    /// engine has started it, with what the engine said of it then. Until then the call's
+    /// stderr is held back: if the container does not start, it is the engine's error, not the
+    /// component's output.
     pub fn start_attached(
         &self,
         engine: &Engine,
         id: &str,
         index: usize,
         container: &str,
-    ) -> Result<(), EngineError> {
+    ) -> Result<ContainerInfo, EngineError> {
         let mut call = engine.start_attached(container)?;
         let sink = self.sink(id, index);
         let held = Arc::new(Mutex::new(Some(Vec::new())));
@@ -267,20 +268,23 @@ impl LogMux {
             ));
         }
         let started = engine.wait_started(container, &mut call);
-        if !matches!(started, Ok(true)) {
-            call.kill();
-            for reader in readers.into_iter().flatten() {
-                let _ = reader.join();
+        let info = match started {
+            Ok(Some(info)) => info,
+            not_started => {
+                call.kill();
+                for reader in readers.into_iter().flatten() {
+                    let _ = reader.join();
+                }
+                let said = lock(&held).take().unwrap_or_default();
+                return Err(not_started.err().unwrap_or_else(|| EngineError {
+                    command: call.command_line().to_string(),
+                    code: call.child.try_wait().ok().flatten().and_then(|s| s.code()),
+                    stderr: said.join("\n").trim().to_string(),
+                    spawn_error: None,
+                    timed_out: None,
+                }));
             }
-            let said = lock(&held).take().unwrap_or_default();
-            return Err(started.err().unwrap_or_else(|| EngineError {
-                command: call.command_line().to_string(),
-                code: call.child.try_wait().ok().flatten().and_then(|s| s.code()),
-                stderr: said.join("\n").trim().to_string(),
-                spawn_error: None,
-                timed_out: None,
-            }));
-        }
+        };
         // Started: what stderr held is the container's, and from now on it flows.
         // The lock is held while flushing, so a line read meanwhile waits and comes after.
         let mut held = lock(&held);
@@ -294,7 +298,7 @@ impl LogMux {
             call: Some(call),
             readers: readers.into_iter().flatten().collect(),
         });
-        Ok(())
+        Ok(info)
     }
 
     /// Component `id`'s `--logs-dir` file, opened for appending: one handle per container it

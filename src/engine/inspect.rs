@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 /// What `inspect` says about a container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerInfo {
     pub id: String,
     /// Without Docker's leading `/`.
@@ -30,6 +30,30 @@ pub struct ContainerInfo {
     pub image_id: String,
 }
 
+impl ContainerInfo {
+    /// Its published ports as [`Engine::published_ports`](super::Engine::published_ports)
+    /// gives them: host port by (container port, protocol), the first binding of each.
+    pub fn published_ports(&self) -> BTreeMap<(u16, String), u16> {
+        let mut ports = BTreeMap::new();
+        for binding in &self.ports {
+            // `host_ip:host_port->container_port/protocol`; the host ip may be IPv6.
+            let Some((outside, inside)) = binding.split_once("->") else {
+                continue;
+            };
+            let Some((port, protocol)) = inside.split_once('/') else {
+                continue;
+            };
+            let host_port = outside.rsplit_once(':').map(|(_, p)| p.parse());
+            if let (Ok(port), Some(Ok(host_port))) = (port.parse(), host_port) {
+                ports
+                    .entry((port, protocol.to_string()))
+                    .or_insert(host_port);
+            }
+        }
+        ports
+    }
+}
+
 /// One mount of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountInfo {
@@ -40,7 +64,7 @@ pub struct MountInfo {
 }
 
 /// A container's lifecycle state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerState {
     /// `created`, `running`, `exited`, ...
     pub status: String,
@@ -302,6 +326,25 @@ impl PullProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn published_ports_of_an_inspect_match_the_port_command() {
+        let info = ContainerInfo {
+            ports: vec![
+                "0.0.0.0:49153->8088/tcp".into(),
+                ":::49153->8088/tcp".into(),
+                "127.0.0.1:40001->50052/tcp".into(),
+                "127.0.0.1:40002->53/udp".into(),
+                "nonsense".into(),
+            ],
+            ..ContainerInfo::default()
+        };
+        let from_port_command = parse_port_lines(
+            "8088/tcp -> 0.0.0.0:49153\n8088/tcp -> [::]:49153\n50052/tcp -> 127.0.0.1:40001\n53/udp -> 127.0.0.1:40002\n",
+        );
+        assert_eq!(info.published_ports(), from_port_command);
+        assert_eq!(from_port_command.len(), 3);
+    }
 
     #[test]
     fn docker_pull_lines_count_layers_and_completions() {

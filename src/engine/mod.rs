@@ -549,21 +549,26 @@ impl Engine {
     }
 
     /// Waits until `container`, being started by `call` ([`Engine::start_attached`]), has
-    /// left the `created` state: `Ok(true)` once it runs or ran, `Ok(false)` when the call
-    /// ended without starting it (its stderr says why). Past the call deadline the call is
-    /// killed and that is the error.
-    pub fn wait_started(&self, container: &str, call: &mut Streaming) -> Result<bool, EngineError> {
+    /// left the `created` state: `Ok(Some(info))` once it runs or ran, with what the inspect
+    /// that saw it said (its published ports and addresses, so the caller needs no second
+    /// call), `Ok(None)` when the call ended without starting it (its stderr says why). Past
+    /// the call deadline the call is killed and that is the error.
+    pub fn wait_started(
+        &self,
+        container: &str,
+        call: &mut Streaming,
+    ) -> Result<Option<ContainerInfo>, EngineError> {
         let deadline = Instant::now() + self.deadlines.call;
         let mut pause = Duration::from_millis(5);
         loop {
             // The call's end first: a state read after it is final.
             let ended = !matches!(call.child.try_wait(), Ok(None));
-            let state = self.inspect_container(container)?.map(|info| info.state);
-            if state.is_some_and(|state| state.status != "created") {
-                return Ok(true);
+            let info = self.inspect_container(container)?;
+            if let Some(info) = info.filter(|info| info.state.status != "created") {
+                return Ok(Some(info));
             }
             if ended {
-                return Ok(false);
+                return Ok(None);
             }
             if Instant::now() >= deadline {
                 call.kill();

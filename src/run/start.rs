@@ -22,7 +22,7 @@ use super::reach::{PortAccess, Reachable};
 use super::record::Recorder;
 use super::teardown::{check_interrupted, exit_error, ExitError, Halt, FAILURE_LOG_LINES};
 use crate::contract;
-use crate::engine::{ContainerSpec, Engine, Mount, PortPublish, ResourceLimits};
+use crate::engine::{ContainerInfo, ContainerSpec, Engine, Mount, PortPublish, ResourceLimits};
 use crate::events::{Exit, RunEvents};
 use crate::health::{Backoff, HealthProbe};
 use crate::labels;
@@ -283,13 +283,14 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
         .position(|c| c.id == *id)
         .unwrap_or(0);
     // Attached before it starts: no line it writes is lost, however soon it exits.
-    run.logs
+    let info = run
+        .logs
         .start_attached(run.engine, id, index, &component.container_name)
         .with_context(|| format!("component `{id}`: cannot start its container"))?;
 
     // The ports first: the watcher below is one more CLI process starting, which would slow
-    // this lookup on a small machine.
-    let ports = port_access(run, component);
+    // a lookup on a small machine.
+    let ports = port_access(run, component, &info);
     watch_exit(run, component, attempt)?;
     let ports = match ports {
         Ok(ports) => ports,
@@ -354,37 +355,41 @@ fn start_container(run: &LiveRun, component: &ComponentPlan, attempt: u32) -> Re
     Ok(())
 }
 
-/// How flowctl reaches each port of `component`'s running container: through the port the
-/// engine published on its host, or, when flowctl is on the pipeline network, at the
-/// container's own address there. The error says what could not be read.
-fn port_access(run: &LiveRun, component: &ComponentPlan) -> Result<Vec<PortAccess>, String> {
+/// How flowctl reaches each port of `component`'s running container (`info`: the engine's
+/// inspect that saw it start): through the port the engine published on its host, or, when
+/// flowctl is on the pipeline network, at the container's own address there. The error says
+/// what could not be read.
+fn port_access(
+    run: &LiveRun,
+    component: &ComponentPlan,
+    info: &ContainerInfo,
+) -> Result<Vec<PortAccess>, String> {
     if component.ports.is_empty() {
         return Ok(Vec::new());
     }
-    let container = &component.container_name;
-    let published = run
-        .engine
-        .published_ports(container)
-        .map_err(|e| format!("cannot read its published ports: {e}"))?;
-    let network_ip: Option<IpAddr> = if run.location.on_pipeline_network() {
-        let info = run
+    // Every port is published (container_spec); the inspect that saw it start has their
+    // bindings, unless it already exited, which `port` then reports.
+    let mut published = info.published_ports();
+    if component.ports.iter().any(|port| {
+        !published.contains_key(&(port.container_port, port.protocol.as_str().to_string()))
+    }) {
+        published = run
             .engine
-            .inspect_container(container)
-            .map_err(|e| e.to_string())?
-            .ok_or("its container is gone")?;
-        let ip = info
-            .networks
+            .published_ports(&component.container_name)
+            .map_err(|e| format!("cannot read its published ports: {e}"))?;
+    }
+    let address_on_network = || {
+        info.networks
             .get(&run.plan.network)
             .and_then(|ip| ip.parse().ok())
+    };
+    let network_ip: Option<IpAddr> = if run.location.on_pipeline_network() {
+        let ip = address_on_network()
             .ok_or_else(|| format!("it has no address on network {}", run.plan.network))?;
         Some(ip)
     } else if component.is_relayed() && matches!(run.location, Location::Host) {
         // Best effort: without it the relay dials the published port.
-        run.engine
-            .inspect_container(container)
-            .ok()
-            .flatten()
-            .and_then(|info| info.networks.get(&run.plan.network)?.parse().ok())
+        address_on_network()
     } else {
         None
     };
