@@ -470,7 +470,14 @@ fn cli_floor(bench: &Bench, engine: &str, range: &Range) -> Result<f64> {
         ],
     )?;
     let code = output(engine, &["wait", &sink])?;
-    output(engine, &["rm", "-f", &sink, &proc, &src])?;
+    // Killed, not stopped: Docker's `rm -f` kills; Podman's stops with the container's stop
+    // timeout unless told `-t 0` (10 s when a component is slow to take SIGTERM).
+    let mut remove = vec!["rm", "-f"];
+    if engine.contains("podman") {
+        remove.extend(["-t", "0"]);
+    }
+    remove.extend([sink.as_str(), &proc, &src]);
+    output(engine, &remove)?;
     output(engine, &["network", "rm", &net])?;
     let seconds = started.elapsed().as_secs_f64();
     if code.trim() != "0" {
