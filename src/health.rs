@@ -13,6 +13,11 @@ use crate::plan::{HealthPlan, HealthProtocol};
 
 /// How long one probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long its connection may take: a port that answers accepts or refuses at once, so a
+/// connect that hangs is a lost SYN (a retry sends a fresh one) or a port whose container is
+/// gone (Podman keeps forwarding a published port to the exited container's address for a
+/// moment, where the SYN is dropped), and the loop that probes must see that exit soon.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// First wait between probes: a fast component is not kept waiting (a probe is one loopback
 /// HTTP request, so probing often while a component starts costs next to nothing).
@@ -40,6 +45,7 @@ impl HealthProbe {
     pub fn new(address: SocketAddr, path: &str) -> HealthProbe {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(PROBE_TIMEOUT))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
             .http_status_as_error(false)
             // A proxy from the environment must never see loopback probes.
             .proxy(None)
@@ -80,7 +86,7 @@ fn check_grpc(address: SocketAddr) -> Result<(), String> {
     let answer = crate::runtime::block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| e.to_string())?
-            .connect_timeout(PROBE_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .timeout(PROBE_TIMEOUT)
             .connect()
             .await
