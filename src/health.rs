@@ -16,8 +16,15 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long its connection may take: a port that answers accepts or refuses at once, so a
 /// connect that hangs is a lost SYN (a retry sends a fresh one) or a port whose container is
 /// gone (Podman keeps forwarding a published port to the exited container's address for a
-/// moment, where the SYN is dropped), and the loop that probes must see that exit soon.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// moment, where the SYN is dropped), and the loop that probes must see that exit soon. On
+/// loopback (a port published on this machine) a connection takes microseconds.
+fn connect_timeout(address: SocketAddr) -> Duration {
+    if address.ip().is_loopback() {
+        Duration::from_millis(150)
+    } else {
+        Duration::from_millis(500)
+    }
+}
 
 /// First wait between probes: a fast component is not kept waiting (a probe is one loopback
 /// HTTP request, so probing often while a component starts costs next to nothing).
@@ -45,7 +52,7 @@ impl HealthProbe {
     pub fn new(address: SocketAddr, path: &str) -> HealthProbe {
         let config = ureq::Agent::config_builder()
             .timeout_global(Some(PROBE_TIMEOUT))
-            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_connect(Some(connect_timeout(address)))
             .http_status_as_error(false)
             // A proxy from the environment must never see loopback probes.
             .proxy(None)
@@ -86,7 +93,7 @@ fn check_grpc(address: SocketAddr) -> Result<(), String> {
     let answer = crate::runtime::block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| e.to_string())?
-            .connect_timeout(CONNECT_TIMEOUT)
+            .connect_timeout(connect_timeout(address))
             .timeout(PROBE_TIMEOUT)
             .connect()
             .await
