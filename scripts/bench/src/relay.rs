@@ -36,26 +36,13 @@ pub fn run_relay(bench: &Bench) -> Result<()> {
     )?;
     let relayed = pipelines::v1(bench, "relay-v1.yaml", &lake.range)?;
     println!("{}", lake.describe());
-    let mut samples = Samples::default();
-    for _ in 0..bench.effort.runs {
-        measure(
-            bench,
-            &lake,
-            "direct",
-            &direct,
-            Consumer::Direct,
-            &mut samples,
-        )?;
-        measure(
-            bench,
-            &lake,
-            "relayed",
-            &relayed,
-            Consumer::Relayed,
-            &mut samples,
-        )?;
-    }
-    report(bench, "relay", &lake, &samples, ("relayed", "direct"))?;
+    compare(
+        bench,
+        "relay",
+        &lake,
+        Side("relayed", &relayed, Consumer::Relayed),
+        Side("direct", &direct, Consumer::Direct),
+    )?;
     println!("   goals: relayed/direct events/s >= 0.8, flowctl RSS while relaying < 50 MB");
     Ok(())
 }
@@ -66,31 +53,12 @@ pub fn run_processes(bench: &Bench) -> Result<()> {
     let containers = pipelines::v1(bench, "proc-containers.yaml", &lake.range)?;
     let processes = pipelines::processes(bench, "proc-processes.yaml", &lake.range)?;
     println!("{}", lake.describe());
-    let mut samples = Samples::default();
-    for _ in 0..bench.effort.runs {
-        measure(
-            bench,
-            &lake,
-            "containers",
-            &containers,
-            Consumer::Relayed,
-            &mut samples,
-        )?;
-        measure(
-            bench,
-            &lake,
-            "processes",
-            &processes,
-            Consumer::Relayed,
-            &mut samples,
-        )?;
-    }
-    report(
+    compare(
         bench,
         "processes",
         &lake,
-        &samples,
-        ("processes", "containers"),
+        Side("processes", &processes, Consumer::Relayed),
+        Side("containers", &containers, Consumer::Relayed),
     )?;
     println!("   goal: processes/containers ledgers/s >= 1 (the process path is not slower)");
     Ok(())
@@ -102,6 +70,21 @@ enum Consumer {
     Direct,
     /// consumer-app-v1, relayed; the count is its ConsumeResponse as flowctl prints it.
     Relayed,
+}
+
+/// One side of a comparison: its label, its pipeline and how its consumer's count is read.
+struct Side<'p>(&'static str, &'p Path, Consumer);
+
+/// Runs `b` and `a` in turns, the bench's number of times, and reports `a` against `b` as
+/// figures of `section`.
+fn compare(bench: &Bench, section: &str, lake: &Lake, a: Side, b: Side) -> Result<()> {
+    let mut samples = Samples::default();
+    for _ in 0..bench.effort.runs {
+        for Side(label, pipeline, consumer) in [&b, &a] {
+            measure(bench, lake, label, pipeline, *consumer, &mut samples)?;
+        }
+    }
+    report(bench, section, lake, &samples, (a.0, b.0))
 }
 
 fn measure(
