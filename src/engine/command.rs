@@ -14,6 +14,7 @@ use std::fmt;
 use std::io::{self, BufRead as _, BufReader, Read};
 use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Mutex;
 use std::thread;
@@ -129,9 +130,19 @@ fn kill_group(pid: u32) {
     }
 }
 
+/// How many times [`kill_in_flight`] ran in this process (its one caller is the signal policy).
+static KILLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether [`kill_in_flight`] has run: a signal arrived, and a call that failed since may have
+/// failed because it was killed.
+pub fn calls_were_killed() -> bool {
+    KILLS.load(Ordering::SeqCst) > 0
+}
+
 /// Kills every container CLI call that is running now (with its process group). Called by the
 /// signal policy so that a hung engine call cannot hold flowctl; the callers see an error.
 pub fn kill_in_flight() -> usize {
+    KILLS.fetch_add(1, Ordering::SeqCst);
     let pids: Vec<u32> = in_flight().iter().copied().collect();
     for pid in &pids {
         kill_group(*pid);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use command::{kill_in_flight, CommandExt, EngineError, Streaming};
+pub use command::{calls_were_killed, kill_in_flight, CommandExt, EngineError, Streaming};
 pub use inspect::{ContainerInfo, ContainerState, MountInfo, NetworkInfo};
 
 /// The container CLI used when neither `--docker-bin` nor `FLOWCTL_DOCKER_BIN` says otherwise.

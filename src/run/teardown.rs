@@ -146,8 +146,22 @@ pub fn exit_error(
 }
 
 /// [`Halt::Interrupted`] once a signal reached the run of `events`.
+///
+/// The signal policy kills the engine calls in flight before it tells the run (so that the
+/// teardown's own calls are not killed), so a start-up step whose call it killed can fail and
+/// ask here first: once calls were killed, the run waits (up to a second) to be told.
 pub fn check_interrupted(events: &RunEvents) -> Result<(), Halt> {
-    if events.snapshot().interrupts > 0 {
+    let mut state = events.snapshot();
+    if state.interrupts == 0 && engine::calls_were_killed() {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while state.interrupts == 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            state = events.wait_change(state.version, left);
+        }
+    }
+    if state.interrupts > 0 {
         Err(Halt::Interrupted)
     } else {
         Ok(())
