@@ -10,8 +10,8 @@ mod support;
 use std::fs;
 use std::time::Duration;
 
-use support::process_lab::{assert_gone, started_processes, Lab};
-use support::{repo, require_images, unique};
+use support::process_lab::{assert_gone, raw_ledger_source, started_processes, Lab};
+use support::{require_images, unique};
 
 const IMAGES: [&str; 2] = [
     "flowctl/ttp-processor-v1:dev",
@@ -21,7 +21,7 @@ const IMAGES: [&str; 2] = [
 /// The process source over the testnet lake (`end` "0" streams forever) feeding two
 /// containers; `name` is the pipeline's (and so its labels').
 fn pipeline(name: &str, end: &str) -> String {
-    let lake = repo().join("examples/ledgers/testnet-997-999");
+    let source = raw_ledger_source(end);
     format!(
         r#"apiVersion: flowctl/v1
 kind: Pipeline
@@ -30,18 +30,7 @@ metadata:
 spec:
   driver: process
   sources:
-    - id: raw-ledger-source
-      type: source
-      command: ["./bin/raw-ledger-source"]
-      env:
-        BACKEND_TYPE: ARCHIVE
-        ARCHIVE_STORAGE_TYPE: FS
-        ARCHIVE_BUCKET_NAME: "{lake}"
-        LEDGERS_PER_FILE: "1"
-        FILES_PER_PARTITION: "64000"
-        NETWORK_PASSPHRASE: "Test SDF Network ; September 2015"
-        START_LEDGER: "997"
-        END_LEDGER: "{end}"
+{source}
   processors:
     - id: ttp-processor-v1
       image: flowctl/ttp-processor-v1:dev
@@ -69,8 +58,7 @@ spec:
       health_port: 8088
       register: true
       grpc: {{port: 50053, service: flowctl.v1.ConsumerService}}
-"#,
-        lake = lake.display()
+"#
     )
 }
 

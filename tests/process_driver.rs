@@ -11,7 +11,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use support::process_lab::{assert_gone, started_processes, Lab};
+use support::process_lab::{assert_gone, raw_ledger_source, started_processes, Lab};
 use support::{is_running, kill9, repo, stat_field};
 
 /// The binaries a test's `bin/` holds, from the workspace's release build.
@@ -19,7 +19,7 @@ const BINARIES: [&str; 3] = ["raw-ledger-source", "ttp-processor-v1", "consumer-
 
 /// The pipeline of our three v1 binaries over the testnet lake; `end` "0" streams forever.
 fn pipeline(end: &str, extra_source_env: &str) -> String {
-    let lake = repo().join("examples/ledgers/testnet-997-999");
+    let source = raw_ledger_source(end);
     format!(
         r#"apiVersion: flowctl/v1
 kind: Pipeline
@@ -28,18 +28,7 @@ metadata:
 spec:
   driver: process
   sources:
-    - id: raw-ledger-source
-      type: source
-      command: ["./bin/raw-ledger-source"]
-      env:
-        BACKEND_TYPE: ARCHIVE
-        ARCHIVE_STORAGE_TYPE: FS
-        ARCHIVE_BUCKET_NAME: "{lake}"
-        LEDGERS_PER_FILE: "1"
-        FILES_PER_PARTITION: "64000"
-        NETWORK_PASSPHRASE: "Test SDF Network ; September 2015"
-        START_LEDGER: "997"
-        END_LEDGER: "{end}"
+{source}
 {extra_source_env}
   processors:
     - id: ttp-processor-v1
@@ -51,8 +40,7 @@ spec:
     - id: consumer-app-v1
       command: ["./bin/consumer-app-v1"]
       inputs: [ttp-processor-v1]
-"#,
-        lake = lake.display()
+"#
     )
 }
 

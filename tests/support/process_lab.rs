@@ -88,6 +88,28 @@ impl Lab {
     }
 }
 
+/// The `sources:` entry of our raw-ledger-source run from the lab's `./bin` as upstream's process
+/// files write it, over the testnet lake from ledger 997 to `end` ("0" streams forever); no
+/// trailing newline.
+pub fn raw_ledger_source(end: &str) -> String {
+    let lake = super::repo().join("examples/ledgers/testnet-997-999");
+    format!(
+        r#"    - id: raw-ledger-source
+      type: source
+      command: ["./bin/raw-ledger-source"]
+      env:
+        BACKEND_TYPE: ARCHIVE
+        ARCHIVE_STORAGE_TYPE: FS
+        ARCHIVE_BUCKET_NAME: "{lake}"
+        LEDGERS_PER_FILE: "1"
+        FILES_PER_PARTITION: "64000"
+        NETWORK_PASSPHRASE: "Test SDF Network ; September 2015"
+        START_LEDGER: "997"
+        END_LEDGER: "{end}""#,
+        lake = lake.display()
+    )
+}
+
 /// `(pid, start time)` of each process flowctl said it started ("NAME (pid N) ...").
 pub fn started_processes(stderr: &str) -> BTreeMap<String, u32> {
     stderr
